@@ -1,0 +1,100 @@
+//! Real interaction data in one in-memory form, [`Dataset`], whatever file it came from.
+//!
+//! Owns: the loaders (ABXI text files, KuaiRand-1K TFRecord and TSV, generic CSV/Parquet
+//! tables), the leave-one-out split, and the layouts the trainer and evaluator consume.
+//!
+//! Invariant every loader establishes: item ids are dense, `0` is padding, domain A items are
+//! `1..=n_items[A]` and domain B items follow them (`n_items[A]+1 ..= n_items[A]+n_items[B]`).
+//! For ABXI's food-kitchen files this is exactly the published id space.
+
+use serde::{Deserialize, Serialize};
+
+/// One of the two domains of a cross-domain dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Domain {
+    A,
+    B,
+}
+
+impl Domain {
+    pub const BOTH: [Domain; 2] = [Domain::A, Domain::B];
+
+    /// Index 0 for A, 1 for B: for `[T; 2]` per-domain arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Domain::A => 0,
+            Domain::B => 1,
+        }
+    }
+
+    pub fn other(self) -> Domain {
+        match self {
+            Domain::A => Domain::B,
+            Domain::B => Domain::A,
+        }
+    }
+}
+
+impl std::fmt::Display for Domain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Domain::A => "A",
+            Domain::B => "B",
+        })
+    }
+}
+
+/// A dense item id; `0` is padding.
+pub type ItemId = u32;
+
+/// One user's chronological interactions across both domains (the merged stream).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserSequence {
+    pub user: u32,
+    pub items: Vec<ItemId>,
+    /// Unix seconds (or the source's own ordinal where it has no time, e.g. KuaiRand rows).
+    pub timestamps: Vec<i64>,
+}
+
+/// A cross-domain dataset: users' merged sequences plus the id space.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// Short name, e.g. `food-kitchen`.
+    pub name: String,
+    /// Human names of the two domains, e.g. `["Food", "Kitchen"]`.
+    pub domain_names: [String; 2],
+    /// Number of items in A and in B.
+    pub n_items: [usize; 2],
+    pub users: Vec<UserSequence>,
+}
+
+impl Dataset {
+    /// The domain an item belongs to; `None` for padding or ids outside the space.
+    pub fn domain_of(&self, item: ItemId) -> Option<Domain> {
+        let i = item as usize;
+        if i == 0 {
+            None
+        } else if i <= self.n_items[0] {
+            Some(Domain::A)
+        } else if i <= self.n_items[0] + self.n_items[1] {
+            Some(Domain::B)
+        } else {
+            None
+        }
+    }
+
+    /// The inclusive range of item ids in a domain.
+    pub fn item_range(&self, d: Domain) -> std::ops::RangeInclusive<ItemId> {
+        match d {
+            Domain::A => 1..=self.n_items[0] as ItemId,
+            Domain::B => {
+                (self.n_items[0] + 1) as ItemId..=(self.n_items[0] + self.n_items[1]) as ItemId
+            }
+        }
+    }
+
+    /// Total item count plus one (for padding): the embedding table size.
+    pub fn vocab_size(&self) -> usize {
+        self.n_items[0] + self.n_items[1] + 1
+    }
+}

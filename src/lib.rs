@@ -1,0 +1,19 @@
+//! cdsr-lab: train, record and analyse cross-domain sequential recommendation models.
+//!
+//! The modules follow the life of a study:
+//! - [`data`]: load real interaction data (ABXI files, KuaiRand TFRecords, generic tables)
+//!   into one [`data::Dataset`], split it leave-one-out and lay it out for training and evaluation.
+//! - [`eval`]: the ranking protocol (sampled negatives and full ranking) and its metrics.
+//! - [`model`]: ABXI- and SASRec-style encoders, gated cross-attention (GCA), AutoCDSR parts.
+//! - [`train`]: the training loop, schedules, checkpoints and resume.
+//! - [`runs`]: the on-disk run format (writer and reader) and run logs as polars DataFrames.
+//! - [`analysis`]: orthogonality, correlation statistics, parameter matching, attention shares.
+//! - [`plot`]: the paper's figures with plotters, as PNG and SVG.
+
+pub mod analysis;
+pub mod data;
+pub mod eval;
+pub mod model;
+pub mod plot;
+pub mod runs;
+pub mod train;
