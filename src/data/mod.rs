@@ -98,3 +98,5 @@ impl Dataset {
         self.n_items[0] + self.n_items[1] + 1
     }
 }
+
+pub mod cli;
