@@ -9,6 +9,8 @@
 //! - [`runs`]: the on-disk run format (writer and reader) and run logs as polars DataFrames.
 //! - [`analysis`]: orthogonality, correlation statistics, parameter matching, attention shares.
 //! - [`plot`]: the paper's figures with plotters, as PNG and SVG.
+//! - [`sweep`]: studies as sweeps of many runs, run locally in parallel or as a Slurm job array,
+//!   resumable after any interruption.
 
 pub mod analysis;
 pub mod data;
@@ -16,4 +18,5 @@ pub mod eval;
 pub mod model;
 pub mod plot;
 pub mod runs;
+pub mod sweep;
 pub mod train;

@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cdsr-lab", version, about = "Cross-domain sequential recommendation lab")]
+#[command(
+    name = "cdsr-lab",
+    version,
+    about = "Cross-domain sequential recommendation lab"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -14,10 +18,14 @@ enum Command {
     /// Inspect datasets.
     #[command(subcommand)]
     Data(cdsr_lab::data::cli::DataCommand),
+    /// Plan, run and follow sweeps of many runs (locally or on Slurm).
+    #[command(subcommand)]
+    Sweep(cdsr_lab::sweep::cli::SweepCommand),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Data(cmd) => cdsr_lab::data::cli::run(cmd),
+        Command::Sweep(cmd) => cdsr_lab::sweep::cli::run(cmd),
     }
 }

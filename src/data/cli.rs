@@ -12,6 +12,8 @@ pub enum DataCommand {
 
 pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
     match cmd {
-        DataCommand::Stats { path } => anyhow::bail!("data stats {}: not implemented yet", path.display()),
+        DataCommand::Stats { path } => {
+            anyhow::bail!("data stats {}: not implemented yet", path.display())
+        }
     }
 }
