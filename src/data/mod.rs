@@ -99,4 +99,45 @@ impl Dataset {
     }
 }
 
+pub mod abxi;
 pub mod cli;
+pub mod error;
+pub mod kuairand;
+pub mod layout;
+pub mod source;
+pub mod split;
+pub mod stats;
+pub mod table;
+pub mod tfrecord;
+
+pub use error::{DataError, LineIssue, RecordIssue};
+pub use kuairand::KuaiRandConfig;
+pub use layout::{EvalBatch, EvalLayout, LayoutConfig, StreamAlignment, TrainBatch, TrainLayout};
+pub use source::{load, Format, Loaded};
+pub use split::{EvalCase, FileSets, Part, Split, SplitKind, TrainSeq};
+pub use stats::DatasetStats;
+
+/// The project's shared real-data directory (`../shared/data` seen from the project root):
+/// `$CDSR_SHARED_DATA` if set, else the first `shared/data` found walking up from the crate
+/// directory, then from the current directory. `None` if there is none.
+pub fn shared_data_dir() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("CDSR_SHARED_DATA") {
+        return Some(p.into());
+    }
+    let starts = [
+        Some(std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+        std::env::current_dir().ok(),
+    ];
+    starts.into_iter().flatten().find_map(|start| {
+        start
+            .ancestors()
+            .map(|a| a.join("shared").join("data"))
+            .find(|p| p.is_dir())
+    })
+}
+
+/// The repository's own `data/` folder of small real slices (`food-kitchen-mini`,
+/// `kuairand-1k-mini`).
+pub fn repo_data_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+}
