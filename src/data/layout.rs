@@ -16,6 +16,10 @@
 //! per-domain subsequences `a` and `b` of the input, each truncated to its own last
 //! `max_len`, plus the target item and its domain. Only the last position is to be scored.
 //!
+//! `max_len` defaults to 50 (the methods page). ABXI's latest code trims to
+//! `len_trim = len_max - 3 = 47` (its files hold at most 50 interactions and leave-one-out
+//! removes up to 3): `LayoutConfig { max_len: 47, .. }` reproduces that exactly.
+//!
 //! Positions ([`positions_from_end`]) follow ABXI: 1 for the last non-padding entry, counting
 //! non-padding entries backwards, 0 on padding.
 
@@ -101,6 +105,8 @@ pub struct TrainLayout {
     pub alignment: StreamAlignment,
     /// Row -> index into `dataset.users`.
     pub users: Vec<u32>,
+    /// Row -> length of its training sequence (`dataset.users[u].items[..train_len]`).
+    pub train_len: Vec<u32>,
     /// Merged input stream `[rows, max_len]`.
     pub x: Vec<ItemId>,
     /// Domain-A stream on the merged timeline `[rows, max_len]`.
@@ -127,6 +133,7 @@ impl TrainLayout {
             max_len: l,
             alignment: cfg.alignment,
             users: Vec::with_capacity(n),
+            train_len: rows.iter().map(|t| t.len as u32).collect(),
             x: vec![PAD; n * l],
             a: vec![PAD; n * l],
             b: vec![PAD; n * l],

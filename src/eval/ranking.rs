@@ -22,7 +22,10 @@ pub fn sampled_rank(scores: &[f32]) -> usize {
     if pos.is_nan() {
         return scores.len();
     }
-    1 + scores[1..].iter().filter(|&&s| !(s <= pos)).count()
+    1 + scores[1..]
+        .iter()
+        .filter(|&&s| s > pos || s.is_nan())
+        .count()
 }
 
 /// Rank of `target` among the items of `range` given scores over the whole id space
@@ -34,7 +37,7 @@ pub fn full_rank(scores: &[f32], target: ItemId, range: std::ops::RangeInclusive
         return block.len();
     }
     // The target is inside the block and never strictly above itself.
-    1 + block.iter().filter(|&&s| !(s <= pos)).count()
+    1 + block.iter().filter(|&&s| s > pos || s.is_nan()).count()
 }
 
 impl Candidates {
