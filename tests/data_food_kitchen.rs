@@ -118,3 +118,35 @@ fn layouts_match_the_numpy_fixture() {
         assert_eq!(e.target[..n], get(&format!("{p}_gt.npy"))[..]);
     }
 }
+
+/// `cdsr-lab data stats` prints the data README's numbers; a bad path is a clear error.
+#[test]
+fn cli_data_stats() {
+    let dir = data::shared_data_dir().unwrap().join("food-kitchen");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cdsr-lab"))
+        .args(["data", "stats"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        text,
+        "format        abxi\n\
+         dataset       food-kitchen\n\
+         users         7,144 (7,144 in both domains)\n\
+         items         A (Food) 11,837 / B (Kitchen) 16,258 / total 28,095\n\
+         interactions  173,548 (A 83,663 / B 89,885)\n\
+         length        min 10 / median 20 / mean 24.3 / max 50\n"
+    );
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_cdsr-lab"))
+        .args(["data", "stats", "/no/such/dir"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/no/such/dir"));
+}

@@ -91,3 +91,22 @@ fn full_kuairand_counts() {
     assert_eq!(st.length_min, 42);
     assert_eq!(st.length_max, 798);
 }
+
+#[test]
+fn loaded_datasets_satisfy_the_invariant() {
+    let dir = data::repo_data_dir();
+    for p in [
+        "food-kitchen-mini",
+        "kuairand-1k-mini",
+        "kuairand-1k-mini/decoded_tsv",
+    ] {
+        let l = data::load(&dir.join(p)).unwrap();
+        l.dataset.validate().unwrap();
+    }
+    let mut bad = data::load(&dir.join("food-kitchen-mini")).unwrap().dataset;
+    bad.users[3].items[2] = 0;
+    assert_eq!(
+        bad.validate().unwrap_err(),
+        "user 3, position 2: item 0 outside 1..=5043"
+    );
+}

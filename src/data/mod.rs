@@ -6,6 +6,20 @@
 //! Invariant every loader establishes: item ids are dense, `0` is padding, domain A items are
 //! `1..=n_items[A]` and domain B items follow them (`n_items[A]+1 ..= n_items[A]+n_items[B]`).
 //! For ABXI's food-kitchen files this is exactly the published id space.
+//!
+//! ```
+//! use cdsr_lab::data::{self, DatasetStats, Domain, Split};
+//! // 300 real users of food-kitchen, shipped in the repository's data/ folder
+//! let loaded = data::load(&data::repo_data_dir().join("food-kitchen-mini"))?;
+//! let ds = &loaded.dataset;
+//! assert_eq!(ds.n_items, [2160, 2883]);
+//! assert_eq!(ds.domain_of(2161), Some(Domain::B));
+//! let stats = DatasetStats::of(ds);
+//! assert_eq!((stats.users, stats.interactions), (300, [3376, 3759]));
+//! let split = Split::leave_one_out(ds);
+//! assert_eq!(split.test.len(), 300);
+//! # Ok::<(), cdsr_lab::data::DataError>(())
+//! ```
 
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +110,38 @@ impl Dataset {
     /// Total item count plus one (for padding): the embedding table size.
     pub fn vocab_size(&self) -> usize {
         self.n_items[0] + self.n_items[1] + 1
+    }
+
+    /// Checks the invariant every loader establishes: items inside `1..=n_A+n_B`, one
+    /// timestamp per item, timestamps non-decreasing, no empty sequence. For datasets built
+    /// by hand (tests, notebooks); the error names the user and position.
+    pub fn validate(&self) -> Result<(), String> {
+        let max = (self.n_items[0] + self.n_items[1]) as ItemId;
+        for (u, s) in self.users.iter().enumerate() {
+            if s.items.is_empty() {
+                return Err(format!("user {u}: empty sequence"));
+            }
+            if s.items.len() != s.timestamps.len() {
+                return Err(format!(
+                    "user {u}: {} items but {} timestamps",
+                    s.items.len(),
+                    s.timestamps.len()
+                ));
+            }
+            if let Some(p) = s.items.iter().position(|&i| i == 0 || i > max) {
+                return Err(format!(
+                    "user {u}, position {p}: item {} outside 1..={max}",
+                    s.items[p]
+                ));
+            }
+            if let Some(p) = s.timestamps.windows(2).position(|w| w[1] < w[0]) {
+                return Err(format!(
+                    "user {u}, position {}: timestamps go backwards",
+                    p + 1
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
