@@ -129,7 +129,7 @@ pub fn load(path: &Path, cfg: &TableConfig) -> Result<Table> {
         let s = col.cast(&DataType::String).map_err(table_err)?;
         Ok(s.str()
             .map_err(table_err)?
-            .into_iter()
+            .iter()
             .map(|v| v.map(str::to_string))
             .collect())
     };
@@ -143,7 +143,7 @@ pub fn load(path: &Path, cfg: &TableConfig) -> Result<Table> {
         if col.dtype() == &DataType::String {
             let s = col.str().map_err(table_err)?;
             let mut out = Vec::with_capacity(s.len());
-            for (row, v) in s.into_iter().enumerate() {
+            for (row, v) in s.iter().enumerate() {
                 out.push(match v {
                     None => None,
                     Some(t) => Some(t.trim().parse::<i64>().map_err(|_| {
@@ -161,7 +161,7 @@ pub fn load(path: &Path, cfg: &TableConfig) -> Result<Table> {
             out
         } else {
             let s = col.cast(&DataType::Int64).map_err(table_err)?;
-            s.i64().map_err(table_err)?.into_iter().collect()
+            s.i64().map_err(table_err)?.iter().collect()
         }
     };
     // The domain pair.
