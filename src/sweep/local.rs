@@ -160,7 +160,11 @@ fn run_child(dir: &SweepDir, id: &str, opts: &LocalOptions) -> std::result::Resu
         .stderr(log2)
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", opts.exe.display()))?;
-    let status = child.wait().map_err(|e| e.to_string())?;
+    // `Child::wait` closes a stdin it still owns; keep ours open until the child has exited.
+    let keep_stdin_open = child.stdin.take();
+    let status = child.wait().map_err(|e| e.to_string());
+    drop(keep_stdin_open);
+    let status = status?;
     if status.success() {
         return Ok(());
     }
