@@ -222,11 +222,15 @@ fn bad_shapes_and_values_are_errors() {
             ..
         })
     ));
-    // NaN in a padding row is ignored (never read as a query row)... but keys of valid rows are
-    // all read, so a NaN on a padding key of a valid row is reported
+    // a NaN in a padding row is never read; one on a padding key of a valid row is reported
     let mut nan = attn.clone();
     nan[[0, 0, 3, 0]] = f32::NAN;
     assert!(attention_share(nan.view(), labels.view(), valid.view(), &cfg).is_ok());
+    nan[[0, 0, 2, 3]] = f32::NAN;
+    assert!(matches!(
+        attention_share(nan.view(), labels.view(), valid.view(), &cfg),
+        Err(AttentionShareError::NonFinite { sample: 0, head: 0, query: 2, key: 3, .. })
+    ));
 }
 
 #[test]
@@ -252,4 +256,98 @@ fn ib_share_by_hand() {
         ib_share(attn.view(), 6, array![[true]].view()).unwrap_err(),
         AttentionShareError::TooManyIbTokens { n_ib: 6, len: 5 }
     );
+}
+
+/// Real sequences (food-kitchen-mini, the repo's slice of ABXI's food-kitchen): under uniform
+/// causal attention, row i's cross share is (#other-domain items among 0..=i) / (i + 1), which
+/// the test counts directly from the item ids.
+#[test]
+fn uniform_causal_attention_on_food_kitchen_mini() {
+    use cdsr_lab::data::{abxi, repo_data_dir};
+    use cdsr_lab::model::attention_share::domain_labels;
+    let ds = abxi::load(&repo_data_dir().join("food-kitchen-mini")).unwrap();
+    let len = 50;
+    let users = &ds.users[..64];
+    // left-padded rows of the last `len` items
+    let mut items = Array2::<u32>::zeros((users.len(), len));
+    for (b, u) in users.iter().enumerate() {
+        let tail = &u.items[u.items.len().saturating_sub(len)..];
+        for (k, &it) in tail.iter().enumerate() {
+            items[[b, len - tail.len() + k]] = it;
+        }
+    }
+    let (labels, valid) = domain_labels(&ds, items.view());
+    // head 0: uniform over valid keys j <= i; head 1: attends to itself only
+    let mut attn = Array4::<f32>::zeros((users.len(), 2, len, len));
+    for b in 0..users.len() {
+        for i in 0..len {
+            let keys: Vec<usize> = (0..=i).filter(|&j| valid[[b, j]]).collect();
+            for &j in &keys {
+                attn[[b, 0, i, j]] = 1.0 / keys.len() as f32;
+            }
+            attn[[b, 1, i, i]] = 1.0;
+        }
+    }
+    let s = attention_share(
+        attn.view(),
+        labels.view(),
+        valid.view(),
+        &ShareConfig::two_domains(),
+    )
+    .unwrap();
+    let n_a = ds.n_items[0] as u32;
+    for (b, u) in users.iter().enumerate() {
+        let tail = &u.items[u.items.len().saturating_sub(len)..];
+        let mut want = 0.0f64;
+        for i in 0..tail.len() {
+            let other = tail[..=i]
+                .iter()
+                .filter(|&&x| (x <= n_a) != (tail[i] <= n_a))
+                .count();
+            want += other as f64 / (i + 1) as f64;
+        }
+        assert!(
+            (s.raw[[b, 0]] - want).abs() < 1e-4,
+            "user {b}: {} vs {want}",
+            s.raw[[b, 0]]
+        );
+        assert!((s.norm[[b, 0]] - want / tail.len() as f64).abs() < 1e-6);
+        assert_eq!(s.raw[[b, 1]], 0.0);
+        assert_eq!(s.valid_rows[b], tail.len());
+        // every food-kitchen user has both domains: the uniform share is strictly positive
+        assert!(s.norm[[b, 0]] > 0.0);
+    }
+
+    // one domain only (the A subsequence of the same users): share 0
+    let a_only = items.mapv(|x| if x <= n_a { x } else { 0 });
+    let (labels, valid) = domain_labels(&ds, a_only.view());
+    let s = attention_share(
+        attn.view(),
+        labels.view(),
+        valid.view(),
+        &ShareConfig::two_domains(),
+    )
+    .unwrap();
+    assert!(s.raw.iter().all(|&x| x == 0.0));
+
+    // an id outside the item space is reported with its sample and position
+    let mut bad = items.clone();
+    bad[[3, 49]] = (ds.n_items[0] + ds.n_items[1] + 7) as u32;
+    let (labels, valid) = domain_labels(&ds, bad.view());
+    let err = attention_share(
+        attn.view(),
+        labels.view(),
+        valid.view(),
+        &ShareConfig::two_domains(),
+    )
+    .unwrap_err();
+    assert!(matches!(
+        err,
+        AttentionShareError::UnknownDomain {
+            sample: 3,
+            position: 49,
+            label: -1,
+            ..
+        }
+    ));
 }

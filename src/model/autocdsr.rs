@@ -10,6 +10,36 @@
 //!
 //! The definitions of the share live in [`crate::model::attention_share`], the solver in
 //! [`crate::train::pareto`].
+//!
+//! ```
+//! use cdsr_lab::model::autocdsr::AutoCdsrConfig;
+//! use cdsr_lab::train::pareto::AcdWeighting;
+//! // AutoCDSR with the public code's defaults
+//! let auto: AutoCdsrConfig = toml::from_str("").unwrap();
+//! assert!(matches!(auto.weighting, AcdWeighting::Pareto(ref p) if p.preferred == 1));
+//! // AutoCDSR+ with a fixed weight instead of Pareto-MTL, objective on layer 0 only
+//! let plus: AutoCdsrConfig = toml::from_str(r#"
+//!     layers = [0]
+//!     weighting = { kind = "fixed", weight = 0.1 }
+//!     [ib]
+//!     tokens = 4
+//!     comm_layers = [0]
+//! "#).unwrap();
+//! assert_eq!(plus.ib.as_ref().unwrap().tokens, 4);
+//! assert!(plus.validate(1).is_ok());
+//! assert_eq!(
+//!     plus.validate(0).unwrap_err(),
+//!     "autocdsr.layers contains 0, but the model has 0 self-attention layer(s) (0..0)"
+//! );
+//! // Pareto-MTL with K = 4 circle preferences, preferring the second one
+//! let k4: AutoCdsrConfig = toml::from_str(r#"
+//!     [weighting]
+//!     kind = "pareto"
+//!     preferred = 1
+//!     preferences = [[1.0, 0.0], [0.9239, 0.3827], [0.7071, 0.7071], [0.3827, 0.9239], [0.0, 1.0]]
+//! "#).unwrap();
+//! assert!(k4.validate(2).is_ok());
+//! ```
 
 use serde::{Deserialize, Serialize};
 
