@@ -229,7 +229,13 @@ fn bad_shapes_and_values_are_errors() {
     nan[[0, 0, 2, 3]] = f32::NAN;
     assert!(matches!(
         attention_share(nan.view(), labels.view(), valid.view(), &cfg),
-        Err(AttentionShareError::NonFinite { sample: 0, head: 0, query: 2, key: 3, .. })
+        Err(AttentionShareError::NonFinite {
+            sample: 0,
+            head: 0,
+            query: 2,
+            key: 3,
+            ..
+        })
     ));
 }
 
