@@ -14,7 +14,9 @@ use std::time::Instant;
 use cdsr_lab::analysis::orthogonality::{abs_cos_rows, CosOptions};
 use cdsr_lab::analysis::stats::{bootstrap_pearson, pearson};
 use cdsr_lab::data::Domain;
-use cdsr_lab::runs::{load_runs, metrics, FinalResults, LoadOptions, ParamCounts, RunIdentity, RunWriter, Split};
+use cdsr_lab::runs::{
+    load_runs, metrics, FinalResults, LoadOptions, ParamCounts, RunIdentity, RunWriter, Split,
+};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -88,8 +90,18 @@ fn main() {
     let y = Array2::<f32>::from_shape_fn((ROWS, DIM), |_| rng.random_range(-1.0..1.0));
     let bytes = 2.0 * (ROWS * DIM * 4) as f64;
     let (t_bw, s) = best_of(3, || {
-        let a = x.as_slice().unwrap().par_chunks(1 << 16).map(|c| c.iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>();
-        let b = y.as_slice().unwrap().par_chunks(1 << 16).map(|c| c.iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>();
+        let a = x
+            .as_slice()
+            .unwrap()
+            .par_chunks(1 << 16)
+            .map(|c| c.iter().map(|&v| v as f64).sum::<f64>())
+            .sum::<f64>();
+        let b = y
+            .as_slice()
+            .unwrap()
+            .par_chunks(1 << 16)
+            .map(|c| c.iter().map(|&v| v as f64).sum::<f64>())
+            .sum::<f64>();
         a + b
     });
     // A sum with f32 lanes: what the hardware can stream when the loop vectorises fully.
@@ -103,9 +115,20 @@ fn main() {
             }
             acc.iter().map(|&v| v as f64).sum::<f64>()
         };
-        x.as_slice().unwrap().par_chunks(1 << 16).map(f).sum::<f64>() + y.as_slice().unwrap().par_chunks(1 << 16).map(f).sum::<f64>()
+        x.as_slice()
+            .unwrap()
+            .par_chunks(1 << 16)
+            .map(f)
+            .sum::<f64>()
+            + y.as_slice()
+                .unwrap()
+                .par_chunks(1 << 16)
+                .map(f)
+                .sum::<f64>()
     });
-    let (t_cos, stats) = best_of(3, || abs_cos_rows(x.view(), y.view(), CosOptions::default()).unwrap());
+    let (t_cos, stats) = best_of(3, || {
+        abs_cos_rows(x.view(), y.view(), CosOptions::default()).unwrap()
+    });
     eprintln!(
         "bandwidth (f32-lane sum) {:.2} GB/s [{s32:.1}], (f64 sum) {:.2} GB/s [{s:.1}]; |cos| {:.3}s = {:.2} GB/s, mean {:.6}",
         bytes / t_bw32 / 1e9,
@@ -119,13 +142,19 @@ fn main() {
     // 2. Pearson + 10,000-resample bootstrap over 300 runs.
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let cos: Vec<f64> = (0..300).map(|_| rng.random_range(0.05..0.4)).collect();
-    let ndcg: Vec<f64> = cos.iter().map(|c| 0.2 - 0.1 * c + rng.random_range(-0.02..0.02)).collect();
+    let ndcg: Vec<f64> = cos
+        .iter()
+        .map(|c| 0.2 - 0.1 * c + rng.random_range(-0.02..0.02))
+        .collect();
     let (t_boot, (r, boot)) = best_of(3, || {
         let r = pearson(&cos, &ndcg).unwrap();
         let b = bootstrap_pearson(&cos, &ndcg, 10_000, 0.95, 7).unwrap();
         (r, b)
     });
-    eprintln!("pearson r {:.4} p {:.3e}; bootstrap [{:.4}, {:.4}] in {:.4}s", r.r, r.p_value, boot.interval.low, boot.interval.high, t_boot);
+    eprintln!(
+        "pearson r {:.4} p {:.3e}; bootstrap [{:.4}, {:.4}] in {:.4}s",
+        r.r, r.p_value, boot.interval.low, boot.interval.high, t_boot
+    );
 
     // 3. Loading 2,000 run directories.
     let runs_root = out.join("runs");
@@ -155,6 +184,10 @@ fn main() {
         "runs_rows": h1,
         "epochs_rows": h2,
     });
-    std::fs::write(out.join("rust.json"), serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    std::fs::write(
+        out.join("rust.json"),
+        serde_json::to_string_pretty(&json).unwrap(),
+    )
+    .unwrap();
     println!("{}", serde_json::to_string_pretty(&json).unwrap());
 }

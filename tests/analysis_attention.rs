@@ -34,15 +34,27 @@ fn uniform_attention_over_a_real_sequence_gives_the_domain_mix() {
     // Under uniform attention a row of domain D puts (#other / len) on the other domain, so the
     // normalised share is 2 n_A n_B / len² — checked on real users' domain sequences.
     for s in fk::sequences().iter().take(20) {
-        let doms: Vec<Option<Domain>> =
-            s.iter().map(|&i| Some(if i <= fk::N_ITEMS_A { Domain::A } else { Domain::B })).collect();
+        let doms: Vec<Option<Domain>> = s
+            .iter()
+            .map(|&i| {
+                Some(if i <= fk::N_ITEMS_A {
+                    Domain::A
+                } else {
+                    Domain::B
+                })
+            })
+            .collect();
         let l = doms.len();
         let p = ndarray::Array3::<f32>::from_elem((2, l, l), 1.0 / l as f32);
         let n_a = doms.iter().filter(|d| **d == Some(Domain::A)).count() as f64;
         let n_b = l as f64 - n_a;
         let got = cross_domain_share(p.view(), &doms).unwrap();
         let want = 2.0 * n_a * n_b / (l * l) as f64;
-        assert!((got.normalised - want).abs() < 1e-5, "{} vs {want}", got.normalised);
+        assert!(
+            (got.normalised - want).abs() < 1e-5,
+            "{} vs {want}",
+            got.normalised
+        );
     }
 }
 
@@ -62,13 +74,32 @@ fn samples_frame() -> DataFrame {
 fn share_by_cell_gives_means_and_t_intervals() {
     let out = share_by_cell(&samples_frame(), &["domain"], 0.95).unwrap();
     assert_eq!(out.height(), 5);
-    let cols: Vec<&str> = out.get_column_names().iter().map(|s| s.as_str()).collect::<Vec<_>>();
-    assert_eq!(cols, ["domain", "hit_single", "hit_cross", "n", "mean", "sd", "ci_low", "ci_high"]);
+    let cols: Vec<&str> = out
+        .get_column_names()
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        cols,
+        [
+            "domain",
+            "hit_single",
+            "hit_cross",
+            "n",
+            "mean",
+            "sd",
+            "ci_low",
+            "ci_high"
+        ]
+    );
     // Sorted by domain, then (false, true) before (true, false) before (true, true).
     let row = |i: usize, c: &str| out.column(c).unwrap().get(i).unwrap();
     // A, single hit & cross miss: values .6, .8 -> mean .7, sd .1414.., t_{0.975, 1} = 12.7062.
     assert_eq!(row(1, "domain"), AnyValue::String("A"));
-    assert_eq!((row(1, "hit_single"), row(1, "hit_cross")), (AnyValue::Boolean(true), AnyValue::Boolean(false)));
+    assert_eq!(
+        (row(1, "hit_single"), row(1, "hit_cross")),
+        (AnyValue::Boolean(true), AnyValue::Boolean(false))
+    );
     let mean = out.column("mean").unwrap().f64().unwrap().get(1).unwrap();
     assert!((mean - 0.7).abs() < 1e-12);
     let half = 12.706204736174707 * (0.02f64).sqrt() / 2f64.sqrt();
@@ -78,15 +109,27 @@ fn share_by_cell_gives_means_and_t_intervals() {
     assert_eq!(out.column("ci_low").unwrap().null_count(), 2);
 
     let mut bad = samples_frame();
-    bad.replace("a_cd", Column::new("a_cd".into(), [0.1, f64::NAN, 0.2, 0.3, 0.5, 0.7, 0.1, 0.3])).unwrap();
-    assert!(share_by_cell(&bad, &["domain"], 0.95).unwrap_err().to_string().contains("row 1"));
+    bad.replace(
+        "a_cd",
+        Column::new("a_cd".into(), [0.1, f64::NAN, 0.2, 0.3, 0.5, 0.7, 0.1, 0.3]),
+    )
+    .unwrap();
+    assert!(share_by_cell(&bad, &["domain"], 0.95)
+        .unwrap_err()
+        .to_string()
+        .contains("row 1"));
 }
 
 #[test]
 fn samples_are_loaded_from_runs_with_their_run_id() {
     let root = tempfile::tempdir().unwrap();
     for seed in [1u64, 2] {
-        let id = RunIdentity { run_id: format!("autocdsr-s{seed}"), model: "sasrec".into(), dataset: "food-kitchen".into(), seed };
+        let id = RunIdentity {
+            run_id: format!("autocdsr-s{seed}"),
+            model: "sasrec".into(),
+            dataset: "food-kitchen".into(),
+            seed,
+        };
         let w = RunWriter::create(root.path(), id, &serde_json::json!({"autocdsr": true})).unwrap();
         w.write_samples(&mut samples_frame()).unwrap();
         w.finish(FinalResults::default()).unwrap();
@@ -95,7 +138,13 @@ fn samples_are_loaded_from_runs_with_their_run_id() {
     let (all, report) = load_samples(&set).unwrap();
     assert!(report.is_clean());
     assert_eq!(all.height(), 16);
-    assert_eq!(all.get_column_names().iter().map(|s| s.as_str()).collect::<Vec<_>>()[0], "run_id");
+    assert_eq!(
+        all.get_column_names()
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()[0],
+        "run_id"
+    );
     let cells = share_by_cell(&all, &["run_id", "domain"], 0.95).unwrap();
     assert_eq!(cells.height(), 10);
 }

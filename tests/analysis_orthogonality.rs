@@ -69,8 +69,13 @@ fn random_high_dimensional_rows_match_the_exact_expectation() {
     let y = Array2::<f32>::from_shape_fn((n, d), |_| normal());
     let s = abs_cos_rows(x.view(), y.view(), CosOptions::default()).unwrap();
     use statrs::function::gamma::ln_gamma;
-    let exact = (ln_gamma(d as f64 / 2.0) - ln_gamma((d as f64 + 1.0) / 2.0)).exp() / std::f64::consts::PI.sqrt();
-    close(exact, (2.0 / (std::f64::consts::PI * d as f64)).sqrt(), 2e-4);
+    let exact = (ln_gamma(d as f64 / 2.0) - ln_gamma((d as f64 + 1.0) / 2.0)).exp()
+        / std::f64::consts::PI.sqrt();
+    close(
+        exact,
+        (2.0 / (std::f64::consts::PI * d as f64)).sqrt(),
+        2e-4,
+    );
     // Standard error of the mean: sqrt((1/d - exact²) / n) ≈ 1.9e-4; allow 4 se.
     let se = ((1.0 / d as f64 - exact * exact) / n as f64).sqrt();
     close(s.mean_abs_cos, exact, 4.0 * se);
@@ -85,7 +90,13 @@ fn zero_norm_rows_are_defined_and_masks_are_respected() {
     let x = ndarray::array![[[1.0f32, 0.0], [0.0, 0.0], [1.0, 1.0], [5.0, 5.0]]];
     let xp = ndarray::array![[[1.0f32, 0.0], [1.0, 0.0], [0.0, 0.0], [9.0, -1.0]]];
     let mask = ndarray::array![[1u8, 1, 1, 0]];
-    let s = abs_cos(x.view(), xp.view(), Some(mask.view()), CosOptions::default()).unwrap();
+    let s = abs_cos(
+        x.view(),
+        xp.view(),
+        Some(mask.view()),
+        CosOptions::default(),
+    )
+    .unwrap();
     assert_eq!((s.n, s.n_zero_norm), (3, 2));
     close(s.mean_abs_cos, 1.0 / 3.0, 1e-12);
     assert!(!s.mean_abs_cos.is_nan());
@@ -93,12 +104,35 @@ fn zero_norm_rows_are_defined_and_masks_are_respected() {
     assert_eq!(s.per_position[3].mean_abs_cos, 0.0);
     // X' energy: 1 + 1 + 0; parallel part: 1 (row 0) + 0 (row 1: X is zero).
     close(s.parallel_share(), 0.5, 1e-12);
-    let ex = abs_cos(x.view(), xp.view(), Some(mask.view()), CosOptions { zero_rows: ZeroRows::Exclude, ..Default::default() }).unwrap();
+    let ex = abs_cos(
+        x.view(),
+        xp.view(),
+        Some(mask.view()),
+        CosOptions {
+            zero_rows: ZeroRows::Exclude,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!((ex.n, ex.n_zero_norm), (1, 2));
     close(ex.mean_abs_cos, 1.0, 1e-12);
     // All rows masked: zeros, not NaN.
-    let none = abs_cos(x.view(), xp.view(), Some(ndarray::Array2::zeros((1, 4)).view()), CosOptions::default()).unwrap();
-    assert_eq!((none.n, none.mean_abs_cos, none.quantile(0.5), none.parallel_share()), (0, 0.0, 0.0, 0.0));
+    let none = abs_cos(
+        x.view(),
+        xp.view(),
+        Some(ndarray::Array2::zeros((1, 4)).view()),
+        CosOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            none.n,
+            none.mean_abs_cos,
+            none.quantile(0.5),
+            none.parallel_share()
+        ),
+        (0, 0.0, 0.0, 0.0)
+    );
 }
 
 #[test]
@@ -124,7 +158,11 @@ fn reference(x: &[f32], xp: &[f32], mask: &[u8], d: usize) -> (f64, f64) {
         let dot: f64 = a.iter().zip(&b).map(|(p, q)| p * q).sum();
         let na: f64 = a.iter().map(|p| p * p).sum::<f64>();
         let nb: f64 = b.iter().map(|p| p * p).sum::<f64>();
-        sum += if na > 0.0 && nb > 0.0 { dot.abs() / (na.sqrt() * nb.sqrt()) } else { 0.0 };
+        sum += if na > 0.0 && nb > 0.0 {
+            dot.abs() / (na.sqrt() * nb.sqrt())
+        } else {
+            0.0
+        };
         n += 1.0;
         e += nb;
         if na > 0.0 {
@@ -149,7 +187,11 @@ fn real_cross_attention_tensors_match_a_direct_computation() {
         close(s.parallel_share(), par, 1e-6);
         assert_eq!(s.n, t.mask.iter().filter(|&&v| v == 1).count() as u64);
         // A real, non-trivial value (items co-occurring with no anchor have zero rows).
-        assert!(s.mean_abs_cos > 0.0 && s.mean_abs_cos < 1.0, "{}", s.mean_abs_cos);
+        assert!(
+            s.mean_abs_cos > 0.0 && s.mean_abs_cos < 1.0,
+            "{}",
+            s.mean_abs_cos
+        );
 
         // |cos(X, Y)| with len_kv != len: against the mean of the non-zero Y rows.
         let y = ndarray::ArrayView3::from_shape((t.batch, t.len_kv, t.d), &t.y).unwrap();
@@ -162,12 +204,20 @@ fn real_cross_attention_tensors_match_a_direct_computation() {
                 .collect();
             for i in 0..t.len {
                 for k in 0..t.d {
-                    let v = if rows.is_empty() { 0.0 } else { rows.iter().map(|r| r[k] as f64).sum::<f64>() / rows.len() as f64 };
+                    let v = if rows.is_empty() {
+                        0.0
+                    } else {
+                        rows.iter().map(|r| r[k] as f64).sum::<f64>() / rows.len() as f64
+                    };
                     ybar[(b * t.len + i) * t.d + k] = v as f32;
                 }
             }
         }
-        close(sxy.mean_abs_cos, reference(&t.x, &ybar, &t.mask, t.d).0, 1e-6);
+        close(
+            sxy.mean_abs_cos,
+            reference(&t.x, &ybar, &t.mask, t.d).0,
+            1e-6,
+        );
     }
 }
 
@@ -216,14 +266,28 @@ fn memory_mapped_npy_gives_the_same_result() {
     ndarray_npy::write_npy(dir.path().join("xp.npy"), &xp).unwrap();
     let mx = map_npy_f32(&dir.path().join("x.npy")).unwrap();
     let mxp = map_npy_f32(&dir.path().join("xp.npy")).unwrap();
-    let vx = mx.view().unwrap().into_dimensionality::<ndarray::Ix2>().unwrap();
-    let vxp = mxp.view().unwrap().into_dimensionality::<ndarray::Ix2>().unwrap();
+    let vx = mx
+        .view()
+        .unwrap()
+        .into_dimensionality::<ndarray::Ix2>()
+        .unwrap();
+    let vxp = mxp
+        .view()
+        .unwrap()
+        .into_dimensionality::<ndarray::Ix2>()
+        .unwrap();
     let mapped = abs_cos_rows(vx, vxp, CosOptions::default()).unwrap();
     let direct = abs_cos_rows(x.view(), xp.view(), CosOptions::default()).unwrap();
-    assert_eq!((mapped.n, mapped.n_zero_norm, &mapped.histogram), (direct.n, direct.n_zero_norm, &direct.histogram));
+    assert_eq!(
+        (mapped.n, mapped.n_zero_norm, &mapped.histogram),
+        (direct.n, direct.n_zero_norm, &direct.histogram)
+    );
     close(mapped.mean_abs_cos, direct.mean_abs_cos, 1e-12);
     // A non-f32 file is a clear error.
     ndarray_npy::write_npy(dir.path().join("i.npy"), &ndarray::array![1i64, 2]).unwrap();
-    let err = map_npy_f32(&dir.path().join("i.npy")).err().unwrap().to_string();
+    let err = map_npy_f32(&dir.path().join("i.npy"))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("i.npy") && err.contains("f32"), "{err}");
 }

@@ -5,12 +5,19 @@ use cdsr_lab::analysis::stats::*;
 use polars::prelude::*;
 
 fn fixture() -> serde_json::Value {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/analysis_stats.json");
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/analysis_stats.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
 fn vecf(v: &serde_json::Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
 }
 
 fn close(a: f64, b: f64, tol: f64) {
@@ -24,11 +31,27 @@ fn pearson_and_spearman_match_scipy() {
     let c = pearson(&x, &z).unwrap();
     close(c.r, f["pearson_xz"]["r"].as_f64().unwrap(), 1e-12);
     close(c.p_value, f["pearson_xz"]["p"].as_f64().unwrap(), 1e-9);
-    close(c.ci95.low, f["pearson_xz"]["ci_low"].as_f64().unwrap(), 1e-9);
-    close(c.ci95.high, f["pearson_xz"]["ci_high"].as_f64().unwrap(), 1e-9);
+    close(
+        c.ci95.low,
+        f["pearson_xz"]["ci_low"].as_f64().unwrap(),
+        1e-9,
+    );
+    close(
+        c.ci95.high,
+        f["pearson_xz"]["ci_high"].as_f64().unwrap(),
+        1e-9,
+    );
     let ci90 = fisher_z_interval(c.r, c.n, 0.90).unwrap();
-    close(ci90.low, f["pearson_xz_ci90"]["low"].as_f64().unwrap(), 1e-9);
-    close(ci90.high, f["pearson_xz_ci90"]["high"].as_f64().unwrap(), 1e-9);
+    close(
+        ci90.low,
+        f["pearson_xz_ci90"]["low"].as_f64().unwrap(),
+        1e-9,
+    );
+    close(
+        ci90.high,
+        f["pearson_xz_ci90"]["high"].as_f64().unwrap(),
+        1e-9,
+    );
     let c = pearson(&x, &y).unwrap();
     close(c.r, f["pearson_xy"]["r"].as_f64().unwrap(), 1e-12);
     close(c.p_value, f["pearson_xy"]["p"].as_f64().unwrap(), 1e-9);
@@ -82,8 +105,16 @@ fn bootstrap_is_seeded_and_agrees_with_scipy_percentile() {
     assert_eq!(a, b, "same seed, same interval");
     assert_eq!(a.resamples + a.dropped, 10_000);
     // Different RNGs: the percentile endpoints agree within Monte-Carlo error (~0.01).
-    close(a.interval.low, f["bootstrap_pearson_xz"]["low"].as_f64().unwrap(), 0.02);
-    close(a.interval.high, f["bootstrap_pearson_xz"]["high"].as_f64().unwrap(), 0.02);
+    close(
+        a.interval.low,
+        f["bootstrap_pearson_xz"]["low"].as_f64().unwrap(),
+        0.02,
+    );
+    close(
+        a.interval.high,
+        f["bootstrap_pearson_xz"]["high"].as_f64().unwrap(),
+        0.02,
+    );
     // Closed form: perfectly linear data gives r = 1 on every non-constant resample.
     let lin: Vec<f64> = (0..20).map(|i| i as f64).collect();
     let lin2: Vec<f64> = lin.iter().map(|v| 3.0 * v - 1.0).collect();
@@ -94,10 +125,22 @@ fn bootstrap_is_seeded_and_agrees_with_scipy_percentile() {
 
 #[test]
 fn bad_input_is_an_error_not_nan() {
-    assert_eq!(pearson(&[1.0, 2.0], &[1.0, 2.0]).unwrap_err(), StatsError::TooFew { need: 3, got: 2 });
-    assert_eq!(pearson(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]).unwrap_err(), StatsError::Constant("x"));
-    assert_eq!(pearson(&[1.0, f64::NAN, 1.0], &[1.0, 2.0, 3.0]).unwrap_err(), StatsError::NonFinite("x"));
-    assert_eq!(spearman(&[1.0, 2.0, 3.0], &[1.0, 2.0]).unwrap_err(), StatsError::Length(3, 2));
+    assert_eq!(
+        pearson(&[1.0, 2.0], &[1.0, 2.0]).unwrap_err(),
+        StatsError::TooFew { need: 3, got: 2 }
+    );
+    assert_eq!(
+        pearson(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]).unwrap_err(),
+        StatsError::Constant("x")
+    );
+    assert_eq!(
+        pearson(&[1.0, f64::NAN, 1.0], &[1.0, 2.0, 3.0]).unwrap_err(),
+        StatsError::NonFinite("x")
+    );
+    assert_eq!(
+        spearman(&[1.0, 2.0, 3.0], &[1.0, 2.0]).unwrap_err(),
+        StatsError::Length(3, 2)
+    );
     assert!(paired_t(&[1.0, 2.0], &[0.0, 1.0]).is_err());
 }
 
@@ -109,7 +152,11 @@ fn loglinear_fit_matches_scipy_linregress() {
     let pts: Vec<(f64, f64)> = size.iter().copied().zip(z.iter().copied()).collect();
     let fit = LogLinearFit::fit(&pts).unwrap();
     close(fit.slope, f["loglinear"]["slope"].as_f64().unwrap(), 1e-10);
-    close(fit.intercept, f["loglinear"]["intercept"].as_f64().unwrap(), 1e-10);
+    close(
+        fit.intercept,
+        f["loglinear"]["intercept"].as_f64().unwrap(),
+        1e-10,
+    );
     close(fit.r_squared, f["loglinear"]["r2"].as_f64().unwrap(), 1e-10);
 }
 
@@ -138,11 +185,23 @@ fn correlation_by_group_over_a_frame() {
     let out = correlation_by_group(&df, &["model"], "cos", "ndcg", Method::Pearson).unwrap();
     assert_eq!(out.height(), 2);
     let r = out.column("r").unwrap().f64().unwrap();
-    close(r.get(0).unwrap(), f["pearson_xz"]["r"].as_f64().unwrap(), 1e-12);
-    close(r.get(1).unwrap(), f["pearson_xz"]["r"].as_f64().unwrap(), 1e-12);
+    close(
+        r.get(0).unwrap(),
+        f["pearson_xz"]["r"].as_f64().unwrap(),
+        1e-12,
+    );
+    close(
+        r.get(1).unwrap(),
+        f["pearson_xz"]["r"].as_f64().unwrap(),
+        1e-12,
+    );
     let dropped = out.column("n_dropped").unwrap().i64().unwrap();
     assert_eq!((dropped.get(0), dropped.get(1)), (Some(0), Some(1)));
     let p = f["pearson_xz"]["p"].as_f64().unwrap();
     // Holm over two equal p-values: both become 2p.
-    close(out.column("p_holm").unwrap().f64().unwrap().get(0).unwrap(), 2.0 * p, 1e-9);
+    close(
+        out.column("p_holm").unwrap().f64().unwrap().get(0).unwrap(),
+        2.0 * p,
+        1e-9,
+    );
 }

@@ -1,6 +1,6 @@
 //! The paper's statistics over runs: orthogonality of cross-attention outputs, correlation and
 //! significance tests, parameter-matched comparisons, and AutoCDSR attention shares.
-pub mod orthogonality;
-pub mod stats;
-pub mod param_match;
 pub mod attention;
+pub mod orthogonality;
+pub mod param_match;
+pub mod stats;

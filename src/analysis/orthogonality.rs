@@ -279,7 +279,11 @@ impl Acc {
     }
 }
 
-fn check_mask(mask: Option<ArrayView2<'_, u8>>, batch: usize, len: usize) -> Result<(), ShapeError> {
+fn check_mask(
+    mask: Option<ArrayView2<'_, u8>>,
+    batch: usize,
+    len: usize,
+) -> Result<(), ShapeError> {
     if let Some(m) = mask {
         if m.dim() != (batch, len) {
             return Err(ShapeError::Mismatch(format!(
@@ -461,7 +465,10 @@ pub fn split_parallel_orthogonal(x: &[f32], x_prime: &[f32]) -> (Vec<f32>, Vec<f
 }
 
 /// The `d x d` Gram matrix `Σ r rᵀ` over the valid rows of a `[batch, len, d]` tensor, in f64.
-pub fn gram(x: ArrayView3<'_, f32>, mask: Option<ArrayView2<'_, u8>>) -> Result<Mat<f64>, ShapeError> {
+pub fn gram(
+    x: ArrayView3<'_, f32>,
+    mask: Option<ArrayView2<'_, u8>>,
+) -> Result<Mat<f64>, ShapeError> {
     let (batch, len, d) = x.dim();
     check_mask(mask, batch, len)?;
     let g = (0..batch)
@@ -608,10 +615,11 @@ impl MappedNpy {
         if let Ok(v) = ndarray::ArrayViewD::<u8>::view_npy(&self.mmap) {
             return Ok(v);
         }
-        let b = ndarray::ArrayViewD::<bool>::view_npy(&self.mmap).map_err(|e| RunError::Tensors {
-            path: self.path.clone(),
-            reason: format!("not a C-order uint8 or bool .npy mask: {e}"),
-        })?;
+        let b =
+            ndarray::ArrayViewD::<bool>::view_npy(&self.mmap).map_err(|e| RunError::Tensors {
+                path: self.path.clone(),
+                reason: format!("not a C-order uint8 or bool .npy mask: {e}"),
+            })?;
         let shape = b.raw_dim();
         let bytes: &[u8] = bytemuck::cast_slice(b.to_slice().expect("C order checked by view_npy"));
         ndarray::ArrayViewD::from_shape(shape, bytes).map_err(|e| RunError::Tensors {

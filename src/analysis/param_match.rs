@@ -55,7 +55,11 @@ impl LogLinearFit {
         if sxx == 0.0 {
             return Err(StatsError::Constant("parameter counts"));
         }
-        let sxy: f64 = lx.iter().zip(points).map(|(x, (_, y))| (x - mx) * (y - my)).sum();
+        let sxy: f64 = lx
+            .iter()
+            .zip(points)
+            .map(|(x, (_, y))| (x - mx) * (y - my))
+            .sum();
         let syy: f64 = points.iter().map(|(_, y)| (y - my).powi(2)).sum();
         let slope = sxy / sxx;
         let intercept = my - slope * mx;
@@ -117,7 +121,8 @@ impl LogLinearFit {
             return None;
         }
         // g(x) = |ŷ(x) - acc| - half(x) is <= 0 inside the set; find its two roots.
-        let g = |x: f64| (self.intercept + self.slope * x - accuracy).abs() - self.half_width(x, level);
+        let g =
+            |x: f64| (self.intercept + self.slope * x - accuracy).abs() - self.half_width(x, level);
         let root = |mut inside: f64, mut outside: f64| {
             if g(outside) <= 0.0 {
                 return None;
@@ -239,7 +244,7 @@ pub fn param_match_frame(
         .as_materialized_series()
         .cast(&DataType::Boolean)?
         .bool()?
-        .into_iter()
+        .iter()
         .collect();
     let p = column_f64(df, params)?;
     let a = column_f64(df, accuracy)?;
@@ -253,7 +258,11 @@ pub fn param_match_frame(
             params: p[i],
             accuracy: a[i],
         };
-        let g: Vec<ParamPoint> = rows.iter().filter(|&&i| flag[i] == Some(true)).map(|&i| point(i)).collect();
+        let g: Vec<ParamPoint> = rows
+            .iter()
+            .filter(|&&i| flag[i] == Some(true))
+            .map(|&i| point(i))
+            .collect();
         let b: Vec<ParamPoint> = rows
             .iter()
             .filter(|&&i| flag[i] == Some(false) && p[i].is_finite() && a[i].is_finite())
@@ -278,13 +287,19 @@ pub fn param_match_frame(
         .collect();
     macro_rules! col {
         ($name:expr, $f:expr) => {
-            cols.push(Column::new($name.into(), out.iter().map($f).collect::<Vec<_>>()))
+            cols.push(Column::new(
+                $name.into(),
+                out.iter().map($f).collect::<Vec<_>>(),
+            ))
         };
     }
     col!("run_id", |(m, _)| m.gca.run_id.clone());
     col!("params", |(m, _)| m.gca.params);
     col!("accuracy", |(m, _)| m.gca.accuracy);
-    col!("baseline_run_id", |(m, _)| m.nearest_baseline.run_id.clone());
+    col!("baseline_run_id", |(m, _)| m
+        .nearest_baseline
+        .run_id
+        .clone());
     col!("baseline_params", |(m, _)| m.nearest_baseline.params);
     col!("baseline_accuracy", |(m, _)| m.nearest_baseline.accuracy);
     col!("accuracy_gain", |(m, _)| m.accuracy_gain);

@@ -59,10 +59,7 @@ fn check_pair(x: &[f64], y: &[f64], need: usize) -> Result<(), StatsError> {
         return Err(StatsError::Length(x.len(), y.len()));
     }
     if x.len() < need {
-        return Err(StatsError::TooFew {
-            need,
-            got: x.len(),
-        });
+        return Err(StatsError::TooFew { need, got: x.len() });
     }
     if x.iter().any(|v| !v.is_finite()) {
         return Err(StatsError::NonFinite("x"));
@@ -121,7 +118,9 @@ pub fn fisher_z_interval(r: f64, n: usize, level: f64) -> Result<Interval, Stats
         return Err(StatsError::TooFew { need: 4, got: n });
     }
     if !(0.0..1.0).contains(&level) || level <= 0.0 {
-        return Err(StatsError::Invalid(format!("level {level} must be in (0, 1)")));
+        return Err(StatsError::Invalid(format!(
+            "level {level} must be in (0, 1)"
+        )));
     }
     let z = r.clamp(-1.0, 1.0).atanh();
     let se = 1.0 / (n as f64 - 3.0).sqrt();
@@ -336,7 +335,10 @@ pub struct TTest {
 pub fn welch_t(a: &[f64], b: &[f64]) -> Result<TTest, StatsError> {
     for (name, v) in [("a", a), ("b", b)] {
         if v.len() < 2 {
-            return Err(StatsError::TooFew { need: 2, got: v.len() });
+            return Err(StatsError::TooFew {
+                need: 2,
+                got: v.len(),
+            });
         }
         if v.iter().any(|x| !x.is_finite()) {
             return Err(StatsError::NonFinite(name));
@@ -391,10 +393,7 @@ pub fn column_f64(df: &DataFrame, name: &str) -> Result<Vec<f64>, StatsError> {
         .column(name)?
         .as_materialized_series()
         .cast(&DataType::Float64)?;
-    Ok(s.f64()?
-        .into_iter()
-        .map(|v| v.unwrap_or(f64::NAN))
-        .collect())
+    Ok(s.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
 }
 
 /// Values of a column as display strings (for group keys; nulls become `"null"`).
@@ -404,18 +403,21 @@ pub fn column_keys(df: &DataFrame, name: &str) -> Result<Vec<String>, StatsError
         .as_materialized_series()
         .cast(&DataType::String)?;
     Ok(s.str()?
-        .into_iter()
+        .iter()
         .map(|v| v.unwrap_or("null").to_owned())
         .collect())
 }
 
+/// Groups as (key values, row indices).
+pub type Groups = Vec<(Vec<String>, Vec<usize>)>;
+
 /// Row indices of each group of `by` columns, in order of first appearance.
-pub fn group_rows(df: &DataFrame, by: &[&str]) -> Result<Vec<(Vec<String>, Vec<usize>)>, StatsError> {
+pub fn group_rows(df: &DataFrame, by: &[&str]) -> Result<Groups, StatsError> {
     let keys: Vec<Vec<String>> = by
         .iter()
         .map(|c| column_keys(df, c))
         .collect::<Result<_, _>>()?;
-    let mut order: Vec<(Vec<String>, Vec<usize>)> = Vec::new();
+    let mut order: Groups = Vec::new();
     let mut index: std::collections::HashMap<Vec<String>, usize> = Default::default();
     for row in 0..df.height() {
         let key: Vec<String> = keys.iter().map(|k| k[row].clone()).collect();

@@ -144,7 +144,10 @@ pub fn read_foreign_manifest(dir: &Path) -> Result<ForeignManifest, RunError> {
         format_version: Option<u32>,
     }
     let head: Head = toml::from_str(&text).map_err(|e| RunError::invalid(&path, e.to_string()))?;
-    let (format, version) = (head.format.unwrap_or_default(), head.format_version.unwrap_or(0));
+    let (format, version) = (
+        head.format.unwrap_or_default(),
+        head.format_version.unwrap_or(0),
+    );
     if format != FOREIGN_FORMAT || version != FOREIGN_FORMAT_VERSION {
         return Err(RunError::Version {
             path,
@@ -243,25 +246,48 @@ fn map_metrics(spec: &ForeignMetrics, dir: &Path) -> Result<Vec<MetricsRow>, Run
         };
         let epoch = rec
             .get(&spec.epoch)
-            .and_then(|v| v.as_u64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64)))
-            .ok_or_else(|| err(format!("column `{}` (epoch) is missing or not a whole number", spec.epoch)))?;
+            .and_then(|v| {
+                v.as_u64().or_else(|| {
+                    v.as_f64()
+                        .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                        .map(|f| f as u64)
+                })
+            })
+            .ok_or_else(|| {
+                err(format!(
+                    "column `{}` (epoch) is missing or not a whole number",
+                    spec.epoch
+                ))
+            })?;
         let split_raw = rec
             .get(&spec.split)
             .and_then(|v| v.as_str())
-            .ok_or_else(|| err(format!("column `{}` (split) is missing or not text", spec.split)))?;
+            .ok_or_else(|| {
+                err(format!(
+                    "column `{}` (split) is missing or not text",
+                    spec.split
+                ))
+            })?;
         let split = match spec.split_values.get(split_raw) {
             Some(s) => *s,
             None => match split_raw {
                 "train" => Split::Train,
                 "valid" => Split::Valid,
                 "test" => Split::Test,
-                other => return Err(err(format!("split `{other}` is not train/valid/test; map it in [metrics.split_values]"))),
+                other => {
+                    return Err(err(format!(
+                        "split `{other}` is not train/valid/test; map it in [metrics.split_values]"
+                    )))
+                }
             },
         };
         let domain = match rec.get(&spec.domain) {
             None | Some(serde_json::Value::Null) => None,
             Some(v) => {
-                let raw = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+                let raw = v
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string());
                 if raw.is_empty() {
                     None
                 } else {
@@ -270,7 +296,11 @@ fn map_metrics(spec: &ForeignMetrics, dir: &Path) -> Result<Vec<MetricsRow>, Run
                         None => match raw.as_str() {
                             "A" => Domain::A,
                             "B" => Domain::B,
-                            other => return Err(err(format!("domain `{other}` is not A/B; map it in [metrics.domain_values]"))),
+                            other => {
+                                return Err(err(format!(
+                                "domain `{other}` is not A/B; map it in [metrics.domain_values]"
+                            )))
+                            }
                         },
                     })
                 }
@@ -281,7 +311,11 @@ fn map_metrics(spec: &ForeignMetrics, dir: &Path) -> Result<Vec<MetricsRow>, Run
             if k == &spec.epoch || k == &spec.split || k == &spec.domain {
                 continue;
             }
-            let key = spec.rename.get(k).cloned().unwrap_or_else(|| k.to_lowercase());
+            let key = spec
+                .rename
+                .get(k)
+                .cloned()
+                .unwrap_or_else(|| k.to_lowercase());
             let value = match v {
                 serde_json::Value::Null => continue, // absent in this row (CSV empty cell)
                 serde_json::Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
@@ -311,12 +345,22 @@ pub fn load_foreign(dir: &Path) -> Result<LoadedRun, RunError> {
     let test: DomainMetrics = if !m.test.is_empty() {
         m.test
             .iter()
-            .map(|(d, ms)| (*d, ms.iter().map(|(k, v)| (k.clone(), MetricValue(*v))).collect()))
+            .map(|(d, ms)| {
+                (
+                    *d,
+                    ms.iter()
+                        .map(|(k, v)| (k.clone(), MetricValue(*v)))
+                        .collect(),
+                )
+            })
             .collect()
     } else {
         let at = m.best_epoch.unwrap_or(epochs_run);
         let mut t = DomainMetrics::new();
-        for r in metrics.iter().filter(|r| r.split == Split::Test && r.epoch == at) {
+        for r in metrics
+            .iter()
+            .filter(|r| r.split == Split::Test && r.epoch == at)
+        {
             if let Some(d) = r.domain {
                 t.entry(d).or_default().extend(r.values.clone());
             }
@@ -324,7 +368,8 @@ pub fn load_foreign(dir: &Path) -> Result<LoadedRun, RunError> {
         t
     };
     let config = match &m.config {
-        Some(t) => serde_json::to_value(t).map_err(|e| RunError::invalid(&dir.join(FOREIGN_MANIFEST), e.to_string()))?,
+        Some(t) => serde_json::to_value(t)
+            .map_err(|e| RunError::invalid(&dir.join(FOREIGN_MANIFEST), e.to_string()))?,
         None => serde_json::Value::Object(Default::default()),
     };
     Ok(LoadedRun {

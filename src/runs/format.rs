@@ -79,7 +79,9 @@ impl Serialize for MetricValue {
 
 impl<'de> Deserialize<'de> for MetricValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(MetricValue(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN)))
+        Ok(MetricValue(
+            Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN),
+        ))
     }
 }
 

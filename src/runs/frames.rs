@@ -84,7 +84,12 @@ fn metric_columns(
         .map(|(d, k)| {
             let data: Vec<Option<f64>> = runs
                 .iter()
-                .map(|r| get(r).and_then(|dm| dm.get(&d)).and_then(|m| m.get(&k)).map(|v| v.0))
+                .map(|r| {
+                    get(r)
+                        .and_then(|dm| dm.get(&d))
+                        .and_then(|m| m.get(&k))
+                        .map(|v| v.0)
+                })
                 .collect();
             Column::new(format!("{prefix}.{d}.{k}").into(), data)
         })
@@ -107,7 +112,9 @@ impl RunSet {
             str_col("dataset", runs.iter().map(|r| r.manifest.dataset.as_str())),
             Column::new(
                 "seed".into(),
-                runs.iter().map(|r| r.manifest.seed as i64).collect::<Vec<_>>(),
+                runs.iter()
+                    .map(|r| r.manifest.seed as i64)
+                    .collect::<Vec<_>>(),
             ),
             Column::new(
                 "status".into(),
@@ -129,7 +136,9 @@ impl RunSet {
             ),
             Column::new(
                 "wall_time_s".into(),
-                runs.iter().map(|r| r.manifest.wall_time_s).collect::<Vec<_>>(),
+                runs.iter()
+                    .map(|r| r.manifest.wall_time_s)
+                    .collect::<Vec<_>>(),
             ),
             Column::new(
                 "params.total".into(),
@@ -149,8 +158,10 @@ impl RunSet {
                 .collect();
             cols.push(Column::new(format!("params.{m}").into(), data));
         }
-        let flat: Vec<BTreeMap<String, serde_json::Value>> =
-            runs.iter().map(|r| flatten_json(&r.manifest.config)).collect();
+        let flat: Vec<BTreeMap<String, serde_json::Value>> = runs
+            .iter()
+            .map(|r| flatten_json(&r.manifest.config))
+            .collect();
         let keys: BTreeSet<&String> = flat.iter().flat_map(|f| f.keys()).collect();
         for k in keys {
             let values: Vec<Option<&serde_json::Value>> = flat.iter().map(|f| f.get(k)).collect();
@@ -265,7 +276,9 @@ fn three<'a>(
 ) -> Result<ndarray::ArrayView3<'a, f32>, super::RunError> {
     t.f32(name)?
         .into_dimensionality::<ndarray::Ix3>()
-        .map_err(|_| super::RunError::invalid(path, format!("{name}: expected a [batch, len, d] tensor")))
+        .map_err(|_| {
+            super::RunError::invalid(path, format!("{name}: expected a [batch, len, d] tensor"))
+        })
 }
 
 /// `path` names the run in errors.
@@ -280,7 +293,10 @@ pub fn gca_tensor_stats(
         let parts: Vec<&str> = name.split('.').collect();
         if parts.len() == 4 && parts[0] == "gca" && parts[3] == "x" {
             let pos = parts[1].parse::<usize>().map_err(|_| {
-                super::RunError::invalid(path, format!("tensor `{name}`: position is not an integer"))
+                super::RunError::invalid(
+                    path,
+                    format!("tensor `{name}`: position is not an integer"),
+                )
             })?;
             let dom = match parts[2] {
                 "A" => crate::data::Domain::A,

@@ -68,8 +68,8 @@ pub use format::{
 };
 pub use frames::{gca_tensor_stats, GcaTensorStats};
 pub use reader::{
-    find_run_dirs, load_run, load_run_dirs, load_runs, read_manifest, read_metrics,
-    LoadOptions, LoadReport, LoadedRun, NanPolicy, RunSet,
+    find_run_dirs, load_run, load_run_dirs, load_runs, read_manifest, read_metrics, LoadOptions,
+    LoadReport, LoadedRun, NanPolicy, RunSet,
 };
 pub use tensors::{MappedTensors, Tensor, TensorData, TensorSet};
 pub use writer::{write_atomic, RunWriter};

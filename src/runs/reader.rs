@@ -149,7 +149,10 @@ pub fn load_run(dir: &Path) -> Result<LoadedRun, RunError> {
 
 /// The first non-finite metric of a run, described for a report.
 pub fn first_non_finite(run: &LoadedRun) -> Option<String> {
-    for (label, set) in [("test", Some(&run.manifest.test)), ("test_full", run.manifest.test_full.as_ref())] {
+    for (label, set) in [
+        ("test", Some(&run.manifest.test)),
+        ("test_full", run.manifest.test_full.as_ref()),
+    ] {
         for (domain, m) in set.into_iter().flatten() {
             for (k, v) in m {
                 if !v.0.is_finite() {
@@ -187,7 +190,9 @@ pub fn find_run_dirs(root: &Path) -> Result<Vec<PathBuf>, RunError> {
         let entries = std::fs::read_dir(&dir).map_err(|e| RunError::io(&dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| RunError::io(&dir, e))?;
-            let ft = entry.file_type().map_err(|e| RunError::io(&entry.path(), e))?;
+            let ft = entry
+                .file_type()
+                .map_err(|e| RunError::io(&entry.path(), e))?;
             if ft.is_dir() {
                 stack.push(entry.path());
             }
