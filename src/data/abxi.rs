@@ -113,9 +113,9 @@ fn read_to_string(path: &Path) -> Result<String> {
 pub fn read_item_map(path: &Path) -> Result<[usize; 2]> {
     let text = read_to_string(path)?;
     let map: HashMap<String, (i64, i64)> =
-        serde_json::from_str(&text).map_err(|source| DataError::Json {
+        serde_json::from_str(&text).map_err(|error| DataError::Json {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
     let mut n = [0usize; 2];
     for (key, &(_, dom)) in &map {
@@ -162,9 +162,9 @@ pub fn read_item_map(path: &Path) -> Result<[usize; 2]> {
 pub fn read_user_map(path: &Path) -> Result<usize> {
     let text = read_to_string(path)?;
     let map: HashMap<String, i64> =
-        serde_json::from_str(&text).map_err(|source| DataError::Json {
+        serde_json::from_str(&text).map_err(|error| DataError::Json {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
     let n = map.len();
     let mut seen = vec![false; n];

@@ -30,19 +30,18 @@ pub enum LineIssue {
 /// Any failure while reading a dataset.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{}: {source}", path.display())]
+    // The cause is part of the message (not a `source`), so it is printed once.
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}: expected {what}, not found", path.display())]
     Missing { path: PathBuf, what: String },
-    #[error("{}: invalid JSON: {source}", path.display())]
+    #[error("{}: invalid JSON: {error}", path.display())]
     Json {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     #[error("{}:{line}: {issue}", path.display())]
     Line {
@@ -60,11 +59,10 @@ pub enum DataError {
     },
     #[error("{}: {msg}", path.display())]
     Invalid { path: PathBuf, msg: String },
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Table {
         path: PathBuf,
-        #[source]
-        source: polars::error::PolarsError,
+        error: polars::error::PolarsError,
     },
 }
 
@@ -91,7 +89,7 @@ impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         DataError::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
     pub(crate) fn line(path: impl Into<PathBuf>, line: usize, issue: LineIssue) -> Self {

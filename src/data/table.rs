@@ -96,9 +96,9 @@ pub fn load(path: &Path, cfg: &TableConfig) -> Result<Table> {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         ));
     }
-    let table_err = |source| DataError::Table {
+    let table_err = |error| DataError::Table {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let df = match format {
         // Every column as text: ids stay exact and each bad value is reported by row.

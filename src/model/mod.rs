@@ -1,1 +1,3 @@
 //! (module under construction)
+pub mod attention_share;
+pub mod autocdsr;
