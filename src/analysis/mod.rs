@@ -1,1 +1,6 @@
-//! (module under construction)
+//! The paper's statistics over runs: orthogonality of cross-attention outputs, correlation and
+//! significance tests, parameter-matched comparisons, and AutoCDSR attention shares.
+pub mod attention;
+pub mod orthogonality;
+pub mod param_match;
+pub mod stats;

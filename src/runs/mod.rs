@@ -1,1 +1,75 @@
-//! (module under construction)
+//! Run directories (format v1, `docs/run-format.md`): the writer every trainer uses, the
+//! reader, and run logs as polars DataFrames.
+//!
+//! - [`RunWriter`] creates a run directory, appends `metrics.jsonl` rows, writes
+//!   `tensors.safetensors` ([`TensorSet`]) and `samples.parquet`, and marks the run complete.
+//! - [`load_run`] reads one run strictly; [`load_runs`] reads a tree of runs in parallel
+//!   (rayon) and returns a [`RunSet`] whose [`LoadReport`] lists every skipped run with its
+//!   reason: not `complete`, a truncated `metrics.jsonl`, a non-finite metric (see
+//!   [`NanPolicy`]), an unknown format version, unreadable JSON.
+//! - [`foreign`] reads runs written by other tools (CSV / JSON-lines metrics and `.npy` or
+//!   safetensors tensors), mapped by a `manifest.toml`.
+//!
+//! # Frames (the public schemas; figures and notebooks build on these names)
+//!
+//! [`RunSet::runs_frame`]: one row per run, wide.
+//! | column | type | meaning |
+//! |---|---|---|
+//! | `run_id`, `path`, `model`, `dataset`, `status` | String | identity; `path` = run directory |
+//! | `seed`, `epochs_run`, `params.total` | Int64 | |
+//! | `best_epoch` | Int64 (nullable) | |
+//! | `wall_time_s` | Float64 (nullable) | |
+//! | `params.MODULE` | Int64 (nullable) | one column per module in any run (`params.gca.0`) |
+//! | `config.KEY.SUBKEY` | inferred | the config flattened to dotted keys: Boolean, Int64, Float64 or String; arrays and mixed types as compact JSON String (`config.gca.positions` = `"[0,1]"`) |
+//! | `test.D.METRIC` | Float64 (nullable) | final test metric, e.g. `test.A.ndcg@10` |
+//! | `test_full.D.METRIC` | Float64 (nullable) | full-ranking test metric when recorded |
+//!
+//! [`RunSet::final_metrics_frame`]: the final metrics in long form, one row per
+//! (run, evaluation, domain, metric): `run_id`, `model`, `dataset` (String), `seed` (Int64),
+//! `eval` (`"test"` / `"test_full"`), `domain` (`"A"` / `"B"`), `metric` (String),
+//! `value` (Float64).
+//!
+//! [`RunSet::epochs_frame`]: one row per `metrics.jsonl` line = (run, epoch, split, domain):
+//! `run_id` (String), `epoch` (Int64), `split` (`"train"`/`"valid"`/`"test"`),
+//! `domain` (String, null for whole-model rows), then one Float64 column per metric key found
+//! in any run (`loss`, `ndcg@10`, `mrr`, `a_cd`, `wall_time_s`, ...), null where a row lacks it.
+//!
+//! [`RunSet::tensor_stats_frame`]: one row per (run, GCA position, query domain), from
+//! `tensors.safetensors` (see [`crate::analysis::orthogonality`] for the definitions):
+//! `run_id` (String), `position` (Int64), `domain` (String), `cos_x_xprime` (Float64,
+//! mean |cos(X,X')|), `cos_x_y` (Float64, nullable when `y` was not captured),
+//! `parallel_share`, `orthogonal_share` (Float64, energy shares of X' along / orthogonal to X),
+//! `cos_x_xprime_q10`, `cos_x_xprime_q50`, `cos_x_xprime_q90` (Float64 quantiles of the
+//! per-row |cos|), `n_valid`, `n_zero_norm` (Int64).
+//!
+//! Every frame is an eager `DataFrame`; call `.lazy()` to build queries on it. Joins go on
+//! `run_id`.
+//!
+//! ```
+//! use cdsr_lab::runs::{load_runs, LoadOptions};
+//! let root = tempfile::tempdir().unwrap();
+//! let set = load_runs(root.path(), LoadOptions::default()).unwrap();
+//! assert!(set.is_empty() && set.report.is_clean());
+//! let frame = set.runs_frame().unwrap();
+//! assert_eq!(frame.height(), 0);
+//! ```
+pub mod error;
+pub mod foreign;
+pub mod format;
+pub mod frames;
+pub mod reader;
+pub mod tensors;
+pub mod writer;
+
+pub use error::RunError;
+pub use format::{
+    metrics, DomainMetrics, FinalResults, MetricValue, Metrics, MetricsRow, ParamCounts,
+    RunIdentity, RunManifest, RunStatus, Split, FORMAT_VERSION, RUN_FORMAT,
+};
+pub use frames::{gca_tensor_stats, GcaTensorStats};
+pub use reader::{
+    find_run_dirs, load_run, load_run_dirs, load_runs, read_manifest, read_metrics, LoadOptions,
+    LoadReport, LoadedRun, NanPolicy, RunSet,
+};
+pub use tensors::{MappedTensors, Tensor, TensorData, TensorSet};
+pub use writer::{write_atomic, RunWriter};

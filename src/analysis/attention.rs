@@ -1,0 +1,184 @@
+//! AutoCDSR's cross-domain attention share (methods.md, "AutoCDSR").
+//!
+//! - [`cross_domain_share`]: `a_cd = Σ_i Σ_j softmax(A)_ij [domain(x_i) != domain(x_j)]` of one
+//!   attention map `[heads, len, len]`, averaged over heads, raw and normalised per valid
+//!   query row.
+//! - [`share_by_cell`]: mean and t-based confidence interval of `a_cd` per success/failure
+//!   cell (single-domain model hit x cross-domain model hit), within groups such as
+//!   `["domain", "layer"]`, from the `samples.parquet` records of one or many runs
+//!   ([`load_samples`]).
+
+use ndarray::ArrayView3;
+use polars::prelude::*;
+use statrs::distribution::{ContinuousCDF, StudentsT};
+
+use super::stats::{column_f64, group_rows, StatsError};
+use crate::data::Domain;
+use crate::runs::{LoadReport, RunSet};
+
+/// The cross-domain attention share of one sequence.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CrossDomainShare {
+    /// Σ over valid query rows of the attention mass on keys of the other domain (mean over
+    /// heads).
+    pub raw: f64,
+    /// `raw` divided by the number of valid query rows (0 when there are none).
+    pub normalised: f64,
+    pub valid_rows: usize,
+}
+
+/// `a_cd` of an attention map `probs` (`[heads, len, len]`, rows are softmax distributions
+/// over keys) for a sequence whose position `i` belongs to `domains[i]` (`None` = padding:
+/// neither a query row nor a cross-domain key).
+pub fn cross_domain_share(
+    probs: ArrayView3<'_, f32>,
+    domains: &[Option<Domain>],
+) -> Result<CrossDomainShare, StatsError> {
+    let (heads, lq, lk) = probs.dim();
+    if lq != domains.len() || lk != domains.len() || heads == 0 {
+        return Err(StatsError::Invalid(format!(
+            "attention map {:?} does not match {} positions",
+            probs.shape(),
+            domains.len()
+        )));
+    }
+    let mut raw = 0.0f64;
+    let mut valid_rows = 0;
+    for (i, di) in domains.iter().enumerate() {
+        let Some(di) = di else { continue };
+        valid_rows += 1;
+        for h in 0..heads {
+            for (j, dj) in domains.iter().enumerate() {
+                if matches!(dj, Some(dj) if dj != di) {
+                    raw += probs[[h, i, j]] as f64;
+                }
+            }
+        }
+    }
+    raw /= heads as f64;
+    Ok(CrossDomainShare {
+        raw,
+        normalised: if valid_rows > 0 {
+            raw / valid_rows as f64
+        } else {
+            0.0
+        },
+        valid_rows,
+    })
+}
+
+/// The `samples.parquet` records of every run that has one, with a `run_id` column first;
+/// unreadable files are listed in the report.
+pub fn load_samples(runs: &RunSet) -> Result<(DataFrame, LoadReport), StatsError> {
+    use rayon::prelude::*;
+    let parts: Vec<(usize, PolarsResult<DataFrame>)> = runs
+        .runs
+        .par_iter()
+        .enumerate()
+        .filter(|(_, r)| r.samples_path().exists())
+        .map(|(i, r)| {
+            let read = std::fs::File::open(r.samples_path())
+                .map_err(PolarsError::from)
+                .and_then(|f| ParquetReader::new(f).finish())
+                .and_then(|mut df| {
+                    let n = df.height();
+                    df.insert_column(
+                        0,
+                        Column::new("run_id".into(), vec![r.manifest.run_id.as_str(); n]),
+                    )?;
+                    Ok(df)
+                });
+            (i, read)
+        })
+        .collect();
+    let mut report = LoadReport::default();
+    let mut frames = Vec::new();
+    for (i, res) in parts {
+        match res {
+            Ok(df) => frames.push(df),
+            Err(e) => report
+                .skipped
+                .push((runs.runs[i].samples_path(), e.to_string())),
+        }
+    }
+    let mut iter = frames.into_iter();
+    let Some(mut all) = iter.next() else {
+        return Ok((DataFrame::empty(), report));
+    };
+    for df in iter {
+        all.vstack_mut(&df).map_err(|e| {
+            StatsError::Frame(format!("samples.parquet files have different columns: {e}"))
+        })?;
+    }
+    Ok((all, report))
+}
+
+/// Mean `a_cd` with a t-based confidence interval per (groups of `by`, `hit_single`,
+/// `hit_cross`) cell. `df` needs Boolean `hit_single`, `hit_cross` and numeric `a_cd`
+/// (non-finite values are an error). Output columns: the `by` columns (String),
+/// `hit_single`, `hit_cross` (Boolean), `n` (Int64), `mean`, `sd`, `ci_low`, `ci_high`
+/// (Float64; the interval is null for n < 2), sorted by the group keys then the cell.
+pub fn share_by_cell(df: &DataFrame, by: &[&str], level: f64) -> Result<DataFrame, StatsError> {
+    let a = column_f64(df, "a_cd")?;
+    if let Some(i) = a.iter().position(|v| !v.is_finite()) {
+        return Err(StatsError::Invalid(format!(
+            "a_cd is null or not finite at row {i}"
+        )));
+    }
+    let mut keys: Vec<&str> = by.to_vec();
+    keys.extend(["hit_single", "hit_cross"]);
+    let mut groups = group_rows(df, &keys)?;
+    groups.sort_by(|x, y| x.0.cmp(&y.0));
+    let mut key_cols: Vec<Vec<String>> = vec![Vec::new(); by.len()];
+    let (mut hs, mut hc, mut n, mut mean, mut sd, mut lo, mut hi) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (key, rows) in &groups {
+        for (c, k) in key_cols.iter_mut().zip(key) {
+            c.push(k.clone());
+        }
+        let parse = |s: &str| -> Result<bool, StatsError> {
+            match s {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                other => Err(StatsError::Invalid(format!(
+                    "hit_single / hit_cross must be Boolean, found `{other}`"
+                ))),
+            }
+        };
+        hs.push(parse(&key[by.len()])?);
+        hc.push(parse(&key[by.len() + 1])?);
+        let v: Vec<f64> = rows.iter().map(|&i| a[i]).collect();
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        n.push(v.len() as i64);
+        mean.push(m);
+        if v.len() >= 2 {
+            let s = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt();
+            let t = StudentsT::new(0.0, 1.0, (v.len() - 1) as f64)
+                .expect("df >= 1")
+                .inverse_cdf(0.5 + level / 2.0);
+            let half = t * s / (v.len() as f64).sqrt();
+            sd.push(Some(s));
+            lo.push(Some(m - half));
+            hi.push(Some(m + half));
+        } else {
+            sd.push(None);
+            lo.push(None);
+            hi.push(None);
+        }
+    }
+    let mut cols: Vec<Column> = by
+        .iter()
+        .zip(key_cols)
+        .map(|(name, v)| Column::new((*name).into(), v))
+        .collect();
+    cols.extend([
+        Column::new("hit_single".into(), hs),
+        Column::new("hit_cross".into(), hc),
+        Column::new("n".into(), n),
+        Column::new("mean".into(), mean),
+        Column::new("sd".into(), sd),
+        Column::new("ci_low".into(), lo),
+        Column::new("ci_high".into(), hi),
+    ]);
+    Ok(DataFrame::new(groups.len(), cols)?)
+}

@@ -1,0 +1,191 @@
+//! The serde types of run directory format v1 (see `docs/run-format.md`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::data::Domain;
+
+/// `run.json`'s `format` field.
+pub const RUN_FORMAT: &str = "cdsr-lab-run";
+/// The run directory format version this crate writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// File names inside a run directory.
+pub const RUN_JSON: &str = "run.json";
+pub const CONFIG_TOML: &str = "config.toml";
+pub const METRICS_JSONL: &str = "metrics.jsonl";
+pub const TENSORS_SAFETENSORS: &str = "tensors.safetensors";
+pub const SAMPLES_PARQUET: &str = "samples.parquet";
+
+/// Where a run stands. Only `Complete` runs are analysed; the others are reported as skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Complete,
+    Failed,
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RunStatus::Running => "running",
+            RunStatus::Complete => "complete",
+            RunStatus::Failed => "failed",
+        })
+    }
+}
+
+/// The evaluation split a metrics row belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Valid,
+    Test,
+}
+
+impl Split {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Valid => "valid",
+            Split::Test => "test",
+        }
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A metric value. JSON has no NaN or infinity, so a non-finite value is written as `null`
+/// and read back as NaN: the reader then reports the run (see [`crate::runs::NanPolicy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct MetricValue(pub f64);
+
+impl Serialize for MetricValue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.is_finite() {
+            s.serialize_f64(self.0)
+        } else {
+            s.serialize_none()
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MetricValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(MetricValue(
+            Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN),
+        ))
+    }
+}
+
+/// Metric name (`ndcg@10`, `hr@5`, `mrr`, `auc`, `loss`, ...) to value.
+pub type Metrics = BTreeMap<String, MetricValue>;
+
+/// Final metrics per target domain.
+pub type DomainMetrics = BTreeMap<Domain, Metrics>;
+
+/// Builds a [`Metrics`] map from `(name, value)` pairs.
+pub fn metrics<'a>(pairs: impl IntoIterator<Item = (&'a str, f64)>) -> Metrics {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), MetricValue(v)))
+        .collect()
+}
+
+/// Parameter counts: the total and any breakdown by module (`embedding`, `gca.0`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ParamCounts {
+    pub total: u64,
+    #[serde(default)]
+    pub by_module: BTreeMap<String, u64>,
+}
+
+/// The identity of a run: what the writer needs before training starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunIdentity {
+    /// Unique id; also the directory name. Letters, digits, `-`, `_`, `.` only.
+    pub run_id: String,
+    /// Model family: `abxi`, `sasrec`, `bert4rec`, ...
+    pub model: String,
+    /// Dataset name, e.g. `food-kitchen`.
+    pub dataset: String,
+    pub seed: u64,
+}
+
+/// `run.json`: the run's identity, configuration, parameter counts, status and final metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunManifest {
+    pub format: String,
+    pub format_version: u32,
+    pub run_id: String,
+    pub status: RunStatus,
+    pub model: String,
+    pub dataset: String,
+    pub seed: u64,
+    /// The run configuration as nested JSON; the reader flattens it to dotted columns.
+    pub config: serde_json::Value,
+    #[serde(default)]
+    pub params: ParamCounts,
+    #[serde(default)]
+    pub best_epoch: Option<u32>,
+    #[serde(default)]
+    pub epochs_run: u32,
+    #[serde(default)]
+    pub wall_time_s: Option<f64>,
+    /// Final test metrics (sampled-negative protocol) at the best epoch.
+    #[serde(default)]
+    pub test: DomainMetrics,
+    /// Optional: full ranking over the domain's items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_full: Option<DomainMetrics>,
+    /// Why a `failed` run failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// One line of `metrics.jsonl`: one (epoch, split, domain) with its metric values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsRow {
+    /// 1-based epoch.
+    pub epoch: u32,
+    pub split: Split,
+    /// `None` for whole-model rows (e.g. the training loss).
+    pub domain: Option<Domain>,
+    /// Metric keys (`loss`, `ndcg@10`, `a_cd`, `wall_time_s`, ...) and values.
+    #[serde(flatten)]
+    pub values: Metrics,
+}
+
+impl MetricsRow {
+    /// A row from `(name, value)` pairs.
+    pub fn new<'a>(
+        epoch: u32,
+        split: Split,
+        domain: Option<Domain>,
+        values: impl IntoIterator<Item = (&'a str, f64)>,
+    ) -> Self {
+        MetricsRow {
+            epoch,
+            split,
+            domain,
+            values: metrics(values),
+        }
+    }
+}
+
+/// Final results written by [`crate::runs::RunWriter::finish`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FinalResults {
+    pub best_epoch: Option<u32>,
+    pub epochs_run: u32,
+    pub wall_time_s: Option<f64>,
+    pub test: DomainMetrics,
+    pub test_full: Option<DomainMetrics>,
+}

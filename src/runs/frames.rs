@@ -1,0 +1,411 @@
+//! Run logs as polars DataFrames (schemas documented in [`crate::runs`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use polars::prelude::*;
+
+use super::format::*;
+use super::reader::{LoadedRun, RunSet};
+
+/// Flattens nested JSON into dotted keys: `{"gca": {"positions": [0, 1]}}` becomes
+/// `gca.positions -> [0, 1]`. Arrays are leaves (kept whole).
+pub fn flatten_json(value: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
+        match v {
+            serde_json::Value::Object(map) if !map.is_empty() => {
+                for (k, child) in map {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, child, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_owned(), other.clone());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk("", value, &mut out);
+    out
+}
+
+/// One column from JSON values (`None` = absent): Boolean if all present values are booleans,
+/// Int64 if all are integers, Float64 if all are numbers, String if all are strings, and
+/// otherwise String holding compact JSON (arrays such as `[0,1]`, mixed types).
+pub fn json_column(name: &str, values: &[Option<&serde_json::Value>]) -> Column {
+    use serde_json::Value as V;
+    let present = || values.iter().flatten().filter(|v| !v.is_null());
+    let name = PlSmallStr::from(name);
+    if present().all(|v| v.is_boolean()) {
+        let data: Vec<Option<bool>> = values.iter().map(|v| v.and_then(V::as_bool)).collect();
+        return Column::new(name, data);
+    }
+    if present().all(|v| v.is_i64()) {
+        let data: Vec<Option<i64>> = values.iter().map(|v| v.and_then(V::as_i64)).collect();
+        return Column::new(name, data);
+    }
+    if present().all(|v| v.is_number()) {
+        let data: Vec<Option<f64>> = values.iter().map(|v| v.and_then(V::as_f64)).collect();
+        return Column::new(name, data);
+    }
+    let data: Vec<Option<String>> = values
+        .iter()
+        .map(|v| match v {
+            None | Some(V::Null) => None,
+            Some(V::String(s)) => Some(s.clone()),
+            Some(other) => Some(other.to_string()),
+        })
+        .collect();
+    Column::new(name, data)
+}
+
+fn str_col<'a>(name: &str, it: impl Iterator<Item = &'a str>) -> Column {
+    Column::new(name.into(), it.collect::<Vec<&str>>())
+}
+
+/// Wide per-domain final metric columns: `PREFIX.DOMAIN.METRIC`.
+fn metric_columns(
+    prefix: &str,
+    runs: &[LoadedRun],
+    get: impl Fn(&LoadedRun) -> Option<&DomainMetrics>,
+) -> Vec<Column> {
+    let mut keys = BTreeSet::new();
+    for r in runs {
+        for (d, m) in get(r).into_iter().flatten() {
+            for k in m.keys() {
+                keys.insert((*d, k.clone()));
+            }
+        }
+    }
+    keys.into_iter()
+        .map(|(d, k)| {
+            let data: Vec<Option<f64>> = runs
+                .iter()
+                .map(|r| {
+                    get(r)
+                        .and_then(|dm| dm.get(&d))
+                        .and_then(|m| m.get(&k))
+                        .map(|v| v.0)
+                })
+                .collect();
+            Column::new(format!("{prefix}.{d}.{k}").into(), data)
+        })
+        .collect()
+}
+
+impl RunSet {
+    /// One row per run (wide); see the schema in [`crate::runs`].
+    pub fn runs_frame(&self) -> PolarsResult<DataFrame> {
+        let runs = &self.runs;
+        let mut cols = vec![
+            str_col("run_id", runs.iter().map(|r| r.manifest.run_id.as_str())),
+            Column::new(
+                "path".into(),
+                runs.iter()
+                    .map(|r| r.dir.to_string_lossy().into_owned())
+                    .collect::<Vec<_>>(),
+            ),
+            str_col("model", runs.iter().map(|r| r.manifest.model.as_str())),
+            str_col("dataset", runs.iter().map(|r| r.manifest.dataset.as_str())),
+            Column::new(
+                "seed".into(),
+                runs.iter()
+                    .map(|r| r.manifest.seed as i64)
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "status".into(),
+                runs.iter()
+                    .map(|r| r.manifest.status.to_string())
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "best_epoch".into(),
+                runs.iter()
+                    .map(|r| r.manifest.best_epoch.map(i64::from))
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "epochs_run".into(),
+                runs.iter()
+                    .map(|r| i64::from(r.manifest.epochs_run))
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "wall_time_s".into(),
+                runs.iter()
+                    .map(|r| r.manifest.wall_time_s)
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "params.total".into(),
+                runs.iter()
+                    .map(|r| r.manifest.params.total as i64)
+                    .collect::<Vec<_>>(),
+            ),
+        ];
+        let modules: BTreeSet<&String> = runs
+            .iter()
+            .flat_map(|r| r.manifest.params.by_module.keys())
+            .collect();
+        for m in modules {
+            let data: Vec<Option<i64>> = runs
+                .iter()
+                .map(|r| r.manifest.params.by_module.get(m).map(|&v| v as i64))
+                .collect();
+            cols.push(Column::new(format!("params.{m}").into(), data));
+        }
+        let flat: Vec<BTreeMap<String, serde_json::Value>> = runs
+            .iter()
+            .map(|r| flatten_json(&r.manifest.config))
+            .collect();
+        let keys: BTreeSet<&String> = flat.iter().flat_map(|f| f.keys()).collect();
+        for k in keys {
+            let values: Vec<Option<&serde_json::Value>> = flat.iter().map(|f| f.get(k)).collect();
+            cols.push(json_column(&format!("config.{k}"), &values));
+        }
+        cols.extend(metric_columns("test", runs, |r| Some(&r.manifest.test)));
+        cols.extend(metric_columns("test_full", runs, |r| {
+            r.manifest.test_full.as_ref()
+        }));
+        DataFrame::new(runs.len(), cols)
+    }
+
+    /// One row per (run, evaluation, domain, metric) of the final results (long form).
+    pub fn final_metrics_frame(&self) -> PolarsResult<DataFrame> {
+        let (mut id, mut model, mut dataset, mut seed) = (vec![], vec![], vec![], vec![]);
+        let (mut eval, mut domain, mut metric, mut value) = (vec![], vec![], vec![], vec![]);
+        for r in &self.runs {
+            let m = &r.manifest;
+            let sets = [("test", Some(&m.test)), ("test_full", m.test_full.as_ref())];
+            for (label, set) in sets {
+                for (d, ms) in set.into_iter().flatten() {
+                    for (k, v) in ms {
+                        id.push(m.run_id.as_str());
+                        model.push(m.model.as_str());
+                        dataset.push(m.dataset.as_str());
+                        seed.push(m.seed as i64);
+                        eval.push(label);
+                        domain.push(d.to_string());
+                        metric.push(k.as_str());
+                        value.push(v.0);
+                    }
+                }
+            }
+        }
+        let n = id.len();
+        DataFrame::new(
+            n,
+            vec![
+                Column::new("run_id".into(), id),
+                Column::new("model".into(), model),
+                Column::new("dataset".into(), dataset),
+                Column::new("seed".into(), seed),
+                Column::new("eval".into(), eval),
+                Column::new("domain".into(), domain),
+                Column::new("metric".into(), metric),
+                Column::new("value".into(), value),
+            ],
+        )
+    }
+
+    /// One row per (run, epoch, split, domain) with one Float64 column per metric key.
+    pub fn epochs_frame(&self) -> PolarsResult<DataFrame> {
+        let n: usize = self.runs.iter().map(|r| r.metrics.len()).sum();
+        let mut keys: BTreeSet<&str> = BTreeSet::new();
+        for r in &self.runs {
+            for row in &r.metrics {
+                keys.extend(row.values.keys().map(String::as_str));
+            }
+        }
+        let mut id = Vec::with_capacity(n);
+        let mut epoch = Vec::with_capacity(n);
+        let mut split = Vec::with_capacity(n);
+        let mut domain: Vec<Option<&str>> = Vec::with_capacity(n);
+        let mut values: HashMap<&str, Vec<Option<f64>>> =
+            keys.iter().map(|k| (*k, Vec::with_capacity(n))).collect();
+        for r in &self.runs {
+            for row in &r.metrics {
+                id.push(r.manifest.run_id.as_str());
+                epoch.push(i64::from(row.epoch));
+                split.push(row.split.as_str());
+                domain.push(row.domain.map(|d| match d {
+                    crate::data::Domain::A => "A",
+                    crate::data::Domain::B => "B",
+                }));
+                for k in &keys {
+                    values
+                        .get_mut(k)
+                        .expect("key collected above")
+                        .push(row.values.get(*k).map(|v| v.0));
+                }
+            }
+        }
+        let mut cols = vec![
+            Column::new("run_id".into(), id),
+            Column::new("epoch".into(), epoch),
+            Column::new("split".into(), split),
+            Column::new("domain".into(), domain),
+        ];
+        for k in keys {
+            let data = values.remove(k).expect("key collected above");
+            cols.push(Column::new(k.into(), data));
+        }
+        DataFrame::new(n, cols)
+    }
+}
+
+/// Statistics of one GCA module (position, query domain) of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GcaTensorStats {
+    pub position: usize,
+    pub domain: crate::data::Domain,
+    pub x_xprime: crate::analysis::orthogonality::CosStats,
+    pub x_y: Option<crate::analysis::orthogonality::CosStats>,
+}
+
+/// Computes the orthogonality statistics of every `gca.P.D.*` group in a tensors file
+/// (memory-mapped). Shapes that disagree are an error naming the tensors.
+fn three<'a>(
+    t: &'a dyn super::foreign::TensorSource,
+    name: &str,
+    path: &std::path::Path,
+) -> Result<ndarray::ArrayView3<'a, f32>, super::RunError> {
+    t.f32(name)?
+        .into_dimensionality::<ndarray::Ix3>()
+        .map_err(|_| {
+            super::RunError::invalid(path, format!("{name}: expected a [batch, len, d] tensor"))
+        })
+}
+
+/// `path` names the run in errors.
+pub fn gca_tensor_stats(
+    t: &dyn super::foreign::TensorSource,
+    path: &std::path::Path,
+    options: crate::analysis::orthogonality::CosOptions,
+) -> Result<Vec<GcaTensorStats>, super::RunError> {
+    use crate::analysis::orthogonality::{abs_cos, abs_cos_xy, CosXY};
+    let mut groups: BTreeSet<(usize, crate::data::Domain)> = BTreeSet::new();
+    for name in t.names() {
+        let parts: Vec<&str> = name.split('.').collect();
+        if parts.len() == 4 && parts[0] == "gca" && parts[3] == "x" {
+            let pos = parts[1].parse::<usize>().map_err(|_| {
+                super::RunError::invalid(
+                    path,
+                    format!("tensor `{name}`: position is not an integer"),
+                )
+            })?;
+            let dom = match parts[2] {
+                "A" => crate::data::Domain::A,
+                "B" => crate::data::Domain::B,
+                other => {
+                    return Err(super::RunError::invalid(
+                        path,
+                        format!("tensor `{name}`: domain `{other}` is not A or B"),
+                    ))
+                }
+            };
+            groups.insert((pos, dom));
+        }
+    }
+    let bad = |name: &str, e: String| super::RunError::invalid(path, format!("{name}: {e}"));
+    let mut out = Vec::new();
+    for (pos, dom) in groups {
+        let p = format!("gca.{pos}.{dom}");
+        let x = three(t, &format!("{p}.x"), path)?;
+        let xp = three(t, &format!("{p}.x_prime"), path)?;
+        let mask_name = format!("{p}.mask");
+        let mask = if t.contains(&mask_name) {
+            Some(
+                t.u8(&mask_name)?
+                    .into_dimensionality::<ndarray::Ix2>()
+                    .map_err(|_| bad(&mask_name, "expected a [batch, len] tensor".into()))?,
+            )
+        } else {
+            None
+        };
+        let x_xprime = abs_cos(x, xp, mask, options).map_err(|e| bad(&p, e.to_string()))?;
+        let x_y = if t.contains(&format!("{p}.y")) {
+            let y = three(t, &format!("{p}.y"), path)?;
+            Some(abs_cos_xy(x, y, mask, CosXY::Auto, options).map_err(|e| bad(&p, e.to_string()))?)
+        } else {
+            None
+        };
+        out.push(GcaTensorStats {
+            position: pos,
+            domain: dom,
+            x_xprime,
+            x_y,
+        });
+    }
+    Ok(out)
+}
+
+impl RunSet {
+    /// One row per (run, GCA position, query domain) with the orthogonality statistics of the
+    /// captured tensors (computed in parallel over runs, files memory-mapped). Runs without a
+    /// tensors file contribute no rows; runs whose tensors are unreadable or have shapes that
+    /// disagree are listed in the returned report and contribute no rows.
+    pub fn tensor_stats_frame(&self) -> PolarsResult<(DataFrame, super::LoadReport)> {
+        use rayon::prelude::*;
+        let opts = crate::analysis::orthogonality::CosOptions::default();
+        let results: Vec<(usize, Result<Vec<GcaTensorStats>, super::RunError>)> = self
+            .runs
+            .par_iter()
+            .enumerate()
+            .filter_map(|(i, r)| match super::foreign::open_run_tensors(r) {
+                Ok(None) => None,
+                Ok(Some(t)) => Some((i, gca_tensor_stats(t.as_ref(), &r.dir, opts))),
+                Err(e) => Some((i, Err(e))),
+            })
+            .collect();
+        let mut report = super::LoadReport::default();
+        let (mut id, mut pos, mut dom) = (vec![], vec![], vec![]);
+        let (mut cxx, mut cxy, mut par, mut orth) = (vec![], vec![], vec![], vec![]);
+        let (mut q10, mut q50, mut q90, mut n, mut nz) = (vec![], vec![], vec![], vec![], vec![]);
+        for (i, res) in results {
+            let run = &self.runs[i];
+            match res {
+                Err(e) => report.skipped.push((run.dir.clone(), e.to_string())),
+                Ok(stats) => {
+                    for s in stats {
+                        id.push(run.manifest.run_id.clone());
+                        pos.push(s.position as i64);
+                        dom.push(s.domain.to_string());
+                        cxx.push(s.x_xprime.mean_abs_cos);
+                        cxy.push(s.x_y.as_ref().map(|c| c.mean_abs_cos));
+                        par.push(s.x_xprime.parallel_share());
+                        orth.push(s.x_xprime.orthogonal_share());
+                        q10.push(s.x_xprime.quantile(0.1));
+                        q50.push(s.x_xprime.quantile(0.5));
+                        q90.push(s.x_xprime.quantile(0.9));
+                        n.push(s.x_xprime.n as i64);
+                        nz.push(s.x_xprime.n_zero_norm as i64);
+                    }
+                }
+            }
+        }
+        let height = id.len();
+        let df = DataFrame::new(
+            height,
+            vec![
+                Column::new("run_id".into(), id),
+                Column::new("position".into(), pos),
+                Column::new("domain".into(), dom),
+                Column::new("cos_x_xprime".into(), cxx),
+                Column::new("cos_x_y".into(), cxy),
+                Column::new("parallel_share".into(), par),
+                Column::new("orthogonal_share".into(), orth),
+                Column::new("cos_x_xprime_q10".into(), q10),
+                Column::new("cos_x_xprime_q50".into(), q50),
+                Column::new("cos_x_xprime_q90".into(), q90),
+                Column::new("n_valid".into(), n),
+                Column::new("n_zero_norm".into(), nz),
+            ],
+        )?;
+        Ok((df, report))
+    }
+}

@@ -1,0 +1,259 @@
+//! Reading run directories: one run strictly, or a whole tree in parallel with a report of
+//! every run that was skipped and why.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use super::error::RunError;
+use super::format::*;
+
+/// A run read from disk: its manifest and its per-epoch metrics rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedRun {
+    pub dir: PathBuf,
+    pub manifest: RunManifest,
+    pub metrics: Vec<MetricsRow>,
+}
+
+impl LoadedRun {
+    /// The path of the run's tensors file (it may not exist).
+    pub fn tensors_path(&self) -> PathBuf {
+        self.dir.join(TENSORS_SAFETENSORS)
+    }
+
+    /// The path of the run's samples file (it may not exist).
+    pub fn samples_path(&self) -> PathBuf {
+        self.dir.join(SAMPLES_PARQUET)
+    }
+}
+
+/// What to do with non-finite (NaN / infinite, stored as `null`) metric values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NanPolicy {
+    /// Skip the whole run and report where the first non-finite value is (default): a diverged
+    /// run never enters a statistic silently.
+    #[default]
+    SkipRun,
+    /// Keep the run; non-finite values appear as NaN in the frames.
+    Keep,
+}
+
+/// Options of [`load_runs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoadOptions {
+    pub nan_policy: NanPolicy,
+    /// Also load runs whose status is `running` or `failed` (default: skip them).
+    pub include_incomplete: bool,
+}
+
+/// Runs that were not loaded, each with the reason.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadReport {
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+impl LoadReport {
+    pub fn is_clean(&self) -> bool {
+        self.skipped.is_empty()
+    }
+}
+
+impl std::fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{} run(s) skipped", self.skipped.len())?;
+        for (path, reason) in &self.skipped {
+            writeln!(f, "  {}: {reason}", path.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads and checks `run.json` of a run directory.
+pub fn read_manifest(dir: &Path) -> Result<RunManifest, RunError> {
+    let path = dir.join(RUN_JSON);
+    let bytes = std::fs::read(&path).map_err(|e| RunError::io(&path, e))?;
+    // Check the format and version before the full schema, so a future version gets a
+    // version error rather than a confusing field error.
+    #[derive(serde::Deserialize)]
+    struct Head {
+        format: Option<String>,
+        format_version: Option<u32>,
+    }
+    let head: Head = serde_json::from_slice(&bytes).map_err(|e| RunError::Json {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let format = head.format.unwrap_or_default();
+    let version = head.format_version.unwrap_or(0);
+    if format != RUN_FORMAT || version != FORMAT_VERSION {
+        return Err(RunError::Version {
+            path,
+            format,
+            version,
+            expected: RUN_FORMAT,
+            expected_version: FORMAT_VERSION,
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(|e| RunError::Json {
+        path,
+        reason: e.to_string(),
+    })
+}
+
+/// Reads `metrics.jsonl`. An incomplete last line (no final newline: the writer was killed
+/// mid-line) or any unparsable line is an error naming the line.
+pub fn read_metrics(dir: &Path) -> Result<Vec<MetricsRow>, RunError> {
+    let path = dir.join(METRICS_JSONL);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(RunError::io(&path, e)),
+    };
+    let mut rows = Vec::new();
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let line_no = i + 1;
+        if !line.ends_with('\n') {
+            return Err(RunError::Line {
+                path,
+                line: line_no,
+                reason: "incomplete last line (truncated file: was the run killed?)".into(),
+            });
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: MetricsRow = serde_json::from_str(line).map_err(|e| RunError::Line {
+            path: path.clone(),
+            line: line_no,
+            reason: e.to_string(),
+        })?;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Loads one run strictly: any problem is an error. Non-finite values are kept as NaN.
+pub fn load_run(dir: &Path) -> Result<LoadedRun, RunError> {
+    if dir.join(super::foreign::FOREIGN_MANIFEST).is_file() && !dir.join(RUN_JSON).is_file() {
+        return super::foreign::load_foreign(dir);
+    }
+    let manifest = read_manifest(dir)?;
+    let metrics = read_metrics(dir)?;
+    Ok(LoadedRun {
+        dir: dir.to_owned(),
+        manifest,
+        metrics,
+    })
+}
+
+/// The first non-finite metric of a run, described for a report.
+pub fn first_non_finite(run: &LoadedRun) -> Option<String> {
+    for (label, set) in [
+        ("test", Some(&run.manifest.test)),
+        ("test_full", run.manifest.test_full.as_ref()),
+    ] {
+        for (domain, m) in set.into_iter().flatten() {
+            for (k, v) in m {
+                if !v.0.is_finite() {
+                    return Some(format!("{RUN_JSON}: {label}.{domain}.{k} is not finite"));
+                }
+            }
+        }
+    }
+    for (i, row) in run.metrics.iter().enumerate() {
+        for (k, v) in &row.values {
+            if !v.0.is_finite() {
+                return Some(format!(
+                    "{METRICS_JSONL}: row {} (epoch {}, {}): {k} is not finite",
+                    i + 1,
+                    row.epoch,
+                    row.split
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Every run directory under `root` (a directory holding `run.json` or a foreign
+/// `manifest.toml`; run directories are not searched further), sorted by path.
+/// `root` itself may be a run directory.
+pub fn find_run_dirs(root: &Path) -> Result<Vec<PathBuf>, RunError> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        if dir.join(RUN_JSON).is_file() || dir.join(super::foreign::FOREIGN_MANIFEST).is_file() {
+            out.push(dir);
+            continue;
+        }
+        let entries = std::fs::read_dir(&dir).map_err(|e| RunError::io(&dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| RunError::io(&dir, e))?;
+            let ft = entry
+                .file_type()
+                .map_err(|e| RunError::io(&entry.path(), e))?;
+            if ft.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A set of loaded runs plus the report of those skipped.
+#[derive(Debug, Clone, Default)]
+pub struct RunSet {
+    pub runs: Vec<LoadedRun>,
+    pub report: LoadReport,
+}
+
+impl RunSet {
+    pub fn len(&self) -> usize {
+        self.runs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+}
+
+/// Loads every run under `root` in parallel (rayon). Runs that cannot be read, are not
+/// complete, or hold non-finite metrics (with [`NanPolicy::SkipRun`]) are skipped and listed
+/// in the report; the walk itself failing (unreadable `root`) is an error.
+pub fn load_runs(root: &Path, options: LoadOptions) -> Result<RunSet, RunError> {
+    let dirs = find_run_dirs(root)?;
+    Ok(load_run_dirs(&dirs, options))
+}
+
+/// Loads the given run directories in parallel; see [`load_runs`].
+pub fn load_run_dirs(dirs: &[PathBuf], options: LoadOptions) -> RunSet {
+    let results: Vec<Result<LoadedRun, (PathBuf, String)>> = dirs
+        .par_iter()
+        .map(|dir| {
+            let run = load_run(dir).map_err(|e| (dir.clone(), e.to_string()))?;
+            if !options.include_incomplete && run.manifest.status != RunStatus::Complete {
+                let mut reason = format!("status is `{}`, not `complete`", run.manifest.status);
+                if let Some(f) = &run.manifest.failure {
+                    reason.push_str(&format!(" ({f})"));
+                }
+                return Err((dir.clone(), reason));
+            }
+            if options.nan_policy == NanPolicy::SkipRun {
+                if let Some(reason) = first_non_finite(&run) {
+                    return Err((dir.clone(), reason));
+                }
+            }
+            Ok(run)
+        })
+        .collect();
+    let mut set = RunSet::default();
+    for r in results {
+        match r {
+            Ok(run) => set.runs.push(run),
+            Err(skip) => set.report.skipped.push(skip),
+        }
+    }
+    set
+}

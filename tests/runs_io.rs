@@ -1,0 +1,339 @@
+//! RunWriter and the reader: round trips, frames, and every kind of bad input.
+#[path = "fixtures/food_kitchen_runs.rs"]
+mod fk;
+
+use cdsr_lab::data::Domain;
+use cdsr_lab::runs::*;
+use polars::prelude::*;
+
+fn spec(
+    id: &str,
+    model: &str,
+    seed: u64,
+    hidden: usize,
+    positions: Vec<usize>,
+    params: u64,
+) -> fk::RunSpec {
+    fk::RunSpec {
+        run_id: id.into(),
+        model: model.into(),
+        seed,
+        hidden,
+        positions,
+        scale: 0.5,
+        params,
+        ndcg10: [0.15 + seed as f64 / 100.0, 0.11],
+    }
+}
+
+#[test]
+fn writer_produces_format_v1_and_reader_round_trips() {
+    let seqs = fk::sequences();
+    let emb = fk::embeddings(&seqs, 16);
+    let root = tempfile::tempdir().unwrap();
+    let dir = fk::write_run(
+        root.path(),
+        &spec("abxi-gca0-s1", "abxi", 1, 64, vec![0], 2_000_000),
+        &seqs,
+        &emb,
+    );
+
+    // No temporary file survives.
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    for f in [
+        "run.json",
+        "config.toml",
+        "metrics.jsonl",
+        "tensors.safetensors",
+    ] {
+        assert!(names.contains(&f.to_string()), "missing {f}");
+    }
+    let config: toml::Value =
+        toml::from_str(&std::fs::read_to_string(dir.join("config.toml")).unwrap()).unwrap();
+    assert_eq!(config["model"]["hidden"].as_integer(), Some(64));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        6
+    );
+
+    let run = load_run(&dir).unwrap();
+    assert_eq!(run.manifest.status, RunStatus::Complete);
+    assert_eq!(run.manifest.format_version, 1);
+    assert_eq!(run.manifest.params.total, 2_000_000);
+    assert_eq!(run.manifest.best_epoch, Some(2));
+    assert_eq!(run.metrics.len(), 6);
+    assert_eq!(run.metrics[1].domain, Some(Domain::A));
+    assert_eq!(run.metrics[1].values["ndcg@10"].0, 0.16 / 2.0);
+    // hr@10 of the popularity ranking on the real slice: a real number in (0, 1).
+    let hr = run.manifest.test[&Domain::A]["hr@10"].0;
+    assert!(hr > 0.0 && hr < 1.0, "{hr}");
+
+    let t = MappedTensors::open(&run.tensors_path()).unwrap();
+    assert_eq!(t.shape("gca.0.A.x").unwrap(), vec![200, 6, 16]);
+    assert_eq!(t.shape("gca.0.B.y").unwrap(), vec![200, 8, 16]);
+    assert_eq!(t.u8("gca.0.A.mask").unwrap().shape(), &[200, 6]);
+}
+
+#[test]
+fn status_is_running_until_finish_and_failed_with_reason() {
+    let root = tempfile::tempdir().unwrap();
+    let id = |s: &str| RunIdentity {
+        run_id: s.into(),
+        model: "sasrec".into(),
+        dataset: "food-kitchen".into(),
+        seed: 3,
+    };
+    let w = RunWriter::create(root.path(), id("r1"), &serde_json::json!({"a": 1})).unwrap();
+    assert_eq!(read_manifest(w.dir()).unwrap().status, RunStatus::Running);
+    let dir = w.fail("loss became NaN at epoch 3").unwrap();
+    let m = read_manifest(&dir).unwrap();
+    assert_eq!(m.status, RunStatus::Failed);
+    assert_eq!(m.failure.as_deref(), Some("loss became NaN at epoch 3"));
+    // Creating the same run twice is refused rather than overwriting it.
+    assert!(RunWriter::create(root.path(), id("r1"), &serde_json::json!({})).is_err());
+    assert!(matches!(
+        RunWriter::create(root.path(), id("../escape"), &serde_json::json!({})),
+        Err(RunError::RunId(_))
+    ));
+}
+
+#[test]
+fn resume_drops_truncated_line_and_later_epochs() {
+    let root = tempfile::tempdir().unwrap();
+    let id = RunIdentity {
+        run_id: "r".into(),
+        model: "abxi".into(),
+        dataset: "food-kitchen".into(),
+        seed: 1,
+    };
+    let mut w = RunWriter::create(root.path(), id, &serde_json::json!({"x": 1})).unwrap();
+    for e in 1..=3 {
+        w.log_metrics(e, Split::Train, None, [("loss", 1.0 / e as f64)])
+            .unwrap();
+    }
+    let dir = w.dir().to_owned();
+    drop(w);
+    // A kill in the middle of a line.
+    let mut text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    text.push_str("{\"epoch\":4,\"spl");
+    std::fs::write(dir.join("metrics.jsonl"), &text).unwrap();
+    let err = read_metrics(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("line 4") && err.contains("incomplete"),
+        "{err}"
+    );
+
+    let mut w = RunWriter::resume(&dir, 2).unwrap();
+    w.log_metrics(3, Split::Train, None, [("loss", 0.25)])
+        .unwrap();
+    let rows = read_metrics(&dir).unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.epoch).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(rows[2].values["loss"].0, 0.25);
+}
+
+/// A tree with good runs and every kind of bad run: the good ones load, the bad ones are
+/// reported with a reason naming the problem, and nothing bad reaches a frame.
+#[test]
+fn load_tree_skips_bad_runs_with_reasons_and_builds_frames() {
+    let seqs = fk::sequences();
+    let emb = fk::embeddings(&seqs, 16);
+    let root = tempfile::tempdir().unwrap();
+    let good = root.path().join("sweep");
+    fk::write_run(
+        &good,
+        &spec("abxi-s1", "abxi", 1, 64, vec![], 2_000_000),
+        &seqs,
+        &emb,
+    );
+    fk::write_run(
+        &good,
+        &spec("abxi-gca0-s1", "abxi", 1, 64, vec![0], 2_500_000),
+        &seqs,
+        &emb,
+    );
+    fk::write_run(
+        &good.join("nested"),
+        &spec("abxi-gca01-s2", "abxi", 2, 96, vec![0, 1], 3_000_000),
+        &seqs,
+        &emb,
+    );
+
+    let bad = root.path().join("bad");
+    // 1. killed: status running and a truncated metrics file.
+    let id = |s: &str| RunIdentity {
+        run_id: s.into(),
+        model: "abxi".into(),
+        dataset: "food-kitchen".into(),
+        seed: 9,
+    };
+    let mut w = RunWriter::create(&bad, id("killed"), &serde_json::json!({"a": 1})).unwrap();
+    w.log_metrics(1, Split::Train, None, [("loss", 1.0)])
+        .unwrap();
+    drop(w);
+    // 2. complete but with a NaN test metric.
+    let w = RunWriter::create(&bad, id("nan"), &serde_json::json!({"a": 1})).unwrap();
+    let mut test = std::collections::BTreeMap::new();
+    test.insert(Domain::A, metrics([("ndcg@10", f64::NAN)]));
+    w.finish(FinalResults {
+        test,
+        ..Default::default()
+    })
+    .unwrap();
+    // 3. complete but the metrics file was cut mid-line.
+    let mut w = RunWriter::create(&bad, id("truncated"), &serde_json::json!({"a": 1})).unwrap();
+    w.log_metrics(1, Split::Train, None, [("loss", 1.0)])
+        .unwrap();
+    let dir = w.finish(FinalResults::default()).unwrap();
+    let p = dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, &text[..text.len() - 5]).unwrap();
+    // 4. a future format version.
+    let w = RunWriter::create(&bad, id("future"), &serde_json::json!({"a": 1})).unwrap();
+    let dir = w.finish(FinalResults::default()).unwrap();
+    let p = dir.join("run.json");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("\"format_version\": 1", "\"format_version\": 2");
+    std::fs::write(&p, text).unwrap();
+
+    let set = load_runs(root.path(), LoadOptions::default()).unwrap();
+    assert_eq!(set.len(), 3, "{}", set.report);
+    let reasons: std::collections::BTreeMap<String, String> = set
+        .report
+        .skipped
+        .iter()
+        .map(|(p, r)| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                r.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert!(
+        reasons["killed"].contains("status is `running`"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons["nan"].contains("test.A.ndcg@10 is not finite"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons["truncated"].contains("line 1") && reasons["truncated"].contains("incomplete"),
+        "{reasons:?}"
+    );
+    assert!(reasons["future"].contains("version 2"), "{reasons:?}");
+
+    // NaN kept on request: the value is NaN in the frame, not a number.
+    let keep = load_runs(
+        &bad,
+        LoadOptions {
+            nan_policy: NanPolicy::Keep,
+            include_incomplete: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(keep.len(), 1);
+    let f = keep.runs_frame().unwrap();
+    assert!(f
+        .column("test.A.ndcg@10")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .is_nan());
+
+    let runs = set.runs_frame().unwrap();
+    assert_eq!(runs.height(), 3);
+    let ids: Vec<&str> = runs
+        .column("run_id")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap())
+        .collect();
+    assert_eq!(ids, ["abxi-gca0-s1", "abxi-s1", "abxi-gca01-s2"]);
+    assert_eq!(
+        runs.column("config.model.hidden").unwrap().dtype(),
+        &DataType::Int64
+    );
+    assert_eq!(
+        runs.column("config.train.lr")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .get(0),
+        Some(1e-4)
+    );
+    let positions: Vec<&str> = runs
+        .column("config.gca.positions")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap())
+        .collect();
+    assert_eq!(positions, ["[0]", "[]", "[0,1]"]);
+    assert_eq!(
+        runs.column("params.total").unwrap().i64().unwrap().get(2),
+        Some(3_000_000)
+    );
+    assert_eq!(
+        runs.column("params.embedding")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .get(2),
+        Some(1_500_000)
+    );
+    assert_eq!(
+        runs.column("test.A.ndcg@10").unwrap().f64().unwrap().get(2),
+        Some(0.15 + 2.0 / 100.0)
+    );
+    assert_eq!(
+        runs.column("test.B.ndcg@10").unwrap().f64().unwrap().get(0),
+        Some(0.11)
+    );
+
+    let long = set.final_metrics_frame().unwrap();
+    assert_eq!(long.height(), 3 * 2 * 2);
+    assert_eq!(
+        long.get_column_names()
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>(),
+        ["run_id", "model", "dataset", "seed", "eval", "domain", "metric", "value"]
+    );
+
+    let epochs = set.epochs_frame().unwrap();
+    assert_eq!(epochs.height(), 3 * 6);
+    let names = epochs
+        .get_column_names()
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>();
+    assert_eq!(&names[..4], ["run_id", "epoch", "split", "domain"]);
+    assert!(names.contains(&"loss") && names.contains(&"ndcg@10") && names.contains(&"mrr"));
+    // Train rows have no domain and no ndcg; valid rows have no loss.
+    let train = epochs
+        .clone()
+        .lazy()
+        .filter(col("split").eq(lit("train")))
+        .collect()
+        .unwrap();
+    assert_eq!(train.height(), 6);
+    assert_eq!(train.column("domain").unwrap().null_count(), 6);
+    assert_eq!(train.column("ndcg@10").unwrap().null_count(), 6);
+}
