@@ -37,10 +37,10 @@ fn exact_log_linear_family_gives_closed_form_ratios() {
     assert!((m[0].efficiency_ratio.unwrap() - 1.4).abs() < 1e-9);
     assert!((m[0].params_needed.unwrap() - 3.5e6).abs() < 1e-3);
     assert_eq!(
-        m[0].nearest_baseline.params, 2e6,
-        "|ln(2/2.5)| < |ln(3/2.5)|"
+        m[0].nearest_baseline.params, 3e6,
+        "|ln(3/2.5)| = 0.182 < |ln(2/2.5)| = 0.223"
     );
-    assert!((m[0].accuracy_gain - (f(3.5e6) - f(2e6))).abs() < 1e-12);
+    assert!((m[0].accuracy_gain - (f(3.5e6) - f(3e6))).abs() < 1e-12);
     // An exact fit has a zero-width band: the interval collapses onto the ratio.
     let i = m[0].ratio_interval.unwrap();
     assert!(
@@ -134,7 +134,8 @@ fn param_match_over_a_runs_frame() {
     );
     assert_eq!(
         out.column("baseline_run_id").unwrap().str().unwrap().get(0),
-        Some("base1")
+        Some("base2"),
+        "3M is nearer to 2.5M than 2M in log parameters"
     );
     let ratio = out
         .column("efficiency_ratio")
