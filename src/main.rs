@@ -18,10 +18,13 @@ enum Command {
     /// Inspect datasets.
     #[command(subcommand)]
     Data(cdsr_lab::data::cli::DataCommand),
+    /// Train a model from a TOML run config.
+    Train(cdsr_lab::train::cli::TrainArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Data(cmd) => cdsr_lab::data::cli::run(cmd),
+        Command::Train(args) => cdsr_lab::train::cli::run(args),
     }
 }

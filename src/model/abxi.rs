@@ -6,7 +6,10 @@
 
 use super::gca::{GcaConfig, GcaInputs, GcaLayer, KvSource};
 use super::input::{SeqBatch, StreamInput};
-use super::nn::{AttnMask, Ctx, Embedding, LayerNorm, LoRA, MultiHeadAttention, ParamStore, Result, SwiGlu, Tensor};
+use super::nn::{
+    AttnMask, Ctx, Embedding, LayerNorm, LoRA, MultiHeadAttention, ParamStore, Result, SwiGlu,
+    Tensor,
+};
 use super::ModelConfig;
 
 /// One encoder block (ABXI has one): shared attention + post-norm, shared FFN + dLoRA.
@@ -36,7 +39,12 @@ pub struct Abxi {
 const STREAMS: [&str; 3] = ["x", "a", "b"];
 
 impl Abxi {
-    pub fn new(cfg: &ModelConfig, gca: &GcaConfig, vocab: usize, mut store: ParamStore) -> Result<Self> {
+    pub fn new(
+        cfg: &ModelConfig,
+        gca: &GcaConfig,
+        vocab: usize,
+        mut store: ParamStore,
+    ) -> Result<Self> {
         let d = cfg.d_model;
         for &p in &gca.positions {
             if p > cfg.layers {
@@ -59,7 +67,7 @@ impl Abxi {
         let mut positions = gca.positions.clone();
         positions.sort_unstable();
         positions.dedup();
-        let mut make_gca = |store: &mut ParamStore, p: usize| -> Result<Option<GcaLayer>> {
+        let make_gca = |store: &mut ParamStore, p: usize| -> Result<Option<GcaLayer>> {
             if positions.contains(&p) {
                 let key = format!("gca.{p}");
                 let mut s = store.scope(&key, &key);
@@ -79,7 +87,12 @@ impl Abxi {
                 attn = MultiHeadAttention::new(&mut s, "mha", d, cfg.heads)?;
                 norm_attn = LayerNorm::new(&mut s, "norm", d)?;
             }
-            let ffn = SwiGlu::new(&mut store.scope("ffn", &format!("block{l}")), "ffn", d, cfg.ffn_hidden)?;
+            let ffn = SwiGlu::new(
+                &mut store.scope("ffn", &format!("block{l}")),
+                "ffn",
+                d,
+                cfg.ffn_hidden,
+            )?;
             let mut s = store.scope("dlora", &format!("block{l}.dlora"));
             let dlora = [
                 LoRA::new(&mut s, STREAMS[0], d, cfg.rank_domain)?,
@@ -92,18 +105,36 @@ impl Abxi {
                 LayerNorm::new(&mut s, STREAMS[1], d)?,
                 LayerNorm::new(&mut s, STREAMS[2], d)?,
             ];
-            blocks.push(Block { attn, norm_attn, ffn, dlora, norm_ffn });
+            blocks.push(Block {
+                attn,
+                norm_attn,
+                ffn,
+                dlora,
+                norm_ffn,
+            });
             if let Some(g) = make_gca(&mut store, l + 1)? {
                 gca_layers.push(g);
             }
         }
         let mut s = store.scope("projector", "projector");
         let proj_i = SwiGlu::new(&mut s, "i", d, cfg.ffn_hidden)?;
-        let proj_d = [SwiGlu::new(&mut s, "a", d, cfg.ffn_hidden)?, SwiGlu::new(&mut s, "b", d, cfg.ffn_hidden)?];
-        let norm_i2d = [LayerNorm::new(&mut s, "norm_i2a", d)?, LayerNorm::new(&mut s, "norm_i2b", d)?];
-        let norm_d2d = [LayerNorm::new(&mut s, "norm_a2a", d)?, LayerNorm::new(&mut s, "norm_b2b", d)?];
+        let proj_d = [
+            SwiGlu::new(&mut s, "a", d, cfg.ffn_hidden)?,
+            SwiGlu::new(&mut s, "b", d, cfg.ffn_hidden)?,
+        ];
+        let norm_i2d = [
+            LayerNorm::new(&mut s, "norm_i2a", d)?,
+            LayerNorm::new(&mut s, "norm_i2b", d)?,
+        ];
+        let norm_d2d = [
+            LayerNorm::new(&mut s, "norm_a2a", d)?,
+            LayerNorm::new(&mut s, "norm_b2b", d)?,
+        ];
         let mut s = store.scope("ilora", "ilora");
-        let ilora = [LoRA::new(&mut s, "a", d, cfg.rank_invariant)?, LoRA::new(&mut s, "b", d, cfg.rank_invariant)?];
+        let ilora = [
+            LoRA::new(&mut s, "a", d, cfg.rank_invariant)?,
+            LoRA::new(&mut s, "b", d, cfg.rank_invariant)?,
+        ];
         Ok(Self {
             store,
             cfg: cfg.clone(),
@@ -128,8 +159,17 @@ impl Abxi {
         ctx.dropout(&h, self.cfg.dropout)
     }
 
-    fn gca_at(&self, p: usize, h: &mut [Tensor; 3], batch: &SeqBatch, masks: &GcaMasks, ctx: &mut Ctx) -> Result<()> {
-        let Some(layer) = self.gca.iter().find(|g| g.position == p) else { return Ok(()) };
+    fn gca_at(
+        &self,
+        p: usize,
+        h: &mut [Tensor; 3],
+        batch: &SeqBatch,
+        masks: &GcaMasks,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(layer) = self.gca.iter().find(|g| g.position == p) else {
+            return Ok(());
+        };
         let kv = match layer.kv_source {
             KvSource::Other => [&h[2], &h[1]],
             KvSource::Merged => [&h[0], &h[0]],
@@ -151,8 +191,10 @@ impl Abxi {
     pub fn forward(&self, batch: &SeqBatch, ctx: &mut Ctx) -> Result<Tensor> {
         let dtype = self.store.dtype();
         let streams = [&batch.x, &batch.a, &batch.b];
-        let self_masks: Vec<AttnMask> =
-            streams.iter().map(|s| AttnMask::new(&s.valid, s.len(), true, dtype)).collect::<Result<_>>()?;
+        let self_masks: Vec<AttnMask> = streams
+            .iter()
+            .map(|s| AttnMask::new(&s.valid, s.len(), true, dtype))
+            .collect::<Result<_>>()?;
         let gca_masks = if self.gca.is_empty() {
             None
         } else {
@@ -165,7 +207,11 @@ impl Abxi {
                 b: AttnMask::new(kv_valid(2), batch.b.len(), true, dtype)?,
             })
         };
-        let mut h = [self.embed(&batch.x, ctx)?, self.embed(&batch.a, ctx)?, self.embed(&batch.b, ctx)?];
+        let mut h = [
+            self.embed(&batch.x, ctx)?,
+            self.embed(&batch.a, ctx)?,
+            self.embed(&batch.b, ctx)?,
+        ];
         if let Some(m) = &gca_masks {
             self.gca_at(0, &mut h, batch, m, ctx)?;
         }
@@ -177,10 +223,15 @@ impl Abxi {
                     rec.push((format!("attn.{l}.{}", STREAMS[s]), p));
                 }
                 let o = ctx.dropout(&o.out, self.cfg.dropout)?;
-                let hs = blk.norm_attn.forward(&(&h[s] + o)?)?.broadcast_mul(&streams[s].mask)?;
+                let hs = blk
+                    .norm_attn
+                    .forward(&(&h[s] + o)?)?
+                    .broadcast_mul(&streams[s].mask)?;
                 let f = ctx.dropout(&blk.ffn.forward(&hs)?, self.cfg.dropout)?;
                 let r = ctx.dropout(&blk.dlora[s].forward(&hs)?, self.cfg.dropout)?;
-                h[s] = blk.norm_ffn[s].forward(&((&hs + f)? + r)?)?.broadcast_mul(&streams[s].mask)?;
+                h[s] = blk.norm_ffn[s]
+                    .forward(&((&hs + f)? + r)?)?
+                    .broadcast_mul(&streams[s].mask)?;
             }
             if let Some(m) = &gca_masks {
                 self.gca_at(l + 1, &mut h, batch, m, ctx)?;

@@ -13,7 +13,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::nn::{AttnMask, Ctx, Device, LayerNorm, Linear, MultiHeadAttention, Result, Scope, Tensor};
+use super::nn::{
+    AttnMask, Ctx, Device, LayerNorm, Linear, MultiHeadAttention, Result, Scope, Tensor,
+};
 use crate::data::Domain;
 
 /// Gate activation.
@@ -83,7 +85,11 @@ impl GcaModule {
         Ok(Self {
             attn: MultiHeadAttention::new(s, "attn", d, cfg.heads)?,
             gate: Linear::new(s, "gate", 2 * d, d, true)?,
-            norm: if cfg.layer_norm { Some(LayerNorm::new(s, "norm", d)?) } else { None },
+            norm: if cfg.layer_norm {
+                Some(LayerNorm::new(s, "norm", d)?)
+            } else {
+                None
+            },
             act: cfg.gate,
         })
     }
@@ -135,7 +141,11 @@ impl GcaLayer {
     pub fn new(s: &mut Scope, position: usize, d: usize, cfg: &GcaConfig) -> Result<Self> {
         let a = GcaModule::new(&mut s.sub("A"), d, cfg)?;
         let b = GcaModule::new(&mut s.sub("B"), d, cfg)?;
-        Ok(Self { position, modules: [a, b], kv_source: cfg.kv_source })
+        Ok(Self {
+            position,
+            modules: [a, b],
+            kv_source: cfg.kv_source,
+        })
     }
 
     /// Updated query streams `[A, B]`; records X, X', Y and the mask when `ctx` captures.
@@ -152,7 +162,10 @@ impl GcaLayer {
                 let host = inp.query_valid_host[i];
                 let (b, l) = (host.len(), host.first().map_or(0, |r| r.len()));
                 let m: Vec<u8> = host.iter().flatten().map(|&v| v as u8).collect();
-                cap.push((format!("gca.{p}.{d}.mask"), Tensor::from_vec(m, (b, l), &Device::Cpu)?));
+                cap.push((
+                    format!("gca.{p}.{d}.mask"),
+                    Tensor::from_vec(m, (b, l), &Device::Cpu)?,
+                ));
             }
             outs.push(o.out.broadcast_mul(inp.query_valid[i])?);
         }

@@ -43,7 +43,10 @@ impl StreamInput {
             ids: Tensor::from_vec(flat, (b, l), &dev)?,
             pos: Tensor::from_vec(pos, (b, l), &dev)?,
             mask: Tensor::from_vec(mask, (b, l, 1), &dev)?.to_dtype(dtype)?,
-            valid: rows.iter().map(|r| r.iter().map(|&v| v != 0).collect()).collect(),
+            valid: rows
+                .iter()
+                .map(|r| r.iter().map(|&v| v != 0).collect())
+                .collect(),
             host_ids: rows.to_vec(),
         })
     }

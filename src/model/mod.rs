@@ -86,11 +86,20 @@ pub enum Model {
 
 impl Model {
     /// Builds the model; the seed fixes every initial weight.
-    pub fn new(cfg: &ModelConfig, gca: &GcaConfig, vocab: usize, n_items_a: usize, seed: u64, dtype: DType) -> Result<Self> {
+    pub fn new(
+        cfg: &ModelConfig,
+        gca: &GcaConfig,
+        vocab: usize,
+        n_items_a: usize,
+        seed: u64,
+        dtype: DType,
+    ) -> Result<Self> {
         let store = ParamStore::new(dtype, ChaCha8Rng::seed_from_u64(seed));
         Ok(match cfg.kind {
             ModelKind::Abxi => Model::Abxi(abxi::Abxi::new(cfg, gca, vocab, store)?),
-            ModelKind::Sasrec => Model::SasRec(sasrec::SasRec::new(cfg, gca, vocab, n_items_a, store)?),
+            ModelKind::Sasrec => {
+                Model::SasRec(sasrec::SasRec::new(cfg, gca, vocab, n_items_a, store)?)
+            }
         })
     }
 
@@ -164,7 +173,10 @@ pub fn info_nce(
     };
     debug_assert_eq!(neg_logit.dim(0)?, n);
     let logits = (Tensor::cat(&[&pos_logit, &neg_logit], 1)? / temperature)?;
-    let nll = nn::log_softmax_last(&logits)?.narrow(1, 0, 1)?.squeeze(1)?.neg()?;
+    let nll = nn::log_softmax_last(&logits)?
+        .narrow(1, 0, 1)?
+        .squeeze(1)?
+        .neg()?;
     (nll * weights)?.sum_all()
 }
 

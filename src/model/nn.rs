@@ -50,7 +50,12 @@ pub enum Init {
 
 impl ParamStore {
     pub fn new(dtype: DType, rng: ChaCha8Rng) -> Self {
-        Self { params: Vec::new(), dtype, device: Device::Cpu, rng }
+        Self {
+            params: Vec::new(),
+            dtype,
+            device: Device::Cpu,
+            rng,
+        }
     }
 
     pub fn dtype(&self) -> DType {
@@ -70,9 +75,9 @@ impl ParamStore {
         let values: Vec<f64> = match init {
             Init::Zeros => vec![0.0; n],
             Init::Ones => vec![1.0; n],
-            Init::Normal(std) => {
-                (0..n).map(|_| std * std_normal(&mut self.rng)).collect::<Vec<f64>>()
-            }
+            Init::Normal(std) => (0..n)
+                .map(|_| std * std_normal(&mut self.rng))
+                .collect::<Vec<f64>>(),
             Init::TruncNormal(std) => (0..n)
                 .map(|_| loop {
                     let z = std_normal(&mut self.rng);
@@ -85,13 +90,21 @@ impl ParamStore {
         let t = Tensor::from_vec(values, shape, &self.device)?.to_dtype(self.dtype)?;
         let var = Var::from_tensor(&t)?;
         let out = var.as_tensor().clone();
-        self.params.push(Param { module: module.to_string(), name: name.to_string(), var });
+        self.params.push(Param {
+            module: module.to_string(),
+            name: name.to_string(),
+            var,
+        });
         Ok(out)
     }
 
     /// A scope that prefixes names and counts parameters under `module`.
     pub fn scope<'a>(&'a mut self, module: &str, prefix: &str) -> Scope<'a> {
-        Scope { store: self, module: module.to_string(), prefix: prefix.to_string() }
+        Scope {
+            store: self,
+            module: module.to_string(),
+            prefix: prefix.to_string(),
+        }
     }
 
     pub fn params(&self) -> &[Param] {
@@ -117,7 +130,10 @@ impl ParamStore {
 
     /// Named tensors (for checkpoints).
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
-        self.params.iter().map(|p| (p.name.clone(), p.var.as_tensor().clone())).collect()
+        self.params
+            .iter()
+            .map(|p| (p.name.clone(), p.var.as_tensor().clone()))
+            .collect()
     }
 
     /// Overwrites every parameter from `tensors` (checked by name, shape and count).
@@ -189,7 +205,12 @@ pub struct Ctx<'a> {
 impl<'a> Ctx<'a> {
     /// A plain context (no recorders).
     pub fn new(train: bool, rng: &'a mut ChaCha8Rng) -> Self {
-        Self { train, rng, capture: None, attn_probs: None }
+        Self {
+            train,
+            rng,
+            capture: None,
+            attn_probs: None,
+        }
     }
 
     /// Inverted dropout with rate `p` (identity when not training or `p == 0`).
@@ -199,8 +220,15 @@ impl<'a> Ctx<'a> {
         }
         let keep = 1.0 / (1.0 - p);
         let n = x.elem_count();
-        let mask: Vec<f32> =
-            (0..n).map(|_| if self.rng.random::<f64>() < p { 0.0 } else { keep as f32 }).collect();
+        let mask: Vec<f32> = (0..n)
+            .map(|_| {
+                if self.rng.random::<f64>() < p {
+                    0.0
+                } else {
+                    keep as f32
+                }
+            })
+            .collect();
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         x * mask
     }
@@ -217,7 +245,11 @@ impl Linear {
     pub fn new(s: &mut Scope, name: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
         let mut s = s.sub(name);
         let weight = s.add("weight", &[d_out, d_in], Init::Normal(0.02))?;
-        let bias = if bias { Some(s.add("bias", &[d_out], Init::Zeros)?) } else { None };
+        let bias = if bias {
+            Some(s.add("bias", &[d_out], Init::Zeros)?)
+        } else {
+            None
+        };
         Ok(Self { weight, bias })
     }
 
@@ -246,7 +278,10 @@ pub struct LayerNorm {
 impl LayerNorm {
     pub fn new(s: &mut Scope, name: &str, d: usize) -> Result<Self> {
         let mut s = s.sub(name);
-        Ok(Self { weight: s.add("weight", &[d], Init::Ones)?, bias: s.add("bias", &[d], Init::Zeros)? })
+        Ok(Self {
+            weight: s.add("weight", &[d], Init::Ones)?,
+            bias: s.add("bias", &[d], Init::Zeros)?,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -266,14 +301,18 @@ pub struct Embedding {
 impl Embedding {
     pub fn new(s: &mut Scope, name: &str, n: usize, d: usize) -> Result<Self> {
         let mut s = s.sub(name);
-        Ok(Self { weight: s.add("weight", &[n, d], Init::TruncNormal(0.02))? })
+        Ok(Self {
+            weight: s.add("weight", &[n, d], Init::TruncNormal(0.02))?,
+        })
     }
 
     /// Looks up `ids` (u32, any shape) and returns `ids.shape + [d]`.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         let mut shape = ids.dims().to_vec();
         shape.push(self.weight.dim(1)?);
-        self.weight.index_select(&ids.flatten_all()?, 0)?.reshape(shape)
+        self.weight
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape(shape)
     }
 }
 
@@ -295,7 +334,8 @@ impl SwiGlu {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.w3.forward(&(self.w2.forward(x)?.silu()? * self.w1.forward(x)?)?)
+        self.w3
+            .forward(&(self.w2.forward(x)?.silu()? * self.w1.forward(x)?)?)
     }
 }
 
@@ -309,14 +349,20 @@ pub struct LoRA {
 impl LoRA {
     pub fn new(s: &mut Scope, name: &str, d: usize, rank: usize) -> Result<Self> {
         let mut s = s.sub(name);
-        Ok(Self { a: s.add("a", &[d, rank], Init::Normal(0.02))?, b: s.add("b", &[rank, d], Init::Zeros)? })
+        Ok(Self {
+            a: s.add("a", &[d, rank], Init::Normal(0.02))?,
+            b: s.add("b", &[rank, d], Init::Zeros)?,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let d = *dims.last().unwrap();
         let rows = x.elem_count() / d;
-        x.reshape((rows, d))?.matmul(&self.b.t()?)?.matmul(&self.a.t()?)?.reshape(dims)
+        x.reshape((rows, d))?
+            .matmul(&self.b.t()?)?
+            .matmul(&self.a.t()?)?
+            .reshape(dims)
     }
 }
 
@@ -413,7 +459,13 @@ impl MultiHeadAttention {
     }
 
     /// `xq: [b, lq, d]`, `xkv: [b, lk, d]`. Rows without a usable key output exactly zero.
-    pub fn forward(&self, xq: &Tensor, xkv: &Tensor, mask: &AttnMask, want_probs: bool) -> Result<AttnOutput> {
+    pub fn forward(
+        &self,
+        xq: &Tensor,
+        xkv: &Tensor,
+        mask: &AttnMask,
+        want_probs: bool,
+    ) -> Result<AttnOutput> {
         let (b, lq, d) = xq.dims3()?;
         let lk = xkv.dim(1)?;
         let h = self.heads;
@@ -426,7 +478,10 @@ impl MultiHeadAttention {
         let probs = softmax_last(&scores)?.broadcast_mul(&mask.row_valid)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, lq, d))?;
         let out = self.o.forward(&ctx)?.broadcast_mul(&mask.out_valid)?;
-        Ok(AttnOutput { out, probs: want_probs.then_some(probs) })
+        Ok(AttnOutput {
+            out,
+            probs: want_probs.then_some(probs),
+        })
     }
 }
 

@@ -8,7 +8,9 @@
 
 use super::gca::{GcaConfig, GcaInputs, GcaLayer, KvSource};
 use super::input::SeqBatch;
-use super::nn::{AttnMask, Ctx, Embedding, LayerNorm, MultiHeadAttention, ParamStore, Result, SwiGlu, Tensor};
+use super::nn::{
+    AttnMask, Ctx, Embedding, LayerNorm, MultiHeadAttention, ParamStore, Result, SwiGlu, Tensor,
+};
 use super::ModelConfig;
 
 struct Block {
@@ -31,7 +33,13 @@ pub struct SasRec {
 }
 
 impl SasRec {
-    pub fn new(cfg: &ModelConfig, gca: &GcaConfig, vocab: usize, n_items_a: usize, mut store: ParamStore) -> Result<Self> {
+    pub fn new(
+        cfg: &ModelConfig,
+        gca: &GcaConfig,
+        vocab: usize,
+        n_items_a: usize,
+        mut store: ParamStore,
+    ) -> Result<Self> {
         let d = cfg.d_model;
         for &p in &gca.positions {
             if p > cfg.layers {
@@ -44,7 +52,10 @@ impl SasRec {
         }
         let (item, pos) = {
             let mut s = store.scope("embedding", "embedding");
-            (Embedding::new(&mut s, "item", vocab, d)?, Embedding::new(&mut s, "position", cfg.max_len + 1, d)?)
+            (
+                Embedding::new(&mut s, "item", vocab, d)?,
+                Embedding::new(&mut s, "position", cfg.max_len + 1, d)?,
+            )
         };
         let mut positions = gca.positions.clone();
         positions.sort_unstable();
@@ -60,7 +71,12 @@ impl SasRec {
                 let mut s = store.scope("ffn", &format!("block{l}"));
                 let ffn = SwiGlu::new(&mut s, "ffn", d, cfg.ffn_hidden)?;
                 let norm_ffn = LayerNorm::new(&mut s, "norm_ffn", d)?;
-                blocks.push(Block { attn, norm_attn, ffn, norm_ffn });
+                blocks.push(Block {
+                    attn,
+                    norm_attn,
+                    ffn,
+                    norm_ffn,
+                });
             }
             if positions.contains(&p) {
                 let key = format!("gca.{p}");
@@ -68,8 +84,20 @@ impl SasRec {
             }
         }
         let mut s = store.scope("head", "head");
-        let head = [LayerNorm::new(&mut s, "a", d)?, LayerNorm::new(&mut s, "b", d)?];
-        Ok(Self { store, cfg: cfg.clone(), n_items_a: n_items_a as u32, item, pos, blocks, gca: gca_layers, head })
+        let head = [
+            LayerNorm::new(&mut s, "a", d)?,
+            LayerNorm::new(&mut s, "b", d)?,
+        ];
+        Ok(Self {
+            store,
+            cfg: cfg.clone(),
+            n_items_a: n_items_a as u32,
+            item,
+            pos,
+            blocks,
+            gca: gca_layers,
+            head,
+        })
     }
 
     pub fn item_embedding(&self) -> &Embedding {
@@ -77,14 +105,20 @@ impl SasRec {
     }
 
     fn gca_at(&self, p: usize, h: Tensor, batch: &SeqBatch, ctx: &mut Ctx) -> Result<Tensor> {
-        let Some(layer) = self.gca.iter().find(|g| g.position == p) else { return Ok(h) };
+        let Some(layer) = self.gca.iter().find(|g| g.position == p) else {
+            return Ok(h);
+        };
         let dtype = self.store.dtype();
         let x = &batch.x;
         // Domain membership of each merged position.
         let dom = |want_a: bool| -> Vec<Vec<bool>> {
             x.host_ids
                 .iter()
-                .map(|r| r.iter().map(|&i| i != 0 && ((i <= self.n_items_a) == want_a)).collect())
+                .map(|r| {
+                    r.iter()
+                        .map(|&i| i != 0 && ((i <= self.n_items_a) == want_a))
+                        .collect()
+                })
                 .collect()
         };
         let (va, vb) = (dom(true), dom(false));
@@ -96,8 +130,16 @@ impl SasRec {
         let (ma, mb) = (col(&va)?, col(&vb)?);
         let (xa, xb) = (h.broadcast_mul(&ma)?, h.broadcast_mul(&mb)?);
         let (mask_a, mask_b, kv) = match layer.kv_source {
-            KvSource::Other => (AttnMask::new(&vb, x.len(), true, dtype)?, AttnMask::new(&va, x.len(), true, dtype)?, [&xb, &xa]),
-            KvSource::Merged => (AttnMask::new(&x.valid, x.len(), true, dtype)?, AttnMask::new(&x.valid, x.len(), true, dtype)?, [&h, &h]),
+            KvSource::Other => (
+                AttnMask::new(&vb, x.len(), true, dtype)?,
+                AttnMask::new(&va, x.len(), true, dtype)?,
+                [&xb, &xa],
+            ),
+            KvSource::Merged => (
+                AttnMask::new(&x.valid, x.len(), true, dtype)?,
+                AttnMask::new(&x.valid, x.len(), true, dtype)?,
+                [&h, &h],
+            ),
         };
         let inp = GcaInputs {
             queries: [&xa, &xb],
@@ -128,8 +170,12 @@ impl SasRec {
             h = blk.norm_ffn.forward(&(&h + f)?)?.broadcast_mul(&x.mask)?;
             h = self.gca_at(l + 1, h, batch, ctx)?;
         }
-        let a = self.head[0].forward(&h)?.broadcast_mul(&batch.target_domain[0])?;
-        let b = self.head[1].forward(&h)?.broadcast_mul(&batch.target_domain[1])?;
+        let a = self.head[0]
+            .forward(&h)?
+            .broadcast_mul(&batch.target_domain[0])?;
+        let b = self.head[1]
+            .forward(&h)?
+            .broadcast_mul(&batch.target_domain[1])?;
         a + b
     }
 }
