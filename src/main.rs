@@ -21,11 +21,14 @@ enum Command {
     /// Plan, run and follow sweeps of many runs (locally or on Slurm).
     #[command(subcommand)]
     Sweep(cdsr_lab::sweep::cli::SweepCommand),
+    /// Train a model from a TOML run config.
+    Train(cdsr_lab::train::cli::TrainArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Data(cmd) => cdsr_lab::data::cli::run(cmd),
         Command::Sweep(cmd) => cdsr_lab::sweep::cli::run(cmd),
+        Command::Train(args) => cdsr_lab::train::cli::run(args),
     }
 }

@@ -1,3 +1,196 @@
-//! (module under construction)
+//! Cross-domain sequential recommenders: ABXI ([`abxi`]), a SASRec-style merged-sequence
+//! baseline ([`sasrec`]), gated cross-attention ([`gca`]) insertable into both, the training
+//! loss (sampled-softmax InfoNCE) and evaluation scoring.
+//!
+//! Everything is written against [`nn`], the project's thin layer over the tensor engine.
+
+pub mod abxi;
 pub mod attention_share;
 pub mod autocdsr;
+pub mod gca;
+pub mod input;
+pub mod nn;
+pub mod sasrec;
+
+use std::collections::BTreeMap;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+pub use gca::{GateActivation, GcaConfig, KvSource};
+pub use input::{SeqBatch, StreamInput};
+use nn::{Ctx, DType, Embedding, ParamStore, Result, Tensor};
+
+/// Which model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    #[default]
+    Abxi,
+    Sasrec,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Abxi => "abxi",
+            ModelKind::Sasrec => "sasrec",
+        }
+    }
+}
+
+/// Model shape (`[model]` in the run config). Defaults are ABXI's published values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub kind: ModelKind,
+    /// Embedding / hidden width d (ABXI: 256).
+    pub d_model: usize,
+    /// Self-attention heads (ABXI: 2).
+    pub heads: usize,
+    /// SwiGLU hidden width (ABXI: 680).
+    pub ffn_hidden: usize,
+    /// Encoder blocks (ABXI: 1). GCA positions go from 0 to `layers`.
+    pub layers: usize,
+    /// dLoRA rank (ABXI `rd`: 8).
+    pub rank_domain: usize,
+    /// iLoRA rank (ABXI `ri`: 8).
+    pub rank_invariant: usize,
+    /// Dropout rate (ABXI: 0.5).
+    pub dropout: f64,
+    /// Longest input kept, most recent items (ABXI keeps 47 = 50 - 3 positions; 50 here
+    /// keeps every item of food-kitchen's sequences).
+    pub max_len: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            kind: ModelKind::Abxi,
+            d_model: 256,
+            heads: 2,
+            ffn_hidden: 680,
+            layers: 1,
+            rank_domain: 8,
+            rank_invariant: 8,
+            dropout: 0.5,
+            max_len: 50,
+        }
+    }
+}
+
+/// A built model with its parameters.
+pub enum Model {
+    Abxi(abxi::Abxi),
+    SasRec(sasrec::SasRec),
+}
+
+impl Model {
+    /// Builds the model; the seed fixes every initial weight.
+    pub fn new(
+        cfg: &ModelConfig,
+        gca: &GcaConfig,
+        vocab: usize,
+        n_items_a: usize,
+        seed: u64,
+        dtype: DType,
+    ) -> Result<Self> {
+        let store = ParamStore::new(dtype, ChaCha8Rng::seed_from_u64(seed));
+        Ok(match cfg.kind {
+            ModelKind::Abxi => Model::Abxi(abxi::Abxi::new(cfg, gca, vocab, store)?),
+            ModelKind::Sasrec => {
+                Model::SasRec(sasrec::SasRec::new(cfg, gca, vocab, n_items_a, store)?)
+            }
+        })
+    }
+
+    pub fn params(&self) -> &ParamStore {
+        match self {
+            Model::Abxi(m) => &m.store,
+            Model::SasRec(m) => &m.store,
+        }
+    }
+
+    /// Parameter count per module key (`embedding`, `attention`, `ffn`, `dlora`, `norm`,
+    /// `projector`, `ilora`, `head`, `gca.P`).
+    pub fn param_count(&self) -> BTreeMap<String, usize> {
+        self.params().param_count()
+    }
+
+    pub fn item_embedding(&self) -> &Embedding {
+        match self {
+            Model::Abxi(m) => m.item_embedding(),
+            Model::SasRec(m) => m.item_embedding(),
+        }
+    }
+
+    /// Representation per position `[b, l, d]` (already routed by target domain).
+    pub fn forward(&self, batch: &SeqBatch, ctx: &mut Ctx) -> Result<Tensor> {
+        match self {
+            Model::Abxi(m) => m.forward(batch, ctx),
+            Model::SasRec(m) => m.forward(batch, ctx),
+        }
+    }
+}
+
+/// Training targets for sampled-softmax InfoNCE.
+pub enum Negatives {
+    /// `[n, k]` u32: k negatives for each of the n scored positions (ABXI's exact scheme).
+    PerPosition(Tensor),
+    /// `[b, k]` u32: k negatives per sequence, shared by its positions (cheaper on CPU).
+    PerSequence(Tensor),
+}
+
+/// Sampled-softmax InfoNCE (ABXI's `cal_rec_loss`).
+///
+/// `h: [b, l, d]`; `positions`: the n flat indices `b*l + t` that have a target; `targets`:
+/// `[n]` u32; `weights`: `[n]` (ABXI: per domain, 1 / (#target positions of that domain in the
+/// sequence) / batch, so loss = loss_A + loss_B).
+pub fn info_nce(
+    h: &Tensor,
+    item: &Embedding,
+    positions: &Tensor,
+    targets: &Tensor,
+    negatives: &Negatives,
+    weights: &Tensor,
+    temperature: f64,
+) -> Result<Tensor> {
+    let (b, l, d) = h.dims3()?;
+    let flat = h.reshape((b * l, d))?;
+    let hv = flat.index_select(positions, 0)?; // [n, d]
+    let n = hv.dim(0)?;
+    let pos_logit = (&hv * item.forward(targets)?)?.sum_keepdim(1)?; // [n, 1]
+    let neg_logit = match negatives {
+        Negatives::PerPosition(ids) => {
+            let e = item.forward(ids)?; // [n, k, d]
+            hv.unsqueeze(1)?.matmul(&e.transpose(1, 2)?)?.squeeze(1)? // [n, k]
+        }
+        Negatives::PerSequence(ids) => {
+            let e = item.forward(ids)?; // [b, k, d]
+            let all = h.matmul(&e.transpose(1, 2)?.contiguous()?)?; // [b, l, k]
+            let k = all.dim(2)?;
+            all.reshape((b * l, k))?.index_select(positions, 0)?
+        }
+    };
+    debug_assert_eq!(neg_logit.dim(0)?, n);
+    let logits = (Tensor::cat(&[&pos_logit, &neg_logit], 1)? / temperature)?;
+    let nll = nn::log_softmax_last(&logits)?
+        .narrow(1, 0, 1)?
+        .squeeze(1)?
+        .neg()?;
+    (nll * weights)?.sum_all()
+}
+
+/// Scores of candidate items for the last position of each sample: `h_last: [b, d]`,
+/// `candidates: [b, c]` u32 → `[b, c]`.
+pub fn score_candidates(h_last: &Tensor, item: &Embedding, candidates: &Tensor) -> Result<Tensor> {
+    let e = item.forward(candidates)?; // [b, c, d]
+    h_last.unsqueeze(1)?.matmul(&e.transpose(1, 2)?)?.squeeze(1)
+}
+
+/// Scores of every item in `range` (inclusive ids) for each sample: `[b, n_range]`.
+pub fn score_range(h_last: &Tensor, item: &Embedding, first: u32, count: usize) -> Result<Tensor> {
+    let e = item.weight.narrow(0, first as usize, count)?;
+    h_last.matmul(&e.t()?)
+}

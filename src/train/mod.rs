@@ -1,2 +1,589 @@
-//! (module under construction)
+//! The training loop: [`train`] runs one [`RunConfig`] into a run directory (format v1, see
+//! `docs/run-format.md`), resumable after a kill.
+//!
+//! Per epoch: shuffled batches ([`crate::data::TrainLayout::batches`]), ABXI's negatives
+//! ([`crate::data::sample_train_negatives`]), sampled-softmax InfoNCE, AdamW; then validation
+//! (sampled negatives, [`crate::eval`]), ABXI's schedule (warm-up, plateau, early stop), and at
+//! each new best validation MRR_A + MRR_B the test metrics (sampled and full ranking) and the
+//! GCA capture. A checkpoint is written atomically after every epoch.
+//!
+//! Deterministic on CPU for a fixed seed and thread count: every random draw is seeded from
+//! `(seed, epoch)` or `(seed, step)`.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod optim;
 pub mod pareto;
+pub mod run_dir;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+pub use config::{DataConfig, OptimConfig, RunConfig, TrainConfig};
+use optim::{AdamW, EpochOutcome, Schedule};
+
+use crate::data::{
+    self, sample_train_negatives, Dataset, Domain, EvalBatch, EvalLayout, LayoutConfig,
+    NegativeSharing, Part, Split, TrainBatch, TrainLayout,
+};
+use crate::eval::{evaluate_full, evaluate_sampled, Candidates, EvalReport};
+use crate::model::nn::{Ctx, DType, Device, Tensor};
+use crate::model::{info_nce, score_candidates, Model, Negatives, SeqBatch};
+use checkpoint::LoopState;
+use run_dir::{DomainMetrics, RunDirWriter};
+
+/// Options of one call that are not part of the run's identity.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Continue from `run_dir/checkpoint` instead of starting fresh.
+    pub resume: bool,
+    /// Show a progress bar (loss, ETA) on stderr.
+    pub progress: bool,
+    /// Stop after this many epochs *in this call* (tests use it to simulate a kill).
+    pub stop_after_epochs: Option<usize>,
+}
+
+/// What a finished (or stopped) run produced.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub run_dir: PathBuf,
+    pub best_epoch: Option<usize>,
+    pub epochs_run: usize,
+    /// Test metrics at the best epoch (sampled negatives).
+    pub test: Option<EvalReport>,
+    /// Test metrics at the best epoch (full ranking), when enabled.
+    pub test_full: Option<EvalReport>,
+    pub params_total: usize,
+    pub wall_time_s: f64,
+    /// False when the call stopped early on `stop_after_epochs`.
+    pub complete: bool,
+}
+
+/// Everything data-side a run needs, built once.
+struct Prepared {
+    ds: Dataset,
+    train: TrainLayout,
+    valid: EvalLayout,
+    test: EvalLayout,
+    valid_cand: Candidates,
+    test_cand: Candidates,
+    capture: EvalLayout,
+}
+
+fn prepare(cfg: &RunConfig) -> anyhow::Result<Prepared> {
+    let loaded = data::load(&cfg.data.path)
+        .with_context(|| format!("loading data.path {}", cfg.data.path.display()))?;
+    let mut ds = loaded.dataset;
+    if let Some(n) = cfg.data.max_users {
+        ds.users.truncate(n);
+    }
+    let split = match &loaded.file_sets {
+        Some(fs) if cfg.data.max_users.is_none() => Split::by_file_sets(&ds, fs),
+        Some(_) => anyhow::bail!("data.max_users is only supported for leave-one-out datasets"),
+        None => Split::leave_one_out(&ds),
+    };
+    let l = cfg.model.max_len;
+    let train = TrainLayout::build(
+        &ds,
+        &split,
+        LayoutConfig {
+            max_len: l,
+            ..Default::default()
+        },
+    );
+    let valid = EvalLayout::build(&ds, &split, Part::Valid, l);
+    let test = EvalLayout::build(&ds, &split, Part::Test, l);
+    let seed = cfg.train.seed;
+    let n = cfg.train.eval_negatives;
+    let valid_cand = Candidates::sample(&ds, &valid.cases, Part::Valid, n, seed)?;
+    let test_cand = Candidates::sample(&ds, &test.cases, Part::Test, n, seed)?;
+    let k = cfg.train.capture_batch_size.min(test.len());
+    let capture = EvalLayout::from_cases(&ds, &test.cases[..k], Part::Test, l);
+    Ok(Prepared {
+        ds,
+        train,
+        valid,
+        test,
+        valid_cand,
+        test_cand,
+        capture,
+    })
+}
+
+fn rows_of<T: Copy>(flat: &[T], l: usize) -> Vec<Vec<T>> {
+    flat.chunks(l).map(|c| c.to_vec()).collect()
+}
+
+/// Model input of a training batch.
+fn train_input(b: &TrainBatch, dtype: DType) -> anyhow::Result<SeqBatch> {
+    let l = b.max_len;
+    let td: Vec<Vec<Option<usize>>> = b
+        .target_domain
+        .chunks(l)
+        .map(|r| {
+            r.iter()
+                .map(|&c| match c {
+                    data::layout::TARGET_A => Some(0),
+                    data::layout::TARGET_B => Some(1),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
+    Ok(SeqBatch::new(
+        &rows_of(&b.x, l),
+        &rows_of(&b.a, l),
+        &rows_of(&b.b, l),
+        &td,
+        l,
+        dtype,
+    )?)
+}
+
+/// Model input of an evaluation batch: every position carries the case's target domain.
+fn eval_input(b: &EvalBatch, dtype: DType) -> anyhow::Result<SeqBatch> {
+    let l = b.max_len;
+    let td: Vec<Vec<Option<usize>>> = b
+        .target_domain
+        .iter()
+        .map(|d| vec![Some(d.index()); l])
+        .collect();
+    Ok(SeqBatch::new(
+        &rows_of(b.x, l),
+        &rows_of(b.a, l),
+        &rows_of(b.b, l),
+        &td,
+        l,
+        dtype,
+    )?)
+}
+
+/// The last position's representation `[b, d]` of an evaluation batch.
+fn eval_repr(
+    model: &Model,
+    b: &EvalBatch,
+    capture: bool,
+) -> anyhow::Result<(Tensor, Option<Vec<(String, Tensor)>>)> {
+    let input = eval_input(b, DType::F32)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut ctx = Ctx::new(false, &mut rng);
+    if capture {
+        ctx.capture = Some(Vec::new());
+    }
+    let h = model.forward(&input, &mut ctx)?;
+    let l = h.dim(1)?;
+    Ok((
+        h.narrow(1, l - 1, 1)?.squeeze(1)?.contiguous()?,
+        ctx.capture,
+    ))
+}
+
+fn evaluate(
+    model: &Model,
+    layout: &EvalLayout,
+    cand: &Candidates,
+    batch: usize,
+) -> anyhow::Result<EvalReport> {
+    let mut err = None;
+    let report = evaluate_sampled(layout, cand, batch, |b, items| {
+        let run = || -> anyhow::Result<Vec<f32>> {
+            let (h, _) = eval_repr(model, b, false)?;
+            let ids =
+                Tensor::from_vec(items.to_vec(), (b.batch_size(), cand.width()), &Device::Cpu)?;
+            Ok(score_candidates(&h, model.item_embedding(), &ids)?
+                .flatten_all()?
+                .to_vec1::<f32>()?)
+        };
+        run().unwrap_or_else(|e| {
+            err.get_or_insert(e);
+            vec![f32::NAN; b.batch_size() * cand.width()]
+        })
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}
+
+fn evaluate_full_ranking(
+    model: &Model,
+    ds: &Dataset,
+    layout: &EvalLayout,
+    batch: usize,
+) -> anyhow::Result<EvalReport> {
+    let mut err = None;
+    let v = ds.vocab_size();
+    let report = evaluate_full(ds, layout, batch, |b| {
+        let run = || -> anyhow::Result<Vec<f32>> {
+            let (h, _) = eval_repr(model, b, false)?;
+            Ok(h.matmul(&model.item_embedding().weight.t()?)?
+                .flatten_all()?
+                .to_vec1::<f32>()?)
+        };
+        run().unwrap_or_else(|e| {
+            err.get_or_insert(e);
+            vec![f32::NAN; b.batch_size() * v]
+        })
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}
+
+/// The loss of one training batch (`train` mode, dropout seeded by `step_seed`).
+pub fn batch_loss(
+    model: &Model,
+    ds: &Dataset,
+    layout: &TrainLayout,
+    batch: &TrainBatch,
+    cfg: &RunConfig,
+    step_seed: u64,
+) -> anyhow::Result<Tensor> {
+    let dtype = model.params().dtype();
+    let input = train_input(batch, dtype)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(step_seed);
+    let mut ctx = Ctx::new(true, &mut rng);
+    let h = model.forward(&input, &mut ctx)?;
+    let (bsz, l) = (batch.batch_size(), batch.max_len);
+    let n = cfg.train.negatives_per_domain;
+    let negs = sample_train_negatives(ds, layout, batch, n, cfg.train.negative_sharing, step_seed);
+    let w = 2 * n;
+    // ABXI: loss_d = mean over sequences of the mean loss over that sequence's d-targets.
+    let mut positions = Vec::new();
+    let mut targets = Vec::new();
+    let mut weights = Vec::new();
+    let mut per_pos = Vec::new();
+    let mut per_row = vec![0u32; bsz * w];
+    for r in 0..bsz {
+        let row = &batch.target_domain[r * l..(r + 1) * l];
+        let counts = [
+            row.iter().filter(|&&c| c == data::layout::TARGET_A).count(),
+            row.iter().filter(|&&c| c == data::layout::TARGET_B).count(),
+        ];
+        let mut first = true;
+        for t in 0..l {
+            let c = row[t];
+            if c == data::layout::TARGET_NONE {
+                continue;
+            }
+            let d = if c == data::layout::TARGET_A { 0 } else { 1 };
+            let k = r * l + t;
+            positions.push(k as u32);
+            targets.push(batch.target[k]);
+            weights.push(1.0 / (counts[d] as f64 * bsz as f64));
+            let negs_here = &negs[k * w..(k + 1) * w];
+            match cfg.train.negative_sharing {
+                NegativeSharing::PerPosition => per_pos.extend_from_slice(negs_here),
+                NegativeSharing::PerRow => {
+                    if first {
+                        per_row[r * w..(r + 1) * w].copy_from_slice(negs_here);
+                    }
+                }
+            }
+            first = false;
+        }
+    }
+    let n_pos = positions.len();
+    if n_pos == 0 {
+        anyhow::bail!("a training batch has no target position");
+    }
+    let dev = Device::Cpu;
+    let positions = Tensor::from_vec(positions, n_pos, &dev)?;
+    let targets = Tensor::from_vec(targets, n_pos, &dev)?;
+    let weights = Tensor::from_vec(weights, n_pos, &dev)?.to_dtype(dtype)?;
+    let negatives = match cfg.train.negative_sharing {
+        NegativeSharing::PerPosition => {
+            Negatives::PerPosition(Tensor::from_vec(per_pos, (n_pos, w), &dev)?)
+        }
+        NegativeSharing::PerRow => {
+            Negatives::PerSequence(Tensor::from_vec(per_row, (bsz, w), &dev)?)
+        }
+    };
+    Ok(info_nce(
+        &h,
+        model.item_embedding(),
+        &positions,
+        &targets,
+        &negatives,
+        &weights,
+        cfg.train.temperature,
+    )?)
+}
+
+fn report_json(r: &EvalReport) -> serde_json::Value {
+    serde_json::to_value(r).expect("metrics serialise")
+}
+
+fn domain_metrics(r: &EvalReport) -> DomainMetrics {
+    Domain::BOTH
+        .iter()
+        .map(|&d| {
+            (
+                d,
+                r.domain(d)
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn report_from_json(v: &serde_json::Value) -> Option<EvalReport> {
+    serde_json::from_value(v.clone()).ok()
+}
+
+/// Writes the capture tensors of the fixed batch (nothing when the model has no GCA).
+fn write_capture(model: &Model, prep: &Prepared, writer: &RunDirWriter) -> anyhow::Result<()> {
+    let Some(b) = prep.capture.batches(prep.capture.len().max(1)).next() else {
+        return Ok(());
+    };
+    let (_, cap) = eval_repr(model, &b, true)?;
+    let cap = cap.unwrap_or_default();
+    if cap.is_empty() {
+        return Ok(());
+    }
+    let mut f32s = Vec::new();
+    let mut u8s = Vec::new();
+    for (name, t) in cap {
+        let shape = t.dims().to_vec();
+        if t.dtype() == DType::U8 {
+            u8s.push((name, shape, t.flatten_all()?.to_vec1::<u8>()?));
+        } else {
+            f32s.push((
+                name,
+                shape,
+                t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+            ));
+        }
+    }
+    writer.write_tensors(&f32s, &u8s)?;
+    Ok(())
+}
+
+fn set_threads(n: Option<usize>) {
+    if let Some(n) = n {
+        // candle's matmul reads RAYON_NUM_THREADS; rayon's global pool is built once.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
+    }
+}
+
+/// Trains `cfg` into `run_dir` (created; its parent must exist or be creatable).
+pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Result<RunSummary> {
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("run config: {e}"))?;
+    set_threads(cfg.train.threads);
+    let started = Instant::now();
+    let prep = prepare(cfg)?;
+    let ds = &prep.ds;
+    let model = Model::new(
+        &cfg.model,
+        &cfg.gca,
+        ds.vocab_size(),
+        ds.n_items[0],
+        cfg.train.seed,
+        DType::F32,
+    )?;
+    let mut opt = AdamW::new(model.params().vars(), &cfg.optim)?;
+    let counts = model.param_count();
+    let params_total = model.params().total_params();
+    let ckpt = checkpoint::path(run_dir);
+    let (mut writer, mut state) = if opts.resume && ckpt.exists() {
+        let (tensors, state) = checkpoint::load(run_dir, DType::F32)?;
+        model.params().load_named(&tensors)?;
+        let names: Vec<String> = model
+            .params()
+            .params()
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        let get = |prefix: &str| -> anyhow::Result<Vec<Tensor>> {
+            names
+                .iter()
+                .map(|n| {
+                    tensors
+                        .get(&format!("{prefix}{n}"))
+                        .cloned()
+                        .with_context(|| format!("checkpoint lacks {prefix}{n}"))
+                })
+                .collect()
+        };
+        opt.restore(get("adam.m.")?, get("adam.v.")?, state.step)?;
+        (RunDirWriter::resume(run_dir, state.epoch)?, state)
+    } else {
+        if opts.resume {
+            eprintln!("no checkpoint at {}: starting fresh", ckpt.display());
+        }
+        let run_id = run_dir
+            .file_name()
+            .with_context(|| format!("run directory {} has no name", run_dir.display()))?
+            .to_string_lossy()
+            .into_owned();
+        let mut w = RunDirWriter::create(
+            run_dir,
+            &run_id,
+            cfg.model.kind.as_str(),
+            &ds.name,
+            cfg.train.seed,
+            cfg,
+        )?;
+        w.set_params(params_total, &counts)?;
+        let s = LoopState {
+            epoch: 0,
+            step: 0,
+            schedule: Schedule::new(&cfg.optim),
+            best_epoch: None,
+            best_test: None,
+            best_test_full: None,
+            wall_time_s: 0.0,
+            stopped: false,
+        };
+        (w, s)
+    };
+    let wall_before = state.wall_time_s;
+    let mut epochs_this_call = 0usize;
+    let bs = cfg.train.batch_size;
+    let n_batches = prep.train.len().div_ceil(bs);
+    while state.epoch < cfg.train.epochs && !state.stopped {
+        if opts
+            .stop_after_epochs
+            .is_some_and(|k| epochs_this_call >= k)
+        {
+            break;
+        }
+        let epoch = state.epoch + 1;
+        let pb = if opts.progress {
+            let pb = indicatif::ProgressBar::new(n_batches as u64);
+            pb.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "epoch {prefix} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+                )
+                .expect("valid template"),
+            );
+            pb.set_prefix(format!("{epoch}/{}", cfg.train.epochs));
+            pb
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let mut loss_sum = 0.0;
+        let mut loss_n = 0usize;
+        for batch in prep.train.batches(bs, cfg.train.seed, epoch as u64) {
+            let step_seed = data::layout::mix(cfg.train.seed, state.step + 1);
+            let loss = batch_loss(&model, ds, &prep.train, &batch, cfg, step_seed)?;
+            let lv = loss.to_scalar::<f32>()? as f64;
+            if !lv.is_finite() {
+                let reason = format!("loss became {lv} at epoch {epoch}, step {}", state.step + 1);
+                writer.fail(&reason)?;
+                anyhow::bail!(reason);
+            }
+            opt.backward_step(&loss, state.schedule.lr)?;
+            state.step += 1;
+            loss_sum += lv * batch.batch_size() as f64;
+            loss_n += batch.batch_size();
+            pb.inc(1);
+            pb.set_message(format!("loss {:.4}", loss_sum / loss_n as f64));
+        }
+        pb.finish_and_clear();
+        let wall = wall_before + started.elapsed().as_secs_f64();
+        let lr_used = state.schedule.lr;
+        writer.log_metrics(
+            epoch,
+            "train",
+            None,
+            [
+                ("loss", loss_sum / loss_n.max(1) as f64),
+                ("lr", lr_used),
+                ("wall_time_s", wall),
+            ],
+        )?;
+        let valid = evaluate(
+            &model,
+            &prep.valid,
+            &prep.valid_cand,
+            cfg.train.eval_batch_size,
+        )?;
+        for d in Domain::BOTH {
+            writer.log_metrics(epoch, "valid", Some(d), valid.domain(d).iter())?;
+        }
+        let outcome = state
+            .schedule
+            .end_epoch(&cfg.optim, epoch, valid.selection_score());
+        // With no warm-up left to wait for, the first epoch after it is the first candidate.
+        let take_best = outcome == EpochOutcome::Improved
+            || (outcome == EpochOutcome::Warmup && epoch == cfg.train.epochs);
+        if take_best {
+            let test = evaluate(
+                &model,
+                &prep.test,
+                &prep.test_cand,
+                cfg.train.eval_batch_size,
+            )?;
+            for d in Domain::BOTH {
+                writer.log_metrics(epoch, "test", Some(d), test.domain(d).iter())?;
+            }
+            state.best_epoch = Some(epoch);
+            state.best_test = Some(report_json(&test));
+            state.best_test_full = if cfg.train.full_ranking {
+                Some(report_json(&evaluate_full_ranking(
+                    &model,
+                    ds,
+                    &prep.test,
+                    cfg.train.eval_batch_size,
+                )?))
+            } else {
+                None
+            };
+            write_capture(&model, &prep, &writer)?;
+        }
+        if outcome == EpochOutcome::Stop {
+            state.stopped = true;
+        }
+        state.epoch = epoch;
+        state.wall_time_s = wall_before + started.elapsed().as_secs_f64();
+        if opts.progress {
+            eprintln!(
+                "epoch {epoch}: loss {:.4} valid MRR A {:.4} B {:.4} {}",
+                loss_sum / loss_n.max(1) as f64,
+                valid.a.mrr,
+                valid.b.mrr,
+                if take_best { "(best)" } else { "" }
+            );
+        }
+        let mut tensors = model.params().named_tensors();
+        let (m, v) = opt.moments();
+        for (i, p) in model.params().params().iter().enumerate() {
+            tensors.push((format!("adam.m.{}", p.name), m[i].clone()));
+            tensors.push((format!("adam.v.{}", p.name), v[i].clone()));
+        }
+        checkpoint::save(run_dir, &tensors, &state)?;
+        epochs_this_call += 1;
+    }
+    let complete = state.epoch >= cfg.train.epochs || state.stopped;
+    let test = state.best_test.as_ref().and_then(report_from_json);
+    let test_full = state.best_test_full.as_ref().and_then(report_from_json);
+    let wall = state.wall_time_s;
+    if complete {
+        let tm = test.as_ref().map(domain_metrics).unwrap_or_default();
+        let tf = test_full.as_ref().map(domain_metrics);
+        writer.finish(state.best_epoch, state.epoch, wall, &tm, tf.as_ref())?;
+    }
+    Ok(RunSummary {
+        run_dir: run_dir.to_path_buf(),
+        best_epoch: state.best_epoch,
+        epochs_run: state.epoch,
+        test,
+        test_full,
+        params_total,
+        wall_time_s: wall,
+        complete,
+    })
+}

@@ -1,0 +1,111 @@
+//! Model inputs: token-id streams with their masks, as tensors plus host copies.
+
+use super::nn::{DType, Device, Result, Tensor};
+
+/// One left-padded stream of item ids (`0` = padding) for a batch.
+pub struct StreamInput {
+    /// `[b, l]` u32 item ids.
+    pub ids: Tensor,
+    /// `[b, l]` u32 position indexed from the end: the last real item is 1, the one before 2, …;
+    /// padding is 0 (ABXI's `get_absolute_pos_idx`).
+    pub pos: Tensor,
+    /// `[b, l, 1]` 1.0 at real items.
+    pub mask: Tensor,
+    /// Host copy of the validity, row per sample.
+    pub valid: Vec<Vec<bool>>,
+    /// Host copy of the ids.
+    pub host_ids: Vec<Vec<u32>>,
+}
+
+impl StreamInput {
+    /// `rows`: equal-length rows of ids. Positions above `max_pos` are clamped to it.
+    pub fn new(rows: &[Vec<u32>], max_pos: usize, dtype: DType) -> Result<Self> {
+        let b = rows.len();
+        let l = rows.first().map_or(0, |r| r.len());
+        if rows.iter().any(|r| r.len() != l) {
+            candle_core::bail!("stream rows differ in length");
+        }
+        let mut pos = vec![0u32; b * l];
+        let mut mask = vec![0f32; b * l];
+        for (i, r) in rows.iter().enumerate() {
+            let mut c = 0usize;
+            for j in (0..l).rev() {
+                if r[j] != 0 {
+                    c += 1;
+                    pos[i * l + j] = c.min(max_pos) as u32;
+                    mask[i * l + j] = 1.0;
+                }
+            }
+        }
+        let flat: Vec<u32> = rows.iter().flatten().copied().collect();
+        let dev = Device::Cpu;
+        Ok(Self {
+            ids: Tensor::from_vec(flat, (b, l), &dev)?,
+            pos: Tensor::from_vec(pos, (b, l), &dev)?,
+            mask: Tensor::from_vec(mask, (b, l, 1), &dev)?.to_dtype(dtype)?,
+            valid: rows
+                .iter()
+                .map(|r| r.iter().map(|&v| v != 0).collect())
+                .collect(),
+            host_ids: rows.to_vec(),
+        })
+    }
+
+    pub fn batch(&self) -> usize {
+        self.valid.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.valid.first().map_or(0, |r| r.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A batch for a cross-domain sequence model: the merged stream x, the per-domain streams a
+/// and b (timeline-aligned at training, per-domain subsequences at evaluation), and which
+/// positions have a target in each domain.
+pub struct SeqBatch {
+    pub x: StreamInput,
+    pub a: StreamInput,
+    pub b: StreamInput,
+    /// `[b, l, 1]` per domain: 1.0 where the position's target (the item to predict) lies in
+    /// that domain. At evaluation every position of a sample carries its target's domain.
+    pub target_domain: [Tensor; 2],
+}
+
+impl SeqBatch {
+    /// `target_domain[b][t]`: Some(0 | 1) where position t of sample b has a target.
+    pub fn new(
+        x: &[Vec<u32>],
+        a: &[Vec<u32>],
+        b: &[Vec<u32>],
+        target_domain: &[Vec<Option<usize>>],
+        max_pos: usize,
+        dtype: DType,
+    ) -> Result<Self> {
+        let bsz = x.len();
+        let l = x.first().map_or(0, |r| r.len());
+        let mut td = [vec![0f32; bsz * l], vec![0f32; bsz * l]];
+        for (i, r) in target_domain.iter().enumerate() {
+            for (j, d) in r.iter().enumerate() {
+                if let Some(d) = d {
+                    td[*d][i * l + j] = 1.0;
+                }
+            }
+        }
+        let dev = Device::Cpu;
+        let [ta, tb] = td;
+        Ok(Self {
+            x: StreamInput::new(x, max_pos, dtype)?,
+            a: StreamInput::new(a, max_pos, dtype)?,
+            b: StreamInput::new(b, max_pos, dtype)?,
+            target_domain: [
+                Tensor::from_vec(ta, (bsz, l, 1), &dev)?.to_dtype(dtype)?,
+                Tensor::from_vec(tb, (bsz, l, 1), &dev)?.to_dtype(dtype)?,
+            ],
+        })
+    }
+}

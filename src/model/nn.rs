@@ -1,0 +1,491 @@
+//! The project's thin layer over the tensor engine (candle, CPU; see README "Design notes:
+//! training engine"). Every model in [`crate::model`] is written against this module only, so a
+//! switch of engine stays local to this file.
+//!
+//! Owns: the parameter store ([`ParamStore`]: named, seeded, counted per module, saved as
+//! safetensors), the seeded initialisers, and the layers the models share (linear, layer norm,
+//! embedding, SwiGLU feed-forward, low-rank adapter, multi-head attention with masks, dropout).
+//! Everything here is differentiable with candle's autograd and works in f32 and f64 (the
+//! gradient checks run in f64).
+
+use std::collections::BTreeMap;
+
+pub use candle_core::{DType, Device, Tensor, Var, D};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+/// Engine errors, re-exported so callers need not name candle.
+pub type Error = candle_core::Error;
+pub type Result<T> = candle_core::Result<T>;
+
+/// One trainable tensor, named `module.rest` and counted under `module`.
+#[derive(Clone)]
+pub struct Param {
+    /// Module key used for per-module parameter counts (e.g. `embedding`, `gca.0`).
+    pub module: String,
+    /// Unique full name (e.g. `gca.0.A.attn.q.weight`).
+    pub name: String,
+    pub var: Var,
+}
+
+/// All trainable parameters of a model, in creation order (which fixes the initialisation
+/// stream, so a seed fully determines the weights).
+pub struct ParamStore {
+    params: Vec<Param>,
+    dtype: DType,
+    device: Device,
+    rng: ChaCha8Rng,
+}
+
+/// How a new parameter is initialised.
+#[derive(Debug, Clone, Copy)]
+pub enum Init {
+    Zeros,
+    Ones,
+    /// Normal(0, std).
+    Normal(f64),
+    /// Normal(0, std) truncated to `[-2 std, 2 std]` (ABXI's embedding init).
+    TruncNormal(f64),
+}
+
+impl ParamStore {
+    pub fn new(dtype: DType, rng: ChaCha8Rng) -> Self {
+        Self {
+            params: Vec::new(),
+            dtype,
+            device: Device::Cpu,
+            rng,
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Creates a parameter; `name` must be unique.
+    pub fn add(&mut self, module: &str, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
+        if self.params.iter().any(|p| p.name == name) {
+            candle_core::bail!("parameter {name} defined twice");
+        }
+        let n: usize = shape.iter().product();
+        let values: Vec<f64> = match init {
+            Init::Zeros => vec![0.0; n],
+            Init::Ones => vec![1.0; n],
+            Init::Normal(std) => (0..n)
+                .map(|_| std * std_normal(&mut self.rng))
+                .collect::<Vec<f64>>(),
+            Init::TruncNormal(std) => (0..n)
+                .map(|_| loop {
+                    let z = std_normal(&mut self.rng);
+                    if z.abs() <= 2.0 {
+                        break std * z;
+                    }
+                })
+                .collect(),
+        };
+        let t = Tensor::from_vec(values, shape, &self.device)?.to_dtype(self.dtype)?;
+        let var = Var::from_tensor(&t)?;
+        let out = var.as_tensor().clone();
+        self.params.push(Param {
+            module: module.to_string(),
+            name: name.to_string(),
+            var,
+        });
+        Ok(out)
+    }
+
+    /// A scope that prefixes names and counts parameters under `module`.
+    pub fn scope<'a>(&'a mut self, module: &str, prefix: &str) -> Scope<'a> {
+        Scope {
+            store: self,
+            module: module.to_string(),
+            prefix: prefix.to_string(),
+        }
+    }
+
+    pub fn params(&self) -> &[Param] {
+        &self.params
+    }
+
+    pub fn vars(&self) -> Vec<Var> {
+        self.params.iter().map(|p| p.var.clone()).collect()
+    }
+
+    /// Parameter count per module key, plus nothing else (sum it for the total).
+    pub fn param_count(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for p in &self.params {
+            *m.entry(p.module.clone()).or_insert(0) += p.var.elem_count();
+        }
+        m
+    }
+
+    pub fn total_params(&self) -> usize {
+        self.params.iter().map(|p| p.var.elem_count()).sum()
+    }
+
+    /// Named tensors (for checkpoints).
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        self.params
+            .iter()
+            .map(|p| (p.name.clone(), p.var.as_tensor().clone()))
+            .collect()
+    }
+
+    /// Overwrites every parameter from `tensors` (checked by name, shape and count).
+    pub fn load_named(&self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        for p in &self.params {
+            let t = tensors.get(&p.name).ok_or_else(|| {
+                Error::Msg(format!("checkpoint has no tensor for parameter {}", p.name))
+            })?;
+            if t.dims() != p.var.dims() {
+                candle_core::bail!(
+                    "checkpoint tensor {} has shape {:?}, the model expects {:?}",
+                    p.name,
+                    t.dims(),
+                    p.var.dims()
+                );
+            }
+            p.var.set(&t.to_dtype(self.dtype)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// A naming scope inside a [`ParamStore`].
+pub struct Scope<'a> {
+    store: &'a mut ParamStore,
+    module: String,
+    prefix: String,
+}
+
+impl Scope<'_> {
+    pub fn add(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
+        let full = format!("{}.{name}", self.prefix);
+        self.store.add(&self.module, &full, shape, init)
+    }
+
+    /// A nested scope under the same module key.
+    pub fn sub(&mut self, name: &str) -> Scope<'_> {
+        Scope {
+            store: self.store,
+            module: self.module.clone(),
+            prefix: format!("{}.{name}", self.prefix),
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.store.dtype
+    }
+}
+
+/// A standard normal draw (Box-Muller), so initialisation depends only on the seeded stream.
+pub fn std_normal(rng: &mut ChaCha8Rng) -> f64 {
+    let u1: f64 = 1.0 - rng.random::<f64>();
+    let u2: f64 = rng.random::<f64>();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+/// Forward-pass context: training mode, the dropout random stream, and optional recorders.
+pub struct Ctx<'a> {
+    pub train: bool,
+    pub rng: &'a mut ChaCha8Rng,
+    /// When `Some`, GCA layers record `gca.P.D.{x,x_prime,y,mask}` here (detached).
+    pub capture: Option<Vec<(String, Tensor)>>,
+    /// When `Some`, self-attention layers push `(name, probs [b, heads, q, k])` here, *not*
+    /// detached, so a loss may be put on them (AutoCDSR). Names: `attn.L.S`, L the layer,
+    /// S the stream (`x`, `a`, `b`).
+    pub attn_probs: Option<Vec<(String, Tensor)>>,
+}
+
+impl<'a> Ctx<'a> {
+    /// A plain context (no recorders).
+    pub fn new(train: bool, rng: &'a mut ChaCha8Rng) -> Self {
+        Self {
+            train,
+            rng,
+            capture: None,
+            attn_probs: None,
+        }
+    }
+
+    /// Inverted dropout with rate `p` (identity when not training or `p == 0`).
+    pub fn dropout(&mut self, x: &Tensor, p: f64) -> Result<Tensor> {
+        if !self.train || p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let keep = 1.0 / (1.0 - p);
+        let n = x.elem_count();
+        let mask: Vec<f32> = (0..n)
+            .map(|_| {
+                if self.rng.random::<f64>() < p {
+                    0.0
+                } else {
+                    keep as f32
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        x * mask
+    }
+}
+
+/// `y = x W^T (+ b)` over the last axis, any leading shape.
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Weight ~ Normal(0, 0.02), bias zero (ABXI's `init_weights`).
+    pub fn new(s: &mut Scope, name: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
+        let mut s = s.sub(name);
+        let weight = s.add("weight", &[d_out, d_in], Init::Normal(0.02))?;
+        let bias = if bias {
+            Some(s.add("bias", &[d_out], Init::Zeros)?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let d_in = *dims.last().expect("linear input has at least one axis");
+        let rows = x.elem_count() / d_in;
+        let y = x.reshape((rows, d_in))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = dims;
+        *out.last_mut().unwrap() = self.weight.dim(0)?;
+        y.reshape(out)
+    }
+}
+
+/// Layer normalisation over the last axis (eps 1e-5, affine), written with differentiable
+/// primitives so it has a gradient in every dtype.
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl LayerNorm {
+    pub fn new(s: &mut Scope, name: &str, d: usize) -> Result<Self> {
+        let mut s = s.sub(name);
+        Ok(Self {
+            weight: s.add("weight", &[d], Init::Ones)?,
+            bias: s.add("bias", &[d], Init::Zeros)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let xn = xc.broadcast_div(&(var + 1e-5)?.sqrt()?)?;
+        xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+    }
+}
+
+/// Embedding table; row 0 is padding by convention of the callers (they mask it out).
+pub struct Embedding {
+    pub weight: Tensor,
+}
+
+impl Embedding {
+    pub fn new(s: &mut Scope, name: &str, n: usize, d: usize) -> Result<Self> {
+        let mut s = s.sub(name);
+        Ok(Self {
+            weight: s.add("weight", &[n, d], Init::TruncNormal(0.02))?,
+        })
+    }
+
+    /// Looks up `ids` (u32, any shape) and returns `ids.shape + [d]`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let mut shape = ids.dims().to_vec();
+        shape.push(self.weight.dim(1)?);
+        self.weight
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape(shape)
+    }
+}
+
+/// SwiGLU feed-forward `W3 (silu(W2 x) * W1 x)`, no biases (ABXI's `FeedForward`).
+pub struct SwiGlu {
+    w1: Linear,
+    w2: Linear,
+    w3: Linear,
+}
+
+impl SwiGlu {
+    pub fn new(s: &mut Scope, name: &str, d: usize, hidden: usize) -> Result<Self> {
+        let mut s = s.sub(name);
+        Ok(Self {
+            w1: Linear::new(&mut s, "w1", d, hidden, false)?,
+            w2: Linear::new(&mut s, "w2", d, hidden, false)?,
+            w3: Linear::new(&mut s, "w3", hidden, d, false)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.w3
+            .forward(&(self.w2.forward(x)?.silu()? * self.w1.forward(x)?)?)
+    }
+}
+
+/// Low-rank adapter `x (A B)^T` with `A: [d, r] ~ N(0, 1/50^2)`, `B: [r, d] = 0` (ABXI's LoRA),
+/// computed as `(x B^T) A^T` so the `d x d` product is never formed.
+pub struct LoRA {
+    a: Tensor,
+    b: Tensor,
+}
+
+impl LoRA {
+    pub fn new(s: &mut Scope, name: &str, d: usize, rank: usize) -> Result<Self> {
+        let mut s = s.sub(name);
+        Ok(Self {
+            a: s.add("a", &[d, rank], Init::Normal(0.02))?,
+            b: s.add("b", &[rank, d], Init::Zeros)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let d = *dims.last().unwrap();
+        let rows = x.elem_count() / d;
+        x.reshape((rows, d))?
+            .matmul(&self.b.t()?)?
+            .matmul(&self.a.t()?)?
+            .reshape(dims)
+    }
+}
+
+/// Which (query, key) pairs attention may use, for a batch.
+///
+/// Built on the host from per-position validity: a key is usable when it is valid (not
+/// padding) and, if causal, its index is at most the query's. A query row with no usable key
+/// gets an all-zero output (never NaN); `row_valid` carries that.
+pub struct AttnMask {
+    /// Additive bias `[batch, 1, len_q, len_k]`: 0 where allowed, -1e9 where not.
+    pub bias: Tensor,
+    /// `[batch, 1, len_q, 1]`: 1 where the query row has at least one usable key.
+    pub row_valid: Tensor,
+    /// `[batch, len_q, 1]`: the same for outputs.
+    pub out_valid: Tensor,
+}
+
+impl AttnMask {
+    /// `key_valid[b][j]`: key `j` of sample `b` is a real item. `len_q` query rows.
+    pub fn new(key_valid: &[Vec<bool>], len_q: usize, causal: bool, dtype: DType) -> Result<Self> {
+        let b = key_valid.len();
+        let len_k = key_valid.first().map_or(0, |v| v.len());
+        let mut bias = vec![0f32; b * len_q * len_k];
+        let mut row = vec![0f32; b * len_q];
+        for (bi, kv) in key_valid.iter().enumerate() {
+            for i in 0..len_q {
+                let mut any = false;
+                for (j, &ok) in kv.iter().enumerate() {
+                    let allowed = ok && (!causal || j <= i);
+                    any |= allowed;
+                    if !allowed {
+                        bias[(bi * len_q + i) * len_k + j] = -1e9;
+                    }
+                }
+                row[bi * len_q + i] = if any { 1.0 } else { 0.0 };
+            }
+        }
+        let dev = Device::Cpu;
+        Ok(Self {
+            bias: Tensor::from_vec(bias, (b, 1, len_q, len_k), &dev)?.to_dtype(dtype)?,
+            row_valid: Tensor::from_vec(row.clone(), (b, 1, len_q, 1), &dev)?.to_dtype(dtype)?,
+            out_valid: Tensor::from_vec(row, (b, len_q, 1), &dev)?.to_dtype(dtype)?,
+        })
+    }
+}
+
+/// Numerically stable softmax over the last axis from differentiable primitives.
+pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// Log-softmax over the last axis.
+pub fn log_softmax_last(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let xc = x.broadcast_sub(&max)?;
+    xc.broadcast_sub(&xc.exp()?.sum_keepdim(D::Minus1)?.log()?)
+}
+
+/// Multi-head attention (PyTorch `nn.MultiheadAttention` layout: separate q/k/v/out
+/// projections with biases). Self-attention passes the same tensor as query and key/value.
+pub struct MultiHeadAttention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: usize,
+}
+
+/// Attention output plus, when asked for, the attention probabilities `[batch, heads, q, k]`.
+pub struct AttnOutput {
+    pub out: Tensor,
+    pub probs: Option<Tensor>,
+}
+
+impl MultiHeadAttention {
+    pub fn new(s: &mut Scope, name: &str, d: usize, heads: usize) -> Result<Self> {
+        if heads == 0 || d % heads != 0 {
+            candle_core::bail!("attention width {d} is not divisible by {heads} heads");
+        }
+        let mut s = s.sub(name);
+        Ok(Self {
+            q: Linear::new(&mut s, "q", d, d, true)?,
+            k: Linear::new(&mut s, "k", d, d, true)?,
+            v: Linear::new(&mut s, "v", d, d, true)?,
+            o: Linear::new(&mut s, "o", d, d, true)?,
+            heads,
+        })
+    }
+
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
+    /// `xq: [b, lq, d]`, `xkv: [b, lk, d]`. Rows without a usable key output exactly zero.
+    pub fn forward(
+        &self,
+        xq: &Tensor,
+        xkv: &Tensor,
+        mask: &AttnMask,
+        want_probs: bool,
+    ) -> Result<AttnOutput> {
+        let (b, lq, d) = xq.dims3()?;
+        let lk = xkv.dim(1)?;
+        let h = self.heads;
+        let dh = d / h;
+        let split = |t: Tensor, l: usize| t.reshape((b, l, h, dh))?.transpose(1, 2)?.contiguous();
+        let q = split(self.q.forward(xq)?, lq)?;
+        let k = split(self.k.forward(xkv)?, lk)?;
+        let v = split(self.v.forward(xkv)?, lk)?;
+        let scores = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?.broadcast_add(&mask.bias)?;
+        let probs = softmax_last(&scores)?.broadcast_mul(&mask.row_valid)?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, lq, d))?;
+        let out = self.o.forward(&ctx)?.broadcast_mul(&mask.out_valid)?;
+        Ok(AttnOutput {
+            out,
+            probs: want_probs.then_some(probs),
+        })
+    }
+}
+
+/// Builds a `[rows, cols]`-shaped `f` tensor column `[.., 1]` from a host vector of 0/1.
+pub fn column(values: &[f32], shape: &[usize], dtype: DType) -> Result<Tensor> {
+    Tensor::from_vec(values.to_vec(), shape, &Device::Cpu)?.to_dtype(dtype)
+}

@@ -1,0 +1,71 @@
+//! `cdsr-lab train`: arguments and handler (a thin shell over [`super::train`]).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{train, RunConfig, TrainOptions};
+
+/// Train a model from a TOML run config into a run directory.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The run config (see `configs/*.toml`).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Parent directory of the run directory (`OUT/RUN_ID`).
+    #[arg(long, default_value = "runs-local")]
+    pub out: PathBuf,
+    /// Override the config's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Continue an interrupted run from its checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let mut cfg = RunConfig::from_file(&args.config)?;
+    if let Some(s) = args.seed {
+        cfg.train.seed = s;
+    }
+    let dir = args.out.join(cfg.run_id());
+    if dir.exists() && !args.resume {
+        anyhow::bail!("run directory {} already exists: pass --resume to continue it, or choose another --out", dir.display());
+    }
+    let s = train(
+        &cfg,
+        &dir,
+        TrainOptions {
+            resume: args.resume,
+            progress: !args.quiet,
+            stop_after_epochs: None,
+        },
+    )?;
+    println!("run: {}", s.run_dir.display());
+    println!(
+        "params: {}  epochs: {}  best epoch: {:?}  wall time: {:.1}s",
+        s.params_total, s.epochs_run, s.best_epoch, s.wall_time_s
+    );
+    if let Some(t) = &s.test {
+        for d in crate::data::Domain::BOTH {
+            let m = t.domain(d);
+            println!(
+                "test {d}: NDCG@10 {:.4}  HR@10 {:.4}  MRR {:.4}  AUC {:.4}",
+                m.ndcg_10, m.hr_10, m.mrr, m.auc
+            );
+        }
+    }
+    if let Some(t) = &s.test_full {
+        for d in crate::data::Domain::BOTH {
+            let m = t.domain(d);
+            println!(
+                "test full-ranking {d}: NDCG@10 {:.4}  HR@10 {:.4}",
+                m.ndcg_10, m.hr_10
+            );
+        }
+    }
+    Ok(())
+}
