@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cdsr-lab", version, about = "Cross-domain sequential recommendation lab")]
+#[command(
+    name = "cdsr-lab",
+    version,
+    about = "Cross-domain sequential recommendation lab"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -6,6 +6,20 @@
 //! Invariant every loader establishes: item ids are dense, `0` is padding, domain A items are
 //! `1..=n_items[A]` and domain B items follow them (`n_items[A]+1 ..= n_items[A]+n_items[B]`).
 //! For ABXI's food-kitchen files this is exactly the published id space.
+//!
+//! ```
+//! use cdsr_lab::data::{self, DatasetStats, Domain, Split};
+//! // 300 real users of food-kitchen, shipped in the repository's data/ folder
+//! let loaded = data::load(&data::repo_data_dir().join("food-kitchen-mini"))?;
+//! let ds = &loaded.dataset;
+//! assert_eq!(ds.n_items, [2160, 2883]);
+//! assert_eq!(ds.domain_of(2161), Some(Domain::B));
+//! let stats = DatasetStats::of(ds);
+//! assert_eq!((stats.users, stats.interactions), (300, [3376, 3759]));
+//! let split = Split::leave_one_out(ds);
+//! assert_eq!(split.test.len(), 300);
+//! # Ok::<(), cdsr_lab::data::DataError>(())
+//! ```
 
 use serde::{Deserialize, Serialize};
 
@@ -97,6 +111,81 @@ impl Dataset {
     pub fn vocab_size(&self) -> usize {
         self.n_items[0] + self.n_items[1] + 1
     }
+
+    /// Checks the invariant every loader establishes: items inside `1..=n_A+n_B`, one
+    /// timestamp per item, timestamps non-decreasing, no empty sequence. For datasets built
+    /// by hand (tests, notebooks); the error names the user and position.
+    pub fn validate(&self) -> Result<(), String> {
+        let max = (self.n_items[0] + self.n_items[1]) as ItemId;
+        for (u, s) in self.users.iter().enumerate() {
+            if s.items.is_empty() {
+                return Err(format!("user {u}: empty sequence"));
+            }
+            if s.items.len() != s.timestamps.len() {
+                return Err(format!(
+                    "user {u}: {} items but {} timestamps",
+                    s.items.len(),
+                    s.timestamps.len()
+                ));
+            }
+            if let Some(p) = s.items.iter().position(|&i| i == 0 || i > max) {
+                return Err(format!(
+                    "user {u}, position {p}: item {} outside 1..={max}",
+                    s.items[p]
+                ));
+            }
+            if let Some(p) = s.timestamps.windows(2).position(|w| w[1] < w[0]) {
+                return Err(format!(
+                    "user {u}, position {}: timestamps go backwards",
+                    p + 1
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
+pub mod abxi;
 pub mod cli;
+pub mod error;
+pub mod kuairand;
+pub mod layout;
+pub mod negatives;
+pub mod source;
+pub mod split;
+pub mod stats;
+pub mod table;
+pub mod tfrecord;
+
+pub use error::{DataError, LineIssue, RecordIssue};
+pub use kuairand::KuaiRandConfig;
+pub use layout::{EvalBatch, EvalLayout, LayoutConfig, StreamAlignment, TrainBatch, TrainLayout};
+pub use negatives::{sample_train_negatives, NegativeSharing};
+pub use source::{load, Format, Loaded};
+pub use split::{EvalCase, FileSets, Part, Split, SplitKind, TrainSeq};
+pub use stats::DatasetStats;
+
+/// The project's shared real-data directory (`../shared/data` seen from the project root):
+/// `$CDSR_SHARED_DATA` if set, else the first `shared/data` found walking up from the crate
+/// directory, then from the current directory. `None` if there is none.
+pub fn shared_data_dir() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("CDSR_SHARED_DATA") {
+        return Some(p.into());
+    }
+    let starts = [
+        Some(std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+        std::env::current_dir().ok(),
+    ];
+    starts.into_iter().flatten().find_map(|start| {
+        start
+            .ancestors()
+            .map(|a| a.join("shared").join("data"))
+            .find(|p| p.is_dir())
+    })
+}
+
+/// The repository's own `data/` folder of small real slices (`food-kitchen-mini`,
+/// `kuairand-1k-mini`).
+pub fn repo_data_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+}
