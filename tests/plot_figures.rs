@@ -23,7 +23,11 @@ fn check_written(plot: &Plot, dir: &Path, size: (u32, u32), texts: &[&str]) {
     let mean = lum.iter().sum::<f64>() / lum.len() as f64;
     let var = lum.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / lum.len() as f64;
     let inked = lum.iter().filter(|&&l| l < 200.0).count() as f64 / lum.len() as f64;
-    assert!(var > 100.0, "{} PNG looks blank: variance {var}", plot.name());
+    assert!(
+        var > 100.0,
+        "{} PNG looks blank: variance {var}",
+        plot.name()
+    );
     assert!(
         inked > 0.005,
         "{} PNG has almost no ink: {inked}",
@@ -274,9 +278,18 @@ fn training_curves_from_metrics_rows() {
         &fig,
         dir.path(),
         (1280, 490),
-        &["epoch", "loss", "ndcg@10", "r1 · train", "r2 · train", "r1 · valid · A"],
+        &[
+            "epoch",
+            "loss",
+            "ndcg@10",
+            "r1 · train",
+            "r2 · train",
+            "r1 · valid · A",
+        ],
     );
-    let msg = plot::training_curves(&df, &["mrr"]).unwrap_err().to_string();
+    let msg = plot::training_curves(&df, &["mrr"])
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("missing column `mrr`"), "{msg}");
 }
 

@@ -43,18 +43,13 @@ pub(crate) fn f64s(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>, Frame
             found: col.dtype().to_string(),
         });
     }
-    let cast = col
-        .cast(&DataType::Float64)
-        .map_err(|e| FrameError::Type {
-            column: name.to_string(),
-            expected: "a number",
-            found: format!("{} ({e})", col.dtype()),
-        })?;
+    let cast = col.cast(&DataType::Float64).map_err(|e| FrameError::Type {
+        column: name.to_string(),
+        expected: "a number",
+        found: format!("{} ({e})", col.dtype()),
+    })?;
     let ca = cast.f64().expect("cast to Float64 gives Float64");
-    Ok(ca
-        .into_iter()
-        .map(|v| v.filter(|x| x.is_finite()))
-        .collect())
+    Ok(ca.iter().map(|v| v.filter(|x| x.is_finite())).collect())
 }
 
 /// A boolean column.
@@ -65,7 +60,7 @@ pub(crate) fn bools(df: &DataFrame, name: &str) -> Result<Vec<Option<bool>>, Fra
         expected: "a boolean",
         found: col.dtype().to_string(),
     })?;
-    Ok(ca.into_iter().collect())
+    Ok(ca.iter().collect())
 }
 
 /// Any column as display labels: strings as they are, lists as `[0, 1]`, numbers in their

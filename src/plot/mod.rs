@@ -13,7 +13,7 @@
 //! licence), so figures render identically with no system font installed.
 //!
 //! Statistics printed on figures (Pearson r, p-values, fitted lines, means and spreads) come
-//! from [`crate::analysis::stats`]; this module only draws.
+//! from [`crate::analysis::describe`]; this module only draws.
 //!
 //! ```
 //! use cdsr_lab::plot;
@@ -48,7 +48,10 @@ pub enum PlotError {
     },
     /// A statistic shown on the figure could not be computed.
     #[error("figure `{figure}`: {message}")]
-    Stats { figure: &'static str, message: String },
+    Stats {
+        figure: &'static str,
+        message: String,
+    },
     /// plotters failed while drawing.
     #[error("figure `{figure}`: drawing failed: {message}")]
     Draw { figure: String, message: String },

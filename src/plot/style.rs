@@ -21,23 +21,23 @@ pub(crate) fn color(i: usize) -> RGBColor {
 }
 
 pub(crate) fn title() -> TextStyle<'static> {
-    (FONT, 22).into_font().into_text_style(&BLACK)
+    (FONT, 22).into_font().color(&BLACK)
 }
 
 pub(crate) fn caption() -> TextStyle<'static> {
-    (FONT, 18).into_font().into_text_style(&BLACK)
+    (FONT, 18).into_font().color(&BLACK)
 }
 
 pub(crate) fn axis_label() -> TextStyle<'static> {
-    (FONT, 16).into_font().into_text_style(&BLACK)
+    (FONT, 16).into_font().color(&BLACK)
 }
 
 pub(crate) fn tick_label() -> TextStyle<'static> {
-    (FONT, 13).into_font().into_text_style(&BLACK)
+    (FONT, 13).into_font().color(&BLACK)
 }
 
 pub(crate) fn legend() -> TextStyle<'static> {
-    (FONT, 14).into_font().into_text_style(&BLACK)
+    (FONT, 14).into_font().color(&BLACK)
 }
 
 /// A p-value as the papers print it: 3 significant digits, scientific below 0.001.

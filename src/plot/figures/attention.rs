@@ -6,8 +6,10 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use polars::prelude::DataFrame;
 
-use super::{category_axis, category_label, distinct, frame_err, legend_dot, legend_line, panel_grid};
-use crate::analysis::stats;
+use super::{
+    category_axis, category_label, distinct, frame_err, legend_dot, legend_line, panel_grid,
+};
+use crate::analysis::describe;
 use crate::plot::frame::{bools, f64s, has, labels};
 use crate::plot::render::{draw_err, Figure, Plot};
 use crate::plot::style::{self, color, padded, range};
@@ -56,7 +58,7 @@ impl SuccessCell {
 /// [`SuccessCell`] and domain, with ±1 standard error bars and the sample count; right (when
 /// a `layer` column is present), the mean share per layer for each cell. With per-layer rows,
 /// the left panel uses each sample's share summed over layers. Means and standard errors come
-/// from [`crate::analysis::stats::summary`].
+/// from [`crate::analysis::describe::summary`].
 ///
 /// Columns read (the run format's `samples.parquet`): `domain` (label), `hit_single`,
 /// `hit_cross` (booleans), `a_cd` (number); with per-layer rows also `layer` and `sample`
@@ -103,7 +105,7 @@ pub fn attention_share(samples: &DataFrame) -> Result<Plot, PlotError> {
     let mut domain_names = distinct(rows.iter().map(|r| r.domain.clone()));
     domain_names.sort();
     let summarise = |values: &[f64]| {
-        stats::summary(values).map_err(|e| PlotError::Stats {
+        describe::summary(values).map_err(|e| PlotError::Stats {
             figure: NAME,
             message: e.to_string(),
         })
@@ -217,11 +219,17 @@ impl Figure for AttentionFigure {
 }
 
 impl AttentionFigure {
-    fn draw_cells<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
+    fn draw_cells<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+    ) -> Result<(), PlotError> {
         let bars = self.by_cell.iter().flat_map(|(_, b)| b);
         let (_, hi) = range(bars.map(|b| b.mean + b.sem)).unwrap_or((0.0, 1.0));
         let y1 = if hi > 0.0 { hi * 1.25 } else { 1.0 };
-        let names: Vec<String> = SuccessCell::ALL.iter().map(|c| c.label().to_string()).collect();
+        let names: Vec<String> = SuccessCell::ALL
+            .iter()
+            .map(|c| c.label().to_string())
+            .collect();
         let mut chart = ChartBuilder::on(area)
             .caption(
                 if self.summed_over_layers {
@@ -254,7 +262,10 @@ impl AttentionFigure {
             chart
                 .draw_series(bars.iter().map(|b| {
                     let x = b.category as f64 + dx;
-                    Rectangle::new([(x - width / 2.2, 0.0), (x + width / 2.2, b.mean)], c.mix(0.7).filled())
+                    Rectangle::new(
+                        [(x - width / 2.2, 0.0), (x + width / 2.2, b.mean)],
+                        c.mix(0.7).filled(),
+                    )
                 }))
                 .map_err(draw_err(NAME))?
                 .label(format!("domain {domain}"))
@@ -268,7 +279,11 @@ impl AttentionFigure {
             chart
                 .draw_series(bars.iter().map(|b| {
                     let x = b.category as f64 + dx - width / 2.2;
-                    Text::new(format!("n={}", b.n), (x, b.mean + b.sem + y1 * 0.02), style::tick_label())
+                    Text::new(
+                        format!("n={}", b.n),
+                        (x, b.mean + b.sem + y1 * 0.02),
+                        style::tick_label(),
+                    )
                 }))
                 .map_err(draw_err(NAME))?;
         }
@@ -283,11 +298,21 @@ impl AttentionFigure {
         Ok(())
     }
 
-    fn draw_layers<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
-        let layers = self.by_layer.iter().flat_map(|(_, l)| l.iter().map(|p| p.0 as f64));
+    fn draw_layers<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+    ) -> Result<(), PlotError> {
+        let layers = self
+            .by_layer
+            .iter()
+            .flat_map(|(_, l)| l.iter().map(|p| p.0 as f64));
         let (l0, l1) = range(layers).expect("by_layer is non-empty");
-        let (_, hi) = range(self.by_layer.iter().flat_map(|(_, l)| l.iter().map(|p| p.1)))
-            .expect("by_layer is non-empty");
+        let (_, hi) = range(
+            self.by_layer
+                .iter()
+                .flat_map(|(_, l)| l.iter().map(|p| p.1)),
+        )
+        .expect("by_layer is non-empty");
         let (x0, x1) = padded(l0, l1, 0.08);
         let mut chart = ChartBuilder::on(area)
             .caption("by layer (mean over samples)", style::caption())

@@ -119,7 +119,11 @@ fn draw_panel<DB: DrawingBackend>(
     let pts = || lines.iter().flat_map(|(_, p)| p.iter());
     let (e0, e1) = range(pts().map(|p| p.0)).expect("lines are non-empty");
     let (v0, v1) = range(pts().map(|p| p.1)).expect("lines are non-empty");
-    let (x0, x1) = if e0 == e1 { (e0 - 0.5, e1 + 0.5) } else { (e0, e1) };
+    let (x0, x1) = if e0 == e1 {
+        (e0 - 0.5, e1 + 0.5)
+    } else {
+        (e0, e1)
+    };
     let (y0, y1) = padded(v0, v1, 0.08);
     let mut chart = ChartBuilder::on(area)
         .caption(metric, style::caption())

@@ -1,5 +1,5 @@
 //! The figure functions, one file per figure, and the drawing helpers they share.
-use plotters::coord::ranged1d::{BindKeyPoints, WithKeyPoints};
+use plotters::coord::combinators::{BindKeyPoints, WithKeyPoints};
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -27,7 +27,9 @@ pub(crate) fn panel_grid<DB: DrawingBackend>(
     rows: usize,
     cols: usize,
 ) -> Result<Vec<DrawingArea<DB, Shift>>, PlotError> {
-    let body = root.titled(title, style::title()).map_err(draw_err(figure))?;
+    let body = root
+        .titled(title, style::title())
+        .map_err(draw_err(figure))?;
     Ok(body.split_evenly((rows.max(1), cols.max(1))))
 }
 

@@ -4,8 +4,10 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use polars::prelude::DataFrame;
 
-use super::{category_axis, category_label, distinct, frame_err, legend_dot, legend_line, panel_grid};
-use crate::analysis::stats;
+use super::{
+    category_axis, category_label, distinct, frame_err, legend_dot, legend_line, panel_grid,
+};
+use crate::analysis::describe;
 use crate::plot::frame::{f64s, has, labels};
 use crate::plot::render::{draw_err, Figure, Plot};
 use crate::plot::style::{self, color, p_value, padded, range};
@@ -18,7 +20,7 @@ const PANEL_H: u32 = 430;
 
 /// Figure 1: for each model (rows) and domain (columns), one point per run at
 /// (|cos(X, X')|, NDCG@10), the least-squares line, and Pearson's r, its two-sided p-value and
-/// n in the legend (all from [`crate::analysis::stats`]).
+/// n in the legend (all from [`crate::analysis::describe`]).
 ///
 /// Columns read: `model`, `domain` (any type, used as labels), `cos_x_xprime` and `ndcg@10`
 /// (numbers). Rows with a null in any of them are left out. Output name:
@@ -84,12 +86,12 @@ struct Fit {
 
 impl Fit {
     fn compute(x: &[f64], y: &[f64]) -> Result<Fit, PlotError> {
-        let stats_err = |e: stats::StatsError| PlotError::Stats {
+        let stats_err = |e: describe::StatsError| PlotError::Stats {
             figure: SCATTER,
             message: e.to_string(),
         };
-        let c = stats::pearson(x, y).map_err(stats_err)?;
-        let line = stats::linear_fit(x, y).map_err(stats_err)?;
+        let c = describe::pearson(x, y).map_err(stats_err)?;
+        let line = describe::linear_fit(x, y).map_err(stats_err)?;
         Ok(Fit {
             r: c.r,
             p: c.p_value,
@@ -227,7 +229,7 @@ fn draw_scatter_panel<DB: DrawingBackend>(
 /// next to |cos(X, X')| (query against cross-attention output), one pair per model — or per
 /// model and domain when a `domain` column is present. Boxes span the quartiles, whiskers reach
 /// the most extreme values within 1.5 IQR, points beyond are drawn, the diamond is the mean
-/// (printed above the box). Quantiles and means come from [`crate::analysis::stats`].
+/// (printed above the box). Quantiles and means come from [`crate::analysis::describe`].
 ///
 /// Columns read: `model` (label), optional `domain` (label), `cos_x_y`, `cos_x_xprime`
 /// (numbers; one row per run, or per run and GCA position). Output name: `cos_boxplots`.
@@ -284,15 +286,20 @@ impl BoxStats {
         if values.is_empty() {
             return Ok(None);
         }
-        let stats_err = |e: stats::StatsError| PlotError::Stats {
+        let stats_err = |e: describe::StatsError| PlotError::Stats {
             figure: BOXES,
             message: e.to_string(),
         };
-        let q = stats::quantiles(values, &[0.25, 0.5, 0.75]).map_err(stats_err)?;
-        let mean = stats::mean(values).map_err(stats_err)?;
+        let q = describe::quantiles(values, &[0.25, 0.5, 0.75]).map_err(stats_err)?;
+        let mean = describe::summary(values).map_err(stats_err)?.mean;
         let (q1, median, q3) = (q[0], q[1], q[2]);
         let (lo_fence, hi_fence) = (q1 - 1.5 * (q3 - q1), q3 + 1.5 * (q3 - q1));
-        let inside = || values.iter().copied().filter(|v| *v >= lo_fence && *v <= hi_fence);
+        let inside = || {
+            values
+                .iter()
+                .copied()
+                .filter(|v| *v >= lo_fence && *v <= hi_fence)
+        };
         Ok(Some(BoxStats {
             q1,
             median,
@@ -394,7 +401,9 @@ impl Figure for BoxFigure {
                     elements.push(Circle::new((x, o), 3, c).into_dyn());
                 }
                 elements.push(TriangleMarker::new((x, b.mean), 6, BLACK.filled()).into_dyn());
-                let top = b.whisker_hi.max(b.outliers.iter().copied().fold(b.mean, f64::max));
+                let top = b
+                    .whisker_hi
+                    .max(b.outliers.iter().copied().fold(b.mean, f64::max));
                 elements.push(
                     Text::new(
                         format!("{:.3} (n={})", b.mean, b.n),

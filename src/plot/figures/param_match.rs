@@ -5,7 +5,7 @@ use plotters::prelude::*;
 use polars::prelude::DataFrame;
 
 use super::{distinct, frame_err, legend_line, panel_grid};
-use crate::analysis::stats;
+use crate::analysis::describe;
 use crate::plot::frame::{f64s, labels};
 use crate::plot::render::{draw_err, Figure, Plot};
 use crate::plot::style::{self, color, millions, padded, range};
@@ -16,7 +16,7 @@ const NAME: &str = "ndcg_vs_params";
 /// Figure 2: for each domain, NDCG@10 against total parameter count, one series per variant
 /// (e.g. `baseline`, `+GCA_early`, `+GCA_stack`). Each run is a faint dot; at each parameter
 /// count the series shows the mean across seeds with a ±1 standard deviation bar (from
-/// [`crate::analysis::stats::summary`]), and a line joins the means in parameter order — for
+/// [`crate::analysis::describe::summary`]), and a line joins the means in parameter order — for
 /// the baseline this is its scaling curve.
 ///
 /// Columns read: `variant`, `domain` (labels), `params` and `ndcg@10` (numbers), one row per
@@ -57,11 +57,11 @@ pub fn ndcg_vs_params(df: &DataFrame) -> Result<Plot, PlotError> {
             for bits in counts {
                 let p = f64::from_bits(bits);
                 let ys: Vec<f64> = runs.iter().filter(|r| r.0 == p).map(|r| r.1).collect();
-                let s = stats::summary(&ys).map_err(|e| PlotError::Stats {
+                let s = describe::summary(&ys).map_err(|e| PlotError::Stats {
                     figure: NAME,
                     message: e.to_string(),
                 })?;
-                means.push((p, s.mean, s.std.unwrap_or(0.0)));
+                means.push((p, s.mean, s.sd.unwrap_or(0.0)));
             }
             series.push(Series {
                 variant: variant.clone(),
@@ -130,8 +130,12 @@ fn draw_panel<DB: DrawingBackend>(
             .map(|r| r.1)
             .chain(s.means.iter().flat_map(|m| [m.1 - m.2, m.1 + m.2]))
     });
-    let (x0, x1) = range(xs).map(|(a, b)| padded(a, b, 0.08)).unwrap_or((0.0, 1.0));
-    let (y0, y1) = range(ys).map(|(a, b)| padded(a, b, 0.15)).unwrap_or((0.0, 1.0));
+    let (x0, x1) = range(xs)
+        .map(|(a, b)| padded(a, b, 0.08))
+        .unwrap_or((0.0, 1.0));
+    let (y0, y1) = range(ys)
+        .map(|(a, b)| padded(a, b, 0.15))
+        .unwrap_or((0.0, 1.0));
 
     let mut chart = ChartBuilder::on(area)
         .caption(format!("domain {}", panel.domain), style::caption())

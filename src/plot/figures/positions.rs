@@ -5,7 +5,7 @@ use plotters::prelude::*;
 use polars::prelude::DataFrame;
 
 use super::{category_axis, category_label, distinct, frame_err, legend_dot, panel_grid};
-use crate::analysis::stats;
+use crate::analysis::describe;
 use crate::plot::frame::{f64s, labels};
 use crate::plot::render::{draw_err, Figure, Plot};
 use crate::plot::style::{self, color, padded, range};
@@ -16,7 +16,7 @@ const NAME: &str = "metrics_by_gca_positions";
 /// Figure 4: one panel per metric in `metrics` (e.g. `["ndcg@10", "hr@10"]`); along x the GCA
 /// position sets (e.g. `[]` for the baseline, `[0]`, `[1]`, `[0, 1]`, ...), ordered by size
 /// then lexicographically; per domain a marker at the mean across seeds with a ±1 standard
-/// deviation bar (from [`crate::analysis::stats::summary`]) and each seed as a faint dot.
+/// deviation bar (from [`crate::analysis::describe::summary`]) and each seed as a faint dot.
 ///
 /// Columns read: `positions` (a list of integers or any label; an empty list is the baseline),
 /// `domain` (label) and each metric (numbers), one row per run and domain. Output name:
@@ -31,7 +31,13 @@ pub fn metrics_by_gca_positions(df: &DataFrame, metrics: &[&str]) -> Result<Plot
     let mut sets = distinct(positions.iter().flatten().cloned());
     // "[0, 1]" sorts after "[0]" and "[2]": by number of positions, then by text.
     sets.sort_by(|a, b| {
-        let size = |s: &str| if s == "[]" { 0 } else { s.matches(',').count() + 1 };
+        let size = |s: &str| {
+            if s == "[]" {
+                0
+            } else {
+                s.matches(',').count() + 1
+            }
+        };
         (size(a), a).cmp(&(size(b), b))
     });
     let mut domain_names = distinct(domains.iter().flatten().cloned());
@@ -53,14 +59,14 @@ pub fn metrics_by_gca_positions(df: &DataFrame, metrics: &[&str]) -> Result<Plot
                 if ys.is_empty() {
                     continue;
                 }
-                let s = stats::summary(&ys).map_err(|e| PlotError::Stats {
+                let s = describe::summary(&ys).map_err(|e| PlotError::Stats {
                     figure: NAME,
                     message: e.to_string(),
                 })?;
                 points.push(Point {
                     category: i,
                     mean: s.mean,
-                    std: s.std.unwrap_or(0.0),
+                    std: s.sd.unwrap_or(0.0),
                     seeds: ys,
                 });
             }
