@@ -1,6 +1,4 @@
 //! The figure functions, one file per figure, and the drawing helpers they share.
-use plotters::coord::combinators::{BindKeyPoints, WithKeyPoints};
-use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -33,10 +31,9 @@ pub(crate) fn panel_grid<DB: DrawingBackend>(
     Ok(body.split_evenly((rows.max(1), cols.max(1))))
 }
 
-/// A categorical x axis: category `i` sits at `x = i`, with a tick (and label) exactly there.
-pub(crate) fn category_axis(n: usize) -> WithKeyPoints<RangedCoordf64> {
-    let keys: Vec<f64> = (0..n).map(|i| i as f64).collect();
-    (-0.5..(n.max(1) as f64 - 0.5)).with_key_points(keys)
+/// A categorical x axis: category `i` sits at `x = i`; [`category_label`] names integer ticks.
+pub(crate) fn category_axis(n: usize) -> std::ops::Range<f64> {
+    -0.5..(n.max(1) as f64 - 0.5)
 }
 
 /// The category label for tick `x` of a [`category_axis`].
