@@ -12,6 +12,10 @@ if ! command -v cargo >/dev/null 2>&1; then
     source "$HOME/.cargo/env"
 fi
 # (other engineers: add one clearly commented line per install step here)
+# plot/notebooks: Jupyter + nbconvert, and the evcxr Rust kernel (built from crates.io, ~30 min on 2 cores the first time)
+python3 -m jupyter nbconvert --version >/dev/null 2>&1 || python3 -m pip install --quiet jupyter nbconvert
+command -v evcxr_jupyter >/dev/null 2>&1 || cargo install evcxr_jupyter --locked
+jupyter kernelspec list 2>/dev/null | grep -qw rust || evcxr_jupyter --install
 
 # --- tests ----------------------------------------------------------------------------------
 if [ -z "${CDSR_SHARED_DATA:-}" ] && [ ! -d ../shared/data ]; then
@@ -19,3 +23,5 @@ if [ -z "${CDSR_SHARED_DATA:-}" ] && [ ! -d ../shared/data ]; then
     echo "         (set CDSR_SHARED_DATA to the data directory)" >&2
 fi
 cargo test "$@"
+# plot/notebooks: execute every notebook with the evcxr kernel, printing each one's time (slow: ignored by default)
+cargo test --test notebooks -- --ignored --nocapture

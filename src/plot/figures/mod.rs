@@ -1,0 +1,73 @@
+//! The figure functions, one file per figure, and the drawing helpers they share.
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::render::draw_err;
+use super::{style, FrameError, PlotError};
+
+mod attention;
+mod curves;
+mod orthogonality;
+mod param_match;
+mod positions;
+
+pub use attention::{attention_share, SuccessCell};
+pub use curves::training_curves;
+pub use orthogonality::{cos_boxplots, orthogonality_vs_ndcg};
+pub use param_match::ndcg_vs_params;
+pub use positions::metrics_by_gca_positions;
+
+/// Splits `root` into a title strip and a `rows × cols` grid of panels (row-major).
+pub(crate) fn panel_grid<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    figure: &str,
+    title: &str,
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<DrawingArea<DB, Shift>>, PlotError> {
+    let body = root
+        .titled(title, style::title())
+        .map_err(draw_err(figure))?;
+    Ok(body.split_evenly((rows.max(1), cols.max(1))))
+}
+
+/// A categorical x axis: category `i` sits at `x = i`; [`category_label`] names integer ticks.
+pub(crate) fn category_axis(n: usize) -> std::ops::Range<f64> {
+    -0.5..(n.max(1) as f64 - 0.5)
+}
+
+/// The category label for tick `x` of a [`category_axis`].
+pub(crate) fn category_label(names: &[String], x: f64) -> String {
+    let i = x.round();
+    if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
+        names[i as usize].clone()
+    } else {
+        String::new()
+    }
+}
+
+/// Distinct values in first-appearance order.
+pub(crate) fn distinct<T: PartialEq + Clone>(values: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
+    for v in values {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Wraps a [`FrameError`] with the figure's name.
+pub(crate) fn frame_err(figure: &'static str) -> impl Fn(FrameError) -> PlotError {
+    move |source| PlotError::Frame { figure, source }
+}
+
+/// A legend entry marker: a short line in `color`.
+pub(crate) fn legend_line(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+}
+
+/// A legend entry marker: a filled dot in `color`.
+pub(crate) fn legend_dot(color: RGBColor) -> impl Fn((i32, i32)) -> Circle<(i32, i32), i32> {
+    move |(x, y)| Circle::new((x + 10, y), 4, color.filled())
+}
