@@ -11,12 +11,17 @@
 //! - [`plot`]: the paper's figures with plotters, as PNG and SVG.
 //! - [`sweep`]: studies as sweeps of many runs, run locally in parallel or as a Slurm job array,
 //!   resumable after any interruption.
+//! - [`demo`]: the README's main command, a small real study end to end (train, analyse, draw).
 
 pub mod analysis;
 pub mod data;
+pub mod demo;
 pub mod eval;
 pub mod model;
 pub mod plot;
 pub mod runs;
 pub mod sweep;
 pub mod train;
+
+/// The polars version the frames are built with, for notebooks and downstream crates.
+pub use polars;

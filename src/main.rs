@@ -23,6 +23,10 @@ enum Command {
     Sweep(cdsr_lab::sweep::cli::SweepCommand),
     /// Train a model from a TOML run config.
     Train(cdsr_lab::train::cli::TrainArgs),
+    /// The main demo: train a small real study on food-kitchen, analyse it, write the figures.
+    Demo(cdsr_lab::demo::DemoArgs),
+    /// Regenerate every figure (PNG and SVG) from a tree of runs.
+    Figures(cdsr_lab::plot::cli::FiguresArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,5 +34,7 @@ fn main() -> anyhow::Result<()> {
         Command::Data(cmd) => cdsr_lab::data::cli::run(cmd),
         Command::Sweep(cmd) => cdsr_lab::sweep::cli::run(cmd),
         Command::Train(args) => cdsr_lab::train::cli::run(args),
+        Command::Demo(args) => cdsr_lab::demo::run(args),
+        Command::Figures(args) => cdsr_lab::plot::cli::run(args),
     }
 }

@@ -1,9 +1,6 @@
-//! Descriptive statistics of one sample, and the least-squares line and Pearson correlation
-//! of a pair: what figures print as means, error bars, box plots, fitted lines and r / p.
-//!
-//! (Written by the plotting work while `analysis::stats` was not yet on main; where
-//! `analysis::stats` offers the same statistic, that one is canonical and this module should
-//! delegate to it.)
+//! Descriptive statistics of one sample and the least-squares line of a pair: what figures
+//! print as means, error bars, box plots and fitted lines (correlations and tests are in
+//! [`crate::analysis::stats`]).
 //!
 //! Conventions follow numpy: the standard deviation is the sample one (`ddof = 1`), the
 //! standard error is `sd / sqrt(n)`, quantiles interpolate linearly between order statistics
@@ -19,22 +16,8 @@
 //! let line = linear_fit(&[0.0, 1.0, 2.0], &[1.0, 3.0, 5.0]).unwrap();
 //! assert_eq!((line.slope, line.intercept), (2.0, 1.0));
 //! ```
-use statrs::distribution::{ContinuousCDF, StudentsT};
 
-/// Why a statistic could not be computed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum StatsError {
-    #[error("need at least {need} points, got {got}")]
-    TooFew { need: usize, got: usize },
-    #[error("x has {0} values but y has {1}")]
-    Length(usize, usize),
-    #[error("{0} contains a non-finite value (NaN or infinity)")]
-    NonFinite(&'static str),
-    #[error("{0} is constant: the statistic is undefined")]
-    Constant(&'static str),
-    #[error("{0}")]
-    Invalid(String),
-}
+pub use super::stats::StatsError;
 
 /// Size, mean and spread of a sample.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -137,57 +120,10 @@ pub fn linear_fit(x: &[f64], y: &[f64]) -> Result<LinearFit, StatsError> {
     })
 }
 
-/// Pearson's r with its two-sided p-value (H0: no correlation), as `scipy.stats.pearsonr`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Correlation {
-    pub r: f64,
-    pub p_value: f64,
-    pub n: usize,
-}
-
-/// Pearson correlation of `x` and `y`: at least three finite points, neither constant. The
-/// p-value is from Student's t with `n - 2` degrees of freedom.
-pub fn pearson(x: &[f64], y: &[f64]) -> Result<Correlation, StatsError> {
-    if x.len() != y.len() {
-        return Err(StatsError::Length(x.len(), y.len()));
-    }
-    if x.len() < 3 {
-        return Err(StatsError::TooFew {
-            need: 3,
-            got: x.len(),
-        });
-    }
-    check_finite(x, "x")?;
-    check_finite(y, "y")?;
-    let n = x.len();
-    let (mx, my) = (
-        x.iter().sum::<f64>() / n as f64,
-        y.iter().sum::<f64>() / n as f64,
-    );
-    let sxx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
-    let syy: f64 = y.iter().map(|b| (b - my).powi(2)).sum();
-    if sxx == 0.0 {
-        return Err(StatsError::Constant("x"));
-    }
-    if syy == 0.0 {
-        return Err(StatsError::Constant("y"));
-    }
-    let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
-    let r = (sxy / (sxx * syy).sqrt()).clamp(-1.0, 1.0);
-    let df = (n - 2) as f64;
-    let p_value = if r.abs() == 1.0 {
-        0.0
-    } else {
-        let t = r * (df / (1.0 - r * r)).sqrt();
-        let dist = StudentsT::new(0.0, 1.0, df).expect("df >= 1");
-        (2.0 * dist.sf(t.abs())).min(1.0)
-    };
-    Ok(Correlation { r, p_value, n })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::stats::pearson;
 
     #[test]
     fn summary_of_one_value_has_no_spread() {

@@ -5,3 +5,4 @@ pub mod describe;
 pub mod orthogonality;
 pub mod param_match;
 pub mod stats;
+pub mod study;

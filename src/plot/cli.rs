@@ -1,1 +1,24 @@
 //! `cdsr-lab figures RUNS_DIR --out DIR`: regenerate every figure from a tree of runs.
+use std::path::PathBuf;
+
+/// Arguments of `cdsr-lab figures`.
+#[derive(clap::Args, Debug)]
+pub struct FiguresArgs {
+    /// Directory holding run directories (searched recursively).
+    pub runs_dir: PathBuf,
+    /// Where the PNG and SVG files go.
+    #[arg(long, default_value = "figures")]
+    pub out: PathBuf,
+}
+
+pub fn run(args: FiguresArgs) -> anyhow::Result<()> {
+    let report = super::figures_from_runs(&args.runs_dir, &args.out)?;
+    println!("{} runs from {}", report.runs, args.runs_dir.display());
+    for f in &report.figures {
+        println!("{f}");
+    }
+    for (path, reason) in &report.skipped_runs {
+        eprintln!("skipped run {}: {reason}", path.display());
+    }
+    Ok(())
+}

@@ -26,12 +26,14 @@
 //! assert!(fig.svg().contains(">epoch</text>"));
 //! ```
 
+mod all;
 pub mod cli;
 mod figures;
 mod frame;
 mod render;
 mod style;
 
+pub use all::{figures_from_runs, FigureOutcome, FiguresReport};
 pub use figures::*;
 pub use frame::FrameError;
 pub use render::{register_font, Figure, Plot};

@@ -75,7 +75,7 @@ pub fn save(run_dir: &Path, tensors: &[(String, Tensor)], state: &LoopState) -> 
     let mut meta = HashMap::new();
     meta.insert(META_KEY.to_string(), serde_json::to_string(state)?);
     let bytes = safetensors::serialize(views, Some(meta))?;
-    super::run_dir::write_atomic(&p, &bytes)?;
+    crate::runs::write_atomic(&p, &bytes)?;
     Ok(())
 }
 

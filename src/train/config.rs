@@ -178,7 +178,7 @@ impl RunConfig {
         Ok(())
     }
 
-    /// The run id: `NAME-sSEED` (letters, digits, `-`, `_`, `.`).
+    /// The run id: `NAME-sSEED-HASH8` (letters, digits, `-`, `_`, `.`).
     pub fn run_id(&self) -> String {
         let name = self.name.clone().unwrap_or_else(|| {
             let mut n = self.model.kind.as_str().to_string();
@@ -190,6 +190,10 @@ impl RunConfig {
             }
             n
         });
-        format!("{name}-s{}", self.train.seed)
+        // Readable name, seed, then the first 8 hex digits of the canonical config's hash
+        // (the sweep's hash): two configs that differ anywhere get different ids.
+        let table = toml::Table::try_from(self).expect("a RunConfig serialises to a TOML table");
+        let hash = crate::sweep::spec::config_hash(&table);
+        format!("{name}-s{}-{}", self.train.seed, &hash[..8])
     }
 }

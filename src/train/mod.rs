@@ -15,7 +15,6 @@ pub mod cli;
 pub mod config;
 pub mod optim;
 pub mod pareto;
-pub mod run_dir;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -35,7 +34,7 @@ use crate::eval::{evaluate_full, evaluate_sampled, Candidates, EvalReport};
 use crate::model::nn::{Ctx, DType, Device, Tensor};
 use crate::model::{info_nce, score_candidates, Model, Negatives, SeqBatch};
 use checkpoint::LoopState;
-use run_dir::{DomainMetrics, RunDirWriter};
+use crate::runs::{self, FinalResults, ParamCounts, RunIdentity, RunWriter, TensorSet};
 
 /// Options of one call that are not part of the run's identity.
 #[derive(Debug, Clone, Default)]
@@ -320,18 +319,10 @@ fn report_json(r: &EvalReport) -> serde_json::Value {
     serde_json::to_value(r).expect("metrics serialise")
 }
 
-fn domain_metrics(r: &EvalReport) -> DomainMetrics {
+fn domain_metrics(r: &EvalReport) -> runs::DomainMetrics {
     Domain::BOTH
         .iter()
-        .map(|&d| {
-            (
-                d,
-                r.domain(d)
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect(),
-            )
-        })
+        .map(|&d| (d, runs::metrics(r.domain(d).iter())))
         .collect()
 }
 
@@ -340,7 +331,7 @@ fn report_from_json(v: &serde_json::Value) -> Option<EvalReport> {
 }
 
 /// Writes the capture tensors of the fixed batch (nothing when the model has no GCA).
-fn write_capture(model: &Model, prep: &Prepared, writer: &RunDirWriter) -> anyhow::Result<()> {
+fn write_capture(model: &Model, prep: &Prepared, writer: &RunWriter) -> anyhow::Result<()> {
     let Some(b) = prep.capture.batches(prep.capture.len().max(1)).next() else {
         return Ok(());
     };
@@ -349,21 +340,17 @@ fn write_capture(model: &Model, prep: &Prepared, writer: &RunDirWriter) -> anyho
     if cap.is_empty() {
         return Ok(());
     }
-    let mut f32s = Vec::new();
-    let mut u8s = Vec::new();
+    let mut set = TensorSet::new();
     for (name, t) in cap {
         let shape = t.dims().to_vec();
         if t.dtype() == DType::U8 {
-            u8s.push((name, shape, t.flatten_all()?.to_vec1::<u8>()?));
+            set.add_u8(&name, &shape, t.flatten_all()?.to_vec1::<u8>()?)?;
         } else {
-            f32s.push((
-                name,
-                shape,
-                t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
-            ));
+            let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            set.add_f32(&name, &shape, v)?;
         }
     }
-    writer.write_tensors(&f32s, &u8s)?;
+    writer.write_tensors(&set)?;
     Ok(())
 }
 
@@ -418,7 +405,7 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
                 .collect()
         };
         opt.restore(get("adam.m.")?, get("adam.v.")?, state.step)?;
-        (RunDirWriter::resume(run_dir, state.epoch)?, state)
+        (RunWriter::resume(run_dir, state.epoch as u32)?, state)
     } else {
         if opts.resume {
             eprintln!("no checkpoint at {}: starting fresh", ckpt.display());
@@ -428,15 +415,18 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
             .with_context(|| format!("run directory {} has no name", run_dir.display()))?
             .to_string_lossy()
             .into_owned();
-        let mut w = RunDirWriter::create(
-            run_dir,
-            &run_id,
-            cfg.model.kind.as_str(),
-            &ds.name,
-            cfg.train.seed,
-            cfg,
-        )?;
-        w.set_params(params_total, &counts)?;
+        let parent = run_dir.parent().unwrap_or(Path::new("."));
+        let identity = RunIdentity {
+            run_id,
+            model: cfg.model.kind.as_str().to_owned(),
+            dataset: ds.name.clone(),
+            seed: cfg.train.seed,
+        };
+        let mut w = RunWriter::create(parent, identity, cfg)?;
+        w.set_params(ParamCounts {
+            total: params_total as u64,
+            by_module: counts.iter().map(|(k, &v)| (k.clone(), v as u64)).collect(),
+        })?;
         let s = LoopState {
             epoch: 0,
             step: 0,
@@ -496,8 +486,8 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
         let wall = wall_before + started.elapsed().as_secs_f64();
         let lr_used = state.schedule.lr;
         writer.log_metrics(
-            epoch,
-            "train",
+            epoch as u32,
+            runs::Split::Train,
             None,
             [
                 ("loss", loss_sum / loss_n.max(1) as f64),
@@ -512,7 +502,7 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
             cfg.train.eval_batch_size,
         )?;
         for d in Domain::BOTH {
-            writer.log_metrics(epoch, "valid", Some(d), valid.domain(d).iter())?;
+            writer.log_metrics(epoch as u32, runs::Split::Valid, Some(d), valid.domain(d).iter())?;
         }
         let outcome = state
             .schedule
@@ -528,7 +518,7 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
                 cfg.train.eval_batch_size,
             )?;
             for d in Domain::BOTH {
-                writer.log_metrics(epoch, "test", Some(d), test.domain(d).iter())?;
+                writer.log_metrics(epoch as u32, runs::Split::Test, Some(d), test.domain(d).iter())?;
             }
             state.best_epoch = Some(epoch);
             state.best_test = Some(report_json(&test));
@@ -572,9 +562,13 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
     let test_full = state.best_test_full.as_ref().and_then(report_from_json);
     let wall = state.wall_time_s;
     if complete {
-        let tm = test.as_ref().map(domain_metrics).unwrap_or_default();
-        let tf = test_full.as_ref().map(domain_metrics);
-        writer.finish(state.best_epoch, state.epoch, wall, &tm, tf.as_ref())?;
+        writer.finish(FinalResults {
+            best_epoch: state.best_epoch.map(|e| e as u32),
+            epochs_run: state.epoch as u32,
+            wall_time_s: Some(wall),
+            test: test.as_ref().map(domain_metrics).unwrap_or_default(),
+            test_full: test_full.as_ref().map(domain_metrics),
+        })?;
     }
     Ok(RunSummary {
         run_dir: run_dir.to_path_buf(),

@@ -103,7 +103,9 @@ pub struct Schedule {
     /// Current learning rate after warm-up and plateau decays.
     pub lr: f64,
     pub base_lr: f64,
-    pub best_score: f64,
+    /// Best validation score so far; `None` before the first scored epoch (JSON has no -inf,
+    /// and the checkpoint stores this state as JSON).
+    pub best_score: Option<f64>,
     pub bad_epochs_lr: usize,
     pub bad_epochs_stop: usize,
 }
@@ -118,7 +120,7 @@ impl Schedule {
         Self {
             lr,
             base_lr: cfg.lr,
-            best_score: f64::NEG_INFINITY,
+            best_score: None,
             bad_epochs_lr: 0,
             bad_epochs_stop: 0,
         }
@@ -132,8 +134,8 @@ impl Schedule {
             self.lr = self.base_lr * f.min(1.0);
             return EpochOutcome::Warmup;
         }
-        if score >= self.best_score {
-            self.best_score = score;
+        if self.best_score.is_none_or(|best| score >= best) {
+            self.best_score = Some(score);
             self.bad_epochs_lr = 0;
             self.bad_epochs_stop = 0;
             return EpochOutcome::Improved;

@@ -90,7 +90,7 @@ impl Fit {
             figure: SCATTER,
             message: e.to_string(),
         };
-        let c = describe::pearson(x, y).map_err(stats_err)?;
+        let c = crate::analysis::stats::pearson(x, y).map_err(stats_err)?;
         let line = describe::linear_fit(x, y).map_err(stats_err)?;
         Ok(Fit {
             r: c.r,

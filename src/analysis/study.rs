@@ -1,0 +1,353 @@
+//! The study table: one row per (run, target domain) that joins a run's identity, its GCA
+//! variant, its parameter count and final test metrics with its GCA tensor statistics. This is
+//! the frame the paper's tables and figures 1-4 are drawn from, and what a notebook starts with.
+//!
+//! | column | type | meaning |
+//! |---|---|---|
+//! | `run_id`, `model`, `dataset` | String | identity |
+//! | `seed` | Int64 | |
+//! | `variant` | String | [`Variant`] label: `baseline`, `+GCA_early`, `+GCA_stack`, `+GCA[1]`, ... |
+//! | `positions` | String | GCA position set as compact JSON, `[]` for none |
+//! | `d_model` | Int64 (nullable) | `config.model.d_model` |
+//! | `params` | Float64 | total trainable parameters |
+//! | `domain` | String | `A` / `B` |
+//! | `ndcg@1` ... `auc` | Float64 | final test metrics (sampled negatives) |
+//! | `cos_x_xprime`, `cos_x_y` | Float64 (nullable) | mean over the run's GCA positions of the query domain's mean \|cos\| (null without GCA or capture) |
+//!
+//! ```
+//! use cdsr_lab::analysis::study::Variant;
+//! assert_eq!(Variant::of(&[], 2).label(), "baseline");
+//! assert_eq!(Variant::of(&[0], 2).label(), "+GCA_early");
+//! assert_eq!(Variant::of(&[0, 1, 2], 2).label(), "+GCA_stack");
+//! assert_eq!(Variant::of(&[1], 2).label(), "+GCA[1]");
+//! ```
+
+use std::collections::BTreeMap;
+
+use polars::prelude::*;
+
+use crate::data::Domain;
+use crate::eval::Metrics;
+use crate::runs::{LoadReport, RunSet};
+
+/// Where a run has GCA modules, named as in the paper.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Variant {
+    /// No GCA module.
+    Baseline,
+    /// GCA after the embedding only (position 0).
+    Early,
+    /// GCA at every position `0..=layers`.
+    Stack,
+    /// Any other position set.
+    Positions(Vec<usize>),
+}
+
+impl Variant {
+    /// The variant of a position set in a model with `layers` encoder blocks.
+    pub fn of(positions: &[usize], layers: usize) -> Variant {
+        let mut p = positions.to_vec();
+        p.sort_unstable();
+        p.dedup();
+        if p.is_empty() {
+            Variant::Baseline
+        } else if p == [0] && layers > 0 {
+            Variant::Early
+        } else if p == (0..=layers).collect::<Vec<_>>() {
+            Variant::Stack
+        } else {
+            Variant::Positions(p)
+        }
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            Variant::Baseline => "baseline".into(),
+            Variant::Early => "+GCA_early".into(),
+            Variant::Stack => "+GCA_stack".into(),
+            Variant::Positions(p) => format!(
+                "+GCA[{}]",
+                p.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+            ),
+        }
+    }
+}
+
+fn config_usize(config: &serde_json::Value, path: &[&str]) -> Option<usize> {
+    let mut v = config;
+    for k in path {
+        v = v.get(k)?;
+    }
+    v.as_u64().map(|x| x as usize)
+}
+
+fn config_positions(config: &serde_json::Value) -> Vec<usize> {
+    config
+        .get("gca")
+        .and_then(|g| g.get("positions"))
+        .and_then(|p| p.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_u64().map(|x| x as usize))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Builds the study table of `set` (see the module doc). Runs without tensors contribute null
+/// tensor columns; runs whose tensors cannot be read are listed in the returned report.
+pub fn study_frame(set: &RunSet) -> PolarsResult<(DataFrame, LoadReport)> {
+    let (stats, report) = set.tensor_stats_frame()?;
+    // Mean over positions per (run, domain).
+    let mut cos: BTreeMap<(String, String), (f64, usize, f64, usize)> = BTreeMap::new();
+    if stats.height() > 0 {
+        let ids = stats.column("run_id")?.str()?.clone();
+        let doms = stats.column("domain")?.str()?.clone();
+        let cx = stats.column("cos_x_xprime")?.f64()?.clone();
+        let cy = stats.column("cos_x_y")?.f64()?.clone();
+        for i in 0..stats.height() {
+            let (Some(id), Some(d)) = (ids.get(i), doms.get(i)) else {
+                continue;
+            };
+            let e = cos
+                .entry((id.to_owned(), d.to_owned()))
+                .or_insert((0.0, 0, 0.0, 0));
+            if let Some(v) = cx.get(i).filter(|v| v.is_finite()) {
+                e.0 += v;
+                e.1 += 1;
+            }
+            if let Some(v) = cy.get(i).filter(|v| v.is_finite()) {
+                e.2 += v;
+                e.3 += 1;
+            }
+        }
+    }
+    let mut run_id = Vec::new();
+    let mut model = Vec::new();
+    let mut dataset = Vec::new();
+    let mut seed = Vec::new();
+    let mut variant = Vec::new();
+    let mut positions = Vec::new();
+    let mut d_model = Vec::new();
+    let mut params = Vec::new();
+    let mut domain = Vec::new();
+    let mut metric_cols: Vec<Vec<Option<f64>>> = vec![Vec::new(); Metrics::KEYS.len()];
+    let mut cos_xp = Vec::new();
+    let mut cos_y = Vec::new();
+    for run in &set.runs {
+        let m = &run.manifest;
+        let pos = config_positions(&m.config);
+        let layers = config_usize(&m.config, &["model", "layers"]).unwrap_or(1);
+        let v = Variant::of(&pos, layers).label();
+        let pos_label = serde_json::to_string(&pos).expect("a list of integers serialises");
+        for d in Domain::BOTH {
+            let Some(test) = m.test.get(&d) else {
+                continue;
+            };
+            run_id.push(m.run_id.clone());
+            model.push(m.model.clone());
+            dataset.push(m.dataset.clone());
+            seed.push(m.seed as i64);
+            variant.push(v.clone());
+            positions.push(pos_label.clone());
+            d_model.push(config_usize(&m.config, &["model", "d_model"]).map(|x| x as i64));
+            params.push(m.params.total as f64);
+            domain.push(d.to_string());
+            for (k, col) in Metrics::KEYS.iter().zip(metric_cols.iter_mut()) {
+                col.push(test.get(*k).map(|x| x.0));
+            }
+            let c = cos.get(&(m.run_id.clone(), d.to_string()));
+            cos_xp.push(c.filter(|c| c.1 > 0).map(|c| c.0 / c.1 as f64));
+            cos_y.push(c.filter(|c| c.3 > 0).map(|c| c.2 / c.3 as f64));
+        }
+    }
+    let mut columns = vec![
+        Column::new("run_id".into(), run_id),
+        Column::new("model".into(), model),
+        Column::new("dataset".into(), dataset),
+        Column::new("seed".into(), seed),
+        Column::new("variant".into(), variant),
+        Column::new("positions".into(), positions),
+        Column::new("d_model".into(), d_model),
+        Column::new("params".into(), params),
+        Column::new("domain".into(), domain),
+    ];
+    for (k, col) in Metrics::KEYS.iter().zip(metric_cols) {
+        columns.push(Column::new((*k).into(), col));
+    }
+    columns.push(Column::new("cos_x_xprime".into(), cos_xp));
+    columns.push(Column::new("cos_x_y".into(), cos_y));
+    let height = columns[0].len();
+    Ok((DataFrame::new(height, columns)?, report))
+}
+
+/// Mean and spread of one metric for one (model, variant, domain) cell across seeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VariantSummary {
+    pub model: String,
+    pub variant: String,
+    pub d_model: Option<i64>,
+    pub domain: String,
+    pub n: usize,
+    pub mean: f64,
+    /// Sample standard deviation across seeds (`None` for one seed).
+    pub sd: Option<f64>,
+    pub params: f64,
+}
+
+/// The correlation of |cos(X, X')| with the metric over GCA runs of one (model, domain).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CosCorrelation {
+    pub model: String,
+    pub domain: String,
+    pub pearson: crate::analysis::stats::Correlation,
+    pub spearman: crate::analysis::stats::Correlation,
+}
+
+/// The paper's tables over a study frame: per-variant means, the |cos|–accuracy correlation and
+/// the parameter-matched comparison, all on one metric (NDCG@10 by default).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StudyReport {
+    pub metric: String,
+    pub variants: Vec<VariantSummary>,
+    pub correlations: Vec<CosCorrelation>,
+    /// Per (model, domain): the GCA runs matched against that model's baselines.
+    pub param_matches: Vec<(String, String, Vec<crate::analysis::param_match::ParamMatch>)>,
+    /// Statistics that could not be computed (too few runs, constant values), with the reason.
+    pub notes: Vec<String>,
+}
+
+impl StudyReport {
+    /// Computes the report of `study` (a [`study_frame`]) on `metric` (e.g. `ndcg@10`).
+    pub fn of(study: &DataFrame, metric: &str) -> PolarsResult<StudyReport> {
+        use crate::analysis::describe::summary;
+        use crate::analysis::param_match::{param_match, ParamPoint};
+        use crate::analysis::stats::{pearson, spearman};
+        let n = study.height();
+        let s = |c: &str| -> PolarsResult<Vec<String>> {
+            Ok(study
+                .column(c)?
+                .str()?
+                .iter()
+                .map(|v| v.unwrap_or("").to_owned())
+                .collect())
+        };
+        let f = |c: &str| -> PolarsResult<Vec<Option<f64>>> {
+            Ok(study.column(c)?.cast(&DataType::Float64)?.f64()?.to_vec())
+        };
+        let (run_id, model, variant, domain) = (s("run_id")?, s("model")?, s("variant")?, s("domain")?);
+        let d_model: Vec<Option<i64>> = study.column("d_model")?.cast(&DataType::Int64)?.i64()?.to_vec();
+        let (params, acc, cos) = (f("params")?, f(metric)?, f("cos_x_xprime")?);
+        let mut notes = Vec::new();
+        // Per (model, variant, d_model, domain) cell.
+        let mut cells: BTreeMap<(String, String, Option<i64>, String), (Vec<f64>, f64)> =
+            BTreeMap::new();
+        for i in 0..n {
+            if let Some(a) = acc[i].filter(|a| a.is_finite()) {
+                let e = cells
+                    .entry((model[i].clone(), variant[i].clone(), d_model[i], domain[i].clone()))
+                    .or_insert((Vec::new(), params[i].unwrap_or(f64::NAN)));
+                e.0.push(a);
+            }
+        }
+        let variants = cells
+            .into_iter()
+            .filter_map(|((model, variant, d_model, domain), (v, params))| {
+                let sm = summary(&v).ok()?;
+                Some(VariantSummary { model, variant, d_model, domain, n: sm.n, mean: sm.mean, sd: sm.sd, params })
+            })
+            .collect();
+        // |cos| vs metric over GCA runs, per (model, domain).
+        let mut pairs: BTreeMap<(String, String), (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+        for i in 0..n {
+            if let (Some(c), Some(a)) = (cos[i], acc[i]) {
+                let e = pairs.entry((model[i].clone(), domain[i].clone())).or_default();
+                e.0.push(c);
+                e.1.push(a);
+            }
+        }
+        let mut correlations = Vec::new();
+        for ((model, domain), (x, y)) in pairs {
+            match (pearson(&x, &y), spearman(&x, &y)) {
+                (Ok(p), Ok(sp)) => correlations.push(CosCorrelation { model, domain, pearson: p, spearman: sp }),
+                (Err(e), _) | (_, Err(e)) => {
+                    notes.push(format!("|cos| vs {metric}, {model} {domain}: {e}"))
+                }
+            }
+        }
+        // Parameter matching per (model, domain): baselines against every GCA run.
+        let mut groups: BTreeMap<(String, String), (Vec<ParamPoint>, Vec<ParamPoint>)> =
+            BTreeMap::new();
+        for i in 0..n {
+            let (Some(p), Some(a)) = (params[i], acc[i]) else { continue };
+            let point = ParamPoint { run_id: run_id[i].clone(), params: p, accuracy: a };
+            let e = groups.entry((model[i].clone(), domain[i].clone())).or_default();
+            if variant[i] == "baseline" {
+                e.0.push(point);
+            } else {
+                e.1.push(point);
+            }
+        }
+        let mut param_matches = Vec::new();
+        for ((model, domain), (base, gca)) in groups {
+            if gca.is_empty() {
+                continue;
+            }
+            match param_match(&gca, &base, 0.95) {
+                Ok(m) => param_matches.push((model, domain, m)),
+                Err(e) => notes.push(format!("parameter match, {model} {domain}: {e}")),
+            }
+        }
+        Ok(StudyReport { metric: metric.to_owned(), variants, correlations, param_matches, notes })
+    }
+}
+
+impl std::fmt::Display for StudyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = &self.metric;
+        writeln!(f, "{m} by variant (mean ± sd over seeds)")?;
+        writeln!(f, "{:<8} {:<14} {:>5} {:>6} {:>11} {:>3} {:>8} {:>8}", "model", "variant", "d", "domain", "params", "n", "mean", "sd")?;
+        for v in &self.variants {
+            writeln!(
+                f,
+                "{:<8} {:<14} {:>5} {:>6} {:>11.0} {:>3} {:>8.4} {:>8}",
+                v.model,
+                v.variant,
+                v.d_model.map_or("-".into(), |d| d.to_string()),
+                v.domain,
+                v.params,
+                v.n,
+                v.mean,
+                v.sd.map_or("-".into(), |s| format!("{s:.4}"))
+            )?;
+        }
+        writeln!(f, "\n|cos(X, X')| against {m} over GCA runs")?;
+        for c in &self.correlations {
+            writeln!(
+                f,
+                "{:<8} {}: Pearson r {:+.3} (95% CI {:+.3} .. {:+.3}, p {:.2e}), Spearman rho {:+.3} (p {:.2e}), n {}",
+                c.model, c.domain, c.pearson.r, c.pearson.ci95.low, c.pearson.ci95.high,
+                c.pearson.p_value, c.spearman.r, c.spearman.p_value, c.pearson.n
+            )?;
+        }
+        writeln!(f, "\nparameter-matched comparison ({m}; ratio = baseline parameters needed / GCA parameters)")?;
+        for (model, domain, ms) in &self.param_matches {
+            for p in ms {
+                writeln!(
+                    f,
+                    "{model:<8} {domain}: {} ({:.0} params) vs nearest baseline {} ({:.0}): gain {:+.4}, ratio {}",
+                    p.gca.run_id,
+                    p.gca.params,
+                    p.nearest_baseline.run_id,
+                    p.nearest_baseline.params,
+                    p.accuracy_gain,
+                    p.efficiency_ratio.map_or("-".into(), |r| format!("{r:.2}"))
+                )?;
+            }
+        }
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,124 @@
+//! Every figure of a tree of runs in one call ([`figures_from_runs`]), which is what
+//! `cdsr-lab figures` and the demo run.
+
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use super::{
+    attention_share, cos_boxplots, metrics_by_gca_positions, ndcg_vs_params,
+    orthogonality_vs_ndcg, training_curves, Plot, PlotError,
+};
+use crate::analysis::attention::load_samples;
+use crate::analysis::study::study_frame;
+use crate::runs::{load_runs, LoadOptions};
+
+/// What happened to one figure.
+#[derive(Debug)]
+pub enum FigureOutcome {
+    /// Written: the PNG and SVG paths.
+    Written { name: String, files: [PathBuf; 2] },
+    /// Not drawn because the runs hold no input for it (e.g. no GCA run, no AutoCDSR samples).
+    Skipped { name: String, reason: String },
+}
+
+impl std::fmt::Display for FigureOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FigureOutcome::Written { files, .. } => {
+                write!(f, "wrote {} and .svg", files[0].display())
+            }
+            FigureOutcome::Skipped { name, reason } => write!(f, "skipped {name}: {reason}"),
+        }
+    }
+}
+
+/// The figures of a run tree and the runs that could not be read.
+#[derive(Debug)]
+pub struct FiguresReport {
+    pub runs: usize,
+    pub figures: Vec<FigureOutcome>,
+    /// Runs skipped by the loader or whose tensors could not be read, with reasons.
+    pub skipped_runs: Vec<(PathBuf, String)>,
+}
+
+fn non_null(df: &DataFrame, col: &str) -> PolarsResult<DataFrame> {
+    df.clone()
+        .lazy()
+        .filter(polars::prelude::col(col).is_not_null())
+        .collect()
+}
+
+/// Loads every complete run under `runs_dir` and writes figures 1-6 into `out_dir` as PNG and
+/// SVG. A figure whose input is absent is skipped with the reason; drawing errors are errors.
+pub fn figures_from_runs(runs_dir: &Path, out_dir: &Path) -> anyhow::Result<FiguresReport> {
+    let set = load_runs(runs_dir, LoadOptions::default())?;
+    if set.is_empty() {
+        anyhow::bail!(
+            "no complete run under {} ({} skipped)",
+            runs_dir.display(),
+            set.report.skipped.len()
+        );
+    }
+    let (study, tensor_report) = study_frame(&set)?;
+    let mut figures = Vec::new();
+    let mut emit = |name: &str, plot: Result<Option<Plot>, PlotError>, why: &str| {
+        let outcome = match plot? {
+            Some(p) => FigureOutcome::Written {
+                name: name.to_owned(),
+                files: p.save(out_dir)?,
+            },
+            None => FigureOutcome::Skipped {
+                name: name.to_owned(),
+                reason: why.to_owned(),
+            },
+        };
+        figures.push(outcome);
+        Ok::<_, anyhow::Error>(())
+    };
+    let with_cos = non_null(&study, "cos_x_xprime")?;
+    let no_capture = "no run has captured GCA tensors";
+    emit(
+        "orthogonality_vs_ndcg",
+        (with_cos.height() > 0)
+            .then(|| orthogonality_vs_ndcg(&with_cos))
+            .transpose(),
+        no_capture,
+    )?;
+    emit("ndcg_vs_params", ndcg_vs_params(&study).map(Some), "")?;
+    let with_y = non_null(&with_cos, "cos_x_y")?;
+    emit(
+        "cos_boxplots",
+        (with_y.height() > 0)
+            .then(|| cos_boxplots(&with_y))
+            .transpose(),
+        no_capture,
+    )?;
+    emit(
+        "metrics_by_gca_positions",
+        metrics_by_gca_positions(&study, &["ndcg@10", "hr@10"]).map(Some),
+        "",
+    )?;
+    let (samples, samples_report) = load_samples(&set)?;
+    emit(
+        "attention_share",
+        (samples.height() > 0)
+            .then(|| attention_share(&samples))
+            .transpose(),
+        "no run has AutoCDSR samples (samples.parquet)",
+    )?;
+    let epochs = set.epochs_frame()?;
+    emit(
+        "training_curves",
+        training_curves(&epochs, &["loss", "ndcg@10"]).map(Some),
+        "",
+    )?;
+    let mut skipped_runs = set.report.skipped.clone();
+    skipped_runs.extend(tensor_report.skipped);
+    skipped_runs.extend(samples_report.skipped);
+    Ok(FiguresReport {
+        runs: set.len(),
+        figures,
+        skipped_runs,
+    })
+}
