@@ -64,7 +64,9 @@ fn svg_texts(svg: &str) -> Vec<String> {
                     .replace("&quot;", "\"")
                     .replace("&lt;", "<")
                     .replace("&gt;", ">")
-                    .replace("&amp;", "&"),
+                    .replace("&amp;", "&")
+                    .trim()
+                    .to_owned(),
             )
         })
         .collect()

@@ -93,7 +93,8 @@ fn pearson_r(x: &[f64], y: &[f64]) -> Option<f64> {
     if sxx == 0.0 || syy == 0.0 {
         return None;
     }
-    Some((sxy / (sxx.sqrt() * syy.sqrt())).clamp(-1.0, 1.0))
+    // One square root of the product: exact ±1 for perfectly linear data (as scipy).
+    Some((sxy / (sxx * syy).sqrt()).clamp(-1.0, 1.0))
 }
 
 /// Two-sided p-value of r under H0 (t = r sqrt((n-2)/(1-r²)), Student t with n-2 df).

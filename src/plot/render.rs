@@ -152,7 +152,7 @@ impl Plot {
     pub fn evcxr_content(&self) -> String {
         format!(
             "EVCXR_BEGIN_CONTENT image/svg+xml\n{}\nEVCXR_END_CONTENT",
-            self.svg
+            self.svg.trim_end()
         )
     }
 }

@@ -121,7 +121,7 @@ pub enum RunOrder {
 }
 
 fn default_seed_key() -> String {
-    "seed".to_owned()
+    super::engine::SEED_KEY.to_owned()
 }
 
 #[derive(Deserialize)]

@@ -244,15 +244,33 @@ pub fn batch_loss(
     cfg: &RunConfig,
     step_seed: u64,
 ) -> anyhow::Result<Tensor> {
+    let n = cfg.train.negatives_per_domain;
+    let negs = sample_train_negatives(ds, layout, batch, n, cfg.train.negative_sharing, step_seed);
+    batch_loss_with_negatives(model, batch, &negs, cfg, step_seed)
+}
+
+/// The loss of one training batch with given negatives (`[batch, max_len, 2 n]` row-major as
+/// [`sample_train_negatives`] returns them): what [`batch_loss`] computes after drawing them,
+/// and what the training-step benchmark times on pinned inputs.
+pub fn batch_loss_with_negatives(
+    model: &Model,
+    batch: &TrainBatch,
+    negs: &[data::ItemId],
+    cfg: &RunConfig,
+    step_seed: u64,
+) -> anyhow::Result<Tensor> {
     let dtype = model.params().dtype();
     let input = train_input(batch, dtype)?;
     let mut rng = ChaCha8Rng::seed_from_u64(step_seed);
     let mut ctx = Ctx::new(true, &mut rng);
     let h = model.forward(&input, &mut ctx)?;
     let (bsz, l) = (batch.batch_size(), batch.max_len);
-    let n = cfg.train.negatives_per_domain;
-    let negs = sample_train_negatives(ds, layout, batch, n, cfg.train.negative_sharing, step_seed);
-    let w = 2 * n;
+    let w = 2 * cfg.train.negatives_per_domain;
+    anyhow::ensure!(
+        negs.len() == bsz * l * w,
+        "negatives: {} values for a batch of {bsz} x {l} positions x {w}",
+        negs.len()
+    );
     // ABXI: loss_d = mean over sequences of the mean loss over that sequence's d-targets.
     let mut positions = Vec::new();
     let mut targets = Vec::new();

@@ -46,9 +46,10 @@ pub fn smoke_sweep(dir: &Path, seeds: &[i64]) -> (PathBuf, Vec<String>) {
     let ids = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
+            // `  INDEX  ID  SETTINGS`; the closing "N runs in sweep ..." line is not a run.
             let mut f = l.split_whitespace();
             f.next()?.parse::<usize>().ok()?;
-            f.next().map(str::to_owned)
+            f.next().filter(|id| *id != "runs").map(str::to_owned)
         })
         .collect();
     (file, ids)
