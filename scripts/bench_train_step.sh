@@ -30,6 +30,9 @@ WARMUP=3
 STEPS=20
 ATTENTION=explicit
 BATCH=data/fixtures/train_step_batch.npz
+# The dev profile builds every dependency at opt-level 3 (Cargo.toml), so it shares the test
+# build; --profile release for a separate fully optimised build.
+PROFILE=dev
 while [ $# -gt 0 ]; do
   case "$1" in
     --config) CONFIG=$2; shift 2 ;;
@@ -38,6 +41,7 @@ while [ $# -gt 0 ]; do
     --warmup) WARMUP=$2; shift 2 ;;
     --steps) STEPS=$2; shift 2 ;;
     --attention) ATTENTION=$2; shift 2 ;;
+    --profile) PROFILE=$2; shift 2 ;;
     -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -57,14 +61,14 @@ fi
 LOG=$(mktemp -d)
 trap 'rm -rf "$LOG"' EXIT
 echo "building the Rust bench (not timed)" >&2
-cargo bench --bench train_step --no-run >&2
+cargo bench --profile "$PROFILE" --bench train_step --no-run >&2
 
 export TRAIN_STEP_CONFIG=$CONFIG TRAIN_STEP_GCA_POSITIONS=$GCA TRAIN_STEP_THREADS=$THREADS \
   TRAIN_STEP_WARMUP=$WARMUP TRAIN_STEP_STEPS=$STEPS TRAIN_STEP_BATCH=$BATCH \
   RAYON_NUM_THREADS=$THREADS
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 echo "rust:    cargo bench --bench train_step ($CONFIG, gca '${GCA:-config}', $THREADS threads)" >&2
-cargo bench --bench train_step 2>"$LOG/rust.err" | tee "$LOG/rust.out" >&2 \
+cargo bench --profile "$PROFILE" --bench train_step 2>"$LOG/rust.err" | tee "$LOG/rust.out" >&2 \
   || { cat "$LOG/rust.err" >&2; exit 1; }
 
 PY_ARGS=(--config "$CONFIG" --threads "$THREADS" --warmup "$WARMUP" --steps "$STEPS"

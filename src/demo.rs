@@ -2,7 +2,8 @@
 //! demo sweep (`sweeps/demo.toml`: ABXI baselines at several widths, +GCA_early and +GCA_stack,
 //! on the real food-kitchen data) with the sweep runner, analyses the runs (the study table,
 //! |cos(X, X')| against NDCG@10, the parameter-matched comparison) and writes every figure.
-//! Run again, it skips the finished runs and resumes an interrupted one.
+//! Run again, it skips the finished runs and resumes an interrupted one. Next to the runs it
+//! writes `study.csv` (the study table) and `report.txt` (the report it prints).
 
 use std::path::PathBuf;
 
@@ -10,11 +11,12 @@ use anyhow::{bail, Context, Result};
 
 use crate::analysis::study::{study_frame, StudyReport};
 use crate::plot::{figures_from_runs, FiguresReport};
-use crate::runs::{load_runs, LoadOptions};
+use crate::runs::{load_runs, write_atomic, LoadOptions};
 use crate::sweep::engine::check_run_config;
 use crate::sweep::local::{run_local, LocalOptions};
 use crate::sweep::plan::SweepDir;
 use crate::sweep::spec::SweepSpec;
+use polars::prelude::{CsvWriter, SerWriter};
 
 /// Where the demo reads and writes.
 #[derive(Debug, Clone)]
@@ -69,8 +71,13 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoReport> {
         );
     }
     let set = load_runs(&dir.runs(), LoadOptions::default())?;
-    let (study, _) = study_frame(&set)?;
+    let (mut study, _) = study_frame(&set)?;
     let report = StudyReport::of(&study, "ndcg@10")?;
+    // The tables next to the runs: the study frame as CSV and the report as text.
+    let mut csv = Vec::new();
+    CsvWriter::new(&mut csv).finish(&mut study)?;
+    write_atomic(&dir.root.join("study.csv"), &csv)?;
+    write_atomic(&dir.root.join("report.txt"), report.to_string().as_bytes())?;
     let figures = figures_from_runs(&dir.runs(), &opts.figures)
         .with_context(|| format!("drawing figures into {}", opts.figures.display()))?;
     Ok(DemoReport {

@@ -92,9 +92,9 @@ fn rows_without_a_usable_key_give_zero_not_nan() {
     let o = m.forward(&x, &y, &mask).unwrap();
     let xp = to_vec3(&o.x_prime);
     let out = to_vec3(&o.out);
-    for i in 0..l {
+    for (i, row) in xp[0].iter().enumerate() {
         assert!(
-            xp[0][i].iter().all(|&v| v == 0.0),
+            row.iter().all(|&v| v == 0.0),
             "row {i} of an all-masked sample is not zero"
         );
     }

@@ -171,3 +171,80 @@ fn every_notebook_runs_top_to_bottom() {
         failures.join("\n\n")
     );
 }
+
+/// The Rust program a notebook amounts to: its code cells in order inside `main`, evcxr
+/// commands (`:dep ...`) left out, a cell's trailing expression (what evcxr displays) bound to
+/// `_shown`, run from `notebooks/` like the kernel. `examples/notebook_NAME.rs` holds it, so
+/// `cargo test` compiles every notebook's code against the library and
+/// `cargo run --example notebook_NAME` runs it without Jupyter.
+fn notebook_as_example(name: &str, notebook: &serde_json::Value) -> String {
+    let mut body = String::new();
+    for cell in notebook["cells"].as_array().into_iter().flatten() {
+        if cell["cell_type"] != "code" {
+            continue;
+        }
+        let src: String = match &cell["source"] {
+            serde_json::Value::Array(lines) => lines.iter().filter_map(|l| l.as_str()).collect(),
+            other => other.as_str().unwrap_or_default().to_owned(),
+        };
+        let lines: Vec<&str> = src
+            .lines()
+            .filter(|l| !l.trim_start().starts_with(':'))
+            .collect();
+        let Some(last) = lines.iter().rposition(|l| !l.trim().is_empty()) else {
+            continue;
+        };
+        for (i, line) in lines.iter().enumerate() {
+            let t = line.trim_end();
+            let shown = i == last && !(t.ends_with(';') || t.ends_with('}'));
+            if t.is_empty() {
+                body.push('\n');
+            } else if shown {
+                body.push_str(&format!("    let _shown = {};\n", t.trim_start()));
+            } else {
+                body.push_str(&format!("    {t}\n"));
+            }
+        }
+        body.push('\n');
+    }
+    format!(
+        "//! Generated from `notebooks/{name}.ipynb` by `tests/notebooks.rs` (do not edit: edit the\n\
+         //! notebook, then `CDSR_WRITE_NOTEBOOK_EXAMPLES=1 cargo test --test notebooks`).\n\
+         //! Run: `cargo run --example notebook_{name_}`.\n\
+         #![allow(unused_variables)]\n\n\
+         #[rustfmt::skip]\n\
+         fn main() -> anyhow::Result<()> {{\n\
+         \x20   std::env::set_current_dir(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/notebooks\"))?;\n\n\
+         {body}    Ok(())\n}}\n",
+        name_ = name.replace('-', "_")
+    )
+}
+
+#[test]
+fn every_notebook_has_its_compiled_example() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let write = std::env::var_os("CDSR_WRITE_NOTEBOOK_EXAMPLES").is_some();
+    let books = notebooks(root);
+    assert!(!books.is_empty(), "notebooks/ has no notebook");
+    let mut stale = Vec::new();
+    for nb in &books {
+        let name = nb.file_stem().unwrap().to_string_lossy().into_owned();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(nb).unwrap()).expect("notebook JSON");
+        let text = notebook_as_example(&name, &json);
+        let example = root
+            .join("examples")
+            .join(format!("notebook_{}.rs", name.replace('-', "_")));
+        if write {
+            std::fs::create_dir_all(example.parent().unwrap()).unwrap();
+            std::fs::write(&example, &text).unwrap();
+        } else if std::fs::read_to_string(&example).ok().as_deref() != Some(text.as_str()) {
+            stale.push(example.display().to_string());
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "examples out of date with their notebooks (regenerate with \
+         CDSR_WRITE_NOTEBOOK_EXAMPLES=1 cargo test --test notebooks): {stale:?}"
+    );
+}

@@ -67,7 +67,10 @@ impl Variant {
             Variant::Stack => "+GCA_stack".into(),
             Variant::Positions(p) => format!(
                 "+GCA[{}]",
-                p.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+                p.iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
             ),
         }
     }
@@ -181,6 +184,9 @@ pub fn study_frame(set: &RunSet) -> PolarsResult<(DataFrame, LoadReport)> {
     Ok((DataFrame::new(height, columns)?, report))
 }
 
+/// (model, variant, d_model, domain).
+type CellKey = (String, String, Option<i64>, String);
+
 /// Mean and spread of one metric for one (model, variant, domain) cell across seeds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VariantSummary {
@@ -212,7 +218,11 @@ pub struct StudyReport {
     pub variants: Vec<VariantSummary>,
     pub correlations: Vec<CosCorrelation>,
     /// Per (model, domain): the GCA runs matched against that model's baselines.
-    pub param_matches: Vec<(String, String, Vec<crate::analysis::param_match::ParamMatch>)>,
+    pub param_matches: Vec<(
+        String,
+        String,
+        Vec<crate::analysis::param_match::ParamMatch>,
+    )>,
     /// Statistics that could not be computed (too few runs, constant values), with the reason.
     pub notes: Vec<String>,
 }
@@ -235,17 +245,26 @@ impl StudyReport {
         let f = |c: &str| -> PolarsResult<Vec<Option<f64>>> {
             Ok(study.column(c)?.cast(&DataType::Float64)?.f64()?.to_vec())
         };
-        let (run_id, model, variant, domain) = (s("run_id")?, s("model")?, s("variant")?, s("domain")?);
-        let d_model: Vec<Option<i64>> = study.column("d_model")?.cast(&DataType::Int64)?.i64()?.to_vec();
+        let (run_id, model, variant, domain) =
+            (s("run_id")?, s("model")?, s("variant")?, s("domain")?);
+        let d_model: Vec<Option<i64>> = study
+            .column("d_model")?
+            .cast(&DataType::Int64)?
+            .i64()?
+            .to_vec();
         let (params, acc, cos) = (f("params")?, f(metric)?, f("cos_x_xprime")?);
         let mut notes = Vec::new();
         // Per (model, variant, d_model, domain) cell.
-        let mut cells: BTreeMap<(String, String, Option<i64>, String), (Vec<f64>, f64)> =
-            BTreeMap::new();
+        let mut cells: BTreeMap<CellKey, (Vec<f64>, f64)> = BTreeMap::new();
         for i in 0..n {
             if let Some(a) = acc[i].filter(|a| a.is_finite()) {
                 let e = cells
-                    .entry((model[i].clone(), variant[i].clone(), d_model[i], domain[i].clone()))
+                    .entry((
+                        model[i].clone(),
+                        variant[i].clone(),
+                        d_model[i],
+                        domain[i].clone(),
+                    ))
                     .or_insert((Vec::new(), params[i].unwrap_or(f64::NAN)));
                 e.0.push(a);
             }
@@ -254,14 +273,25 @@ impl StudyReport {
             .into_iter()
             .filter_map(|((model, variant, d_model, domain), (v, params))| {
                 let sm = summary(&v).ok()?;
-                Some(VariantSummary { model, variant, d_model, domain, n: sm.n, mean: sm.mean, sd: sm.sd, params })
+                Some(VariantSummary {
+                    model,
+                    variant,
+                    d_model,
+                    domain,
+                    n: sm.n,
+                    mean: sm.mean,
+                    sd: sm.sd,
+                    params,
+                })
             })
             .collect();
         // |cos| vs metric over GCA runs, per (model, domain).
         let mut pairs: BTreeMap<(String, String), (Vec<f64>, Vec<f64>)> = BTreeMap::new();
         for i in 0..n {
             if let (Some(c), Some(a)) = (cos[i], acc[i]) {
-                let e = pairs.entry((model[i].clone(), domain[i].clone())).or_default();
+                let e = pairs
+                    .entry((model[i].clone(), domain[i].clone()))
+                    .or_default();
                 e.0.push(c);
                 e.1.push(a);
             }
@@ -269,7 +299,12 @@ impl StudyReport {
         let mut correlations = Vec::new();
         for ((model, domain), (x, y)) in pairs {
             match (pearson(&x, &y), spearman(&x, &y)) {
-                (Ok(p), Ok(sp)) => correlations.push(CosCorrelation { model, domain, pearson: p, spearman: sp }),
+                (Ok(p), Ok(sp)) => correlations.push(CosCorrelation {
+                    model,
+                    domain,
+                    pearson: p,
+                    spearman: sp,
+                }),
                 (Err(e), _) | (_, Err(e)) => {
                     notes.push(format!("|cos| vs {metric}, {model} {domain}: {e}"))
                 }
@@ -279,9 +314,17 @@ impl StudyReport {
         let mut groups: BTreeMap<(String, String), (Vec<ParamPoint>, Vec<ParamPoint>)> =
             BTreeMap::new();
         for i in 0..n {
-            let (Some(p), Some(a)) = (params[i], acc[i]) else { continue };
-            let point = ParamPoint { run_id: run_id[i].clone(), params: p, accuracy: a };
-            let e = groups.entry((model[i].clone(), domain[i].clone())).or_default();
+            let (Some(p), Some(a)) = (params[i], acc[i]) else {
+                continue;
+            };
+            let point = ParamPoint {
+                run_id: run_id[i].clone(),
+                params: p,
+                accuracy: a,
+            };
+            let e = groups
+                .entry((model[i].clone(), domain[i].clone()))
+                .or_default();
             if variant[i] == "baseline" {
                 e.0.push(point);
             } else {
@@ -298,7 +341,13 @@ impl StudyReport {
                 Err(e) => notes.push(format!("parameter match, {model} {domain}: {e}")),
             }
         }
-        Ok(StudyReport { metric: metric.to_owned(), variants, correlations, param_matches, notes })
+        Ok(StudyReport {
+            metric: metric.to_owned(),
+            variants,
+            correlations,
+            param_matches,
+            notes,
+        })
     }
 }
 
@@ -306,7 +355,11 @@ impl std::fmt::Display for StudyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let m = &self.metric;
         writeln!(f, "{m} by variant (mean ± sd over seeds)")?;
-        writeln!(f, "{:<8} {:<14} {:>5} {:>6} {:>11} {:>3} {:>8} {:>8}", "model", "variant", "d", "domain", "params", "n", "mean", "sd")?;
+        writeln!(
+            f,
+            "{:<8} {:<14} {:>5} {:>6} {:>11} {:>3} {:>8} {:>8}",
+            "model", "variant", "d", "domain", "params", "n", "mean", "sd"
+        )?;
         for v in &self.variants {
             writeln!(
                 f,

@@ -80,7 +80,9 @@ impl Default for ModelConfig {
     }
 }
 
-/// A built model with its parameters.
+/// A built model with its parameters. (One model lives per run, so the size difference of
+/// the variants does not matter.)
+#[allow(clippy::large_enum_variant)]
 pub enum Model {
     Abxi(abxi::Abxi),
     SasRec(sasrec::SasRec),

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 
 use super::{
-    attention_share, cos_boxplots, metrics_by_gca_positions, ndcg_vs_params,
-    orthogonality_vs_ndcg, training_curves, Plot, PlotError,
+    attention_share, cos_boxplots, metrics_by_gca_positions, ndcg_vs_params, orthogonality_vs_ndcg,
+    training_curves, Plot, PlotError,
 };
 use crate::analysis::attention::load_samples;
 use crate::analysis::study::study_frame;

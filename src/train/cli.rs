@@ -13,7 +13,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub config: PathBuf,
     /// Parent directory of the run directory (`OUT/RUN_ID`).
-    #[arg(long, default_value = "runs-local")]
+    #[arg(long, default_value = "runs")]
     pub out: PathBuf,
     /// Override the config's seed.
     #[arg(long)]

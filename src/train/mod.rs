@@ -33,8 +33,8 @@ use crate::data::{
 use crate::eval::{evaluate_full, evaluate_sampled, Candidates, EvalReport};
 use crate::model::nn::{Ctx, DType, Device, Tensor};
 use crate::model::{info_nce, score_candidates, Model, Negatives, SeqBatch};
-use checkpoint::LoopState;
 use crate::runs::{self, FinalResults, ParamCounts, RunIdentity, RunWriter, TensorSet};
+use checkpoint::LoopState;
 
 /// Options of one call that are not part of the run's identity.
 #[derive(Debug, Clone, Default)]
@@ -162,12 +162,15 @@ fn eval_input(b: &EvalBatch, dtype: DType) -> anyhow::Result<SeqBatch> {
     )?)
 }
 
+/// Named tensors captured during a forward pass (GCA inputs and outputs).
+type Captured = Vec<(String, Tensor)>;
+
 /// The last position's representation `[b, d]` of an evaluation batch.
 fn eval_repr(
     model: &Model,
     b: &EvalBatch,
     capture: bool,
-) -> anyhow::Result<(Tensor, Option<Vec<(String, Tensor)>>)> {
+) -> anyhow::Result<(Tensor, Option<Captured>)> {
     let input = eval_input(b, DType::F32)?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut ctx = Ctx::new(false, &mut rng);
@@ -284,8 +287,7 @@ pub fn batch_loss_with_negatives(
             row.iter().filter(|&&c| c == data::layout::TARGET_B).count(),
         ];
         let mut first = true;
-        for t in 0..l {
-            let c = row[t];
+        for (t, &c) in row.iter().enumerate() {
             if c == data::layout::TARGET_NONE {
                 continue;
             }
@@ -425,7 +427,9 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
         opt.restore(get("adam.m.")?, get("adam.v.")?, state.step)?;
         (RunWriter::resume(run_dir, state.epoch as u32)?, state)
     } else {
-        if opts.resume {
+        if opts.resume && opts.progress {
+            // Resuming a run that never started is normal (notebooks, sweeps): say it only
+            // where a person watches.
             eprintln!("no checkpoint at {}: starting fresh", ckpt.display());
         }
         let run_id = run_dir
@@ -520,7 +524,12 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
             cfg.train.eval_batch_size,
         )?;
         for d in Domain::BOTH {
-            writer.log_metrics(epoch as u32, runs::Split::Valid, Some(d), valid.domain(d).iter())?;
+            writer.log_metrics(
+                epoch as u32,
+                runs::Split::Valid,
+                Some(d),
+                valid.domain(d).iter(),
+            )?;
         }
         let outcome = state
             .schedule
@@ -536,7 +545,12 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
                 cfg.train.eval_batch_size,
             )?;
             for d in Domain::BOTH {
-                writer.log_metrics(epoch as u32, runs::Split::Test, Some(d), test.domain(d).iter())?;
+                writer.log_metrics(
+                    epoch as u32,
+                    runs::Split::Test,
+                    Some(d),
+                    test.domain(d).iter(),
+                )?;
             }
             state.best_epoch = Some(epoch);
             state.best_test = Some(report_json(&test));

@@ -7,7 +7,8 @@ use plotters::prelude::*;
 use polars::prelude::DataFrame;
 
 use super::{
-    category_axis, category_label, distinct, frame_err, legend_dot, legend_line, panel_grid,
+    category_axis, category_label, distinct, draw_legend, frame_err, legend_dot, legend_line,
+    panel_grid,
 };
 use crate::analysis::describe;
 use crate::plot::frame::{bools, f64s, has, labels};
@@ -287,14 +288,7 @@ impl AttentionFigure {
                 }))
                 .map_err(draw_err(NAME))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font(style::legend())
-            .draw()
-            .map_err(draw_err(NAME))?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight, NAME)?;
         Ok(())
     }
 
@@ -349,14 +343,7 @@ impl AttentionFigure {
                 .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, c.filled())))
                 .map_err(draw_err(NAME))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font(style::legend())
-            .draw()
-            .map_err(draw_err(NAME))?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight, NAME)?;
         Ok(())
     }
 }

@@ -4,7 +4,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use polars::prelude::DataFrame;
 
-use super::{distinct, frame_err, legend_line, panel_grid};
+use super::{distinct, draw_legend, frame_err, legend_line, panel_grid};
 use crate::plot::frame::{f64s, has, labels};
 use crate::plot::render::{draw_err, Figure, Plot};
 use crate::plot::style::{self, color, padded, range};
@@ -79,9 +79,12 @@ pub fn training_curves(df: &DataFrame, metrics: &[&str]) -> Result<Plot, PlotErr
     Plot::render(&CurvesFigure { panels })
 }
 
+/// A line's legend name and its (epoch, value) points.
+type NamedLine = (String, Vec<(f64, f64)>);
+
 struct CurvesFigure {
     /// Per metric: its name and one line per (run, split, domain).
-    panels: Vec<(String, Vec<(String, Vec<(f64, f64)>)>)>,
+    panels: Vec<(String, Vec<NamedLine>)>,
 }
 
 impl Figure for CurvesFigure {
@@ -164,13 +167,6 @@ fn draw_panel<DB: DrawingBackend>(
             .label(format!("… {} more", lines.len() - MAX_LEGEND))
             .legend(|(x, y)| Circle::new((x, y), 0, WHITE));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .label_font(style::legend())
-        .draw()
-        .map_err(draw_err(NAME))?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight, NAME)?;
     Ok(())
 }

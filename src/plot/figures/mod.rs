@@ -62,6 +62,22 @@ pub(crate) fn frame_err(figure: &'static str) -> impl Fn(FrameError) -> PlotErro
     move |source| PlotError::Frame { figure, source }
 }
 
+/// Draws the series legend of `chart` at `position` in the project's legend style.
+pub(crate) fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+    figure: &str,
+) -> Result<(), PlotError> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font(style::legend())
+        .draw()
+        .map_err(draw_err(figure))
+}
+
 /// A legend entry marker: a short line in `color`.
 pub(crate) fn legend_line(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
     move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))

@@ -5,7 +5,8 @@ use plotters::prelude::*;
 use polars::prelude::DataFrame;
 
 use super::{
-    category_axis, category_label, distinct, frame_err, legend_dot, legend_line, panel_grid,
+    category_axis, category_label, distinct, draw_legend, frame_err, legend_dot, legend_line,
+    panel_grid,
 };
 use crate::analysis::describe;
 use crate::plot::frame::{f64s, has, labels};
@@ -214,14 +215,7 @@ fn draw_scatter_panel<DB: DrawingBackend>(
             ))
             .legend(legend_line(line));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .label_font(style::legend())
-        .draw()
-        .map_err(draw_err(SCATTER))?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight, SCATTER)?;
     Ok(())
 }
 
@@ -426,14 +420,7 @@ impl Figure for BoxFigure {
             .map_err(draw_err(BOXES))?
             .label("mean (printed above box)")
             .legend(|(x, y)| TriangleMarker::new((x + 9, y), 6, BLACK.filled()));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font(style::legend())
-            .draw()
-            .map_err(draw_err(BOXES))?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight, BOXES)?;
         Ok(())
     }
 }

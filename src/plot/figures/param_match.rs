@@ -4,7 +4,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use polars::prelude::DataFrame;
 
-use super::{distinct, frame_err, legend_line, panel_grid};
+use super::{distinct, draw_legend, frame_err, legend_line, panel_grid};
 use crate::analysis::describe;
 use crate::plot::frame::{f64s, labels};
 use crate::plot::render::{draw_err, Figure, Plot};
@@ -179,13 +179,6 @@ fn draw_panel<DB: DrawingBackend>(
             .label(format!("{} ({} runs)", s.variant, s.runs.len()))
             .legend(legend_line(c));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .label_font(style::legend())
-        .draw()
-        .map_err(draw_err(NAME))?;
+    draw_legend(&mut chart, SeriesLabelPosition::LowerRight, NAME)?;
     Ok(())
 }

@@ -4,7 +4,9 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use polars::prelude::DataFrame;
 
-use super::{category_axis, category_label, distinct, frame_err, legend_dot, panel_grid};
+use super::{
+    category_axis, category_label, distinct, draw_legend, frame_err, legend_dot, panel_grid,
+};
 use crate::analysis::describe;
 use crate::plot::frame::{f64s, labels};
 use crate::plot::render::{draw_err, Figure, Plot};
@@ -165,7 +167,7 @@ impl PositionsFigure {
             .configure_mesh()
             .disable_x_mesh()
             .x_desc("GCA positions")
-            .y_desc(panel.metric.to_uppercase().replace("NDCG", "NDCG").as_str())
+            .y_desc(panel.metric.to_uppercase().as_str())
             .x_label_formatter(&|x| category_label(&names, *x))
             .axis_desc_style(style::axis_label())
             .label_style(style::tick_label())
@@ -206,14 +208,7 @@ impl PositionsFigure {
                 .label(format!("domain {domain}"))
                 .legend(legend_dot(c));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font(style::legend())
-            .draw()
-            .map_err(draw_err(NAME))?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft, NAME)?;
         Ok(())
     }
 }

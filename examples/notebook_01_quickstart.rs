@@ -1,0 +1,33 @@
+//! Generated from `notebooks/01-quickstart.ipynb` by `tests/notebooks.rs` (do not edit: edit the
+//! notebook, then `CDSR_WRITE_NOTEBOOK_EXAMPLES=1 cargo test --test notebooks`).
+//! Run: `cargo run --example notebook_01_quickstart`.
+#![allow(unused_variables)]
+
+#[rustfmt::skip]
+fn main() -> anyhow::Result<()> {
+    std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/notebooks"))?;
+
+    use cdsr_lab::data;
+    let loaded = data::load(std::path::Path::new("../data/food-kitchen-mini"))?;
+    println!("{}", data::DatasetStats::of(&loaded.dataset).render());
+
+    use std::path::Path;
+    use cdsr_lab::train::{train, RunConfig, TrainOptions};
+    // The repository's 300-user slice of food-kitchen and the seconds-long smoke configuration.
+    let mut cfg = RunConfig::from_file(Path::new("../configs/smoke.toml"))?;
+    cfg.data.path = "../data/food-kitchen-mini".into();
+
+    let summary = train(&cfg, &Path::new("../runs/notebooks/quickstart").join(cfg.run_id()),
+                        TrainOptions { resume: true, ..Default::default() })?;
+    println!("best epoch {:?}, {} parameters, {:.1} s", summary.best_epoch, summary.params_total, summary.wall_time_s);
+    println!("{}", serde_json::to_string_pretty(&summary.test)?);
+
+    use cdsr_lab::runs::{load_runs, LoadOptions};
+    let set = load_runs(Path::new("../runs/notebooks/quickstart"), LoadOptions::default())?;
+    let epochs = set.epochs_frame()?;
+    println!("{epochs}");
+
+    let _shown = cdsr_lab::plot::training_curves(&epochs, &["loss", "ndcg@10"])?;
+
+    Ok(())
+}
