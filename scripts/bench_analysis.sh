@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-${CARGO_TARGET_DIR:-target}/bench-analysis}
 mkdir -p "$OUT"
-cargo bench --bench analysis_vs_python -- "$OUT"
+# The dev profile builds every dependency at opt-level 3 and shares the test build
+# (Cargo.toml); pass PROFILE=release for a separate fully optimised build.
+cargo bench --profile "${PROFILE:-dev}" --bench analysis_vs_python -- "$OUT"
 python3 scripts/python/analysis_bench.py "$OUT"
 python3 - "$OUT" <<'PY'
 import json, sys, pathlib
