@@ -15,10 +15,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use cdsr_lab::data::{self, LayoutConfig, Split, TrainLayout};
-use cdsr_lab::model::nn::DType;
-use cdsr_lab::model::Model;
-use cdsr_lab::train::optim::AdamW;
-use cdsr_lab::train::{batch_loss_with_negatives, RunConfig};
+use cdsr_lab::train::{batch_loss_with_negatives, build_model, RunConfig};
 use ndarray::Array2;
 use ndarray_npy::NpzReader;
 
@@ -101,15 +98,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    let model = Model::new(
-        &cfg.model,
-        &cfg.gca,
-        ds.vocab_size(),
-        ds.n_items[0],
-        cfg.train.seed,
-        DType::F32,
-    )?;
-    let mut opt = AdamW::new(model.params().vars(), &cfg.optim)?;
+    let (model, mut opt) = build_model(&cfg, &ds)?;
     let mut times = Vec::new();
     let mut losses = Vec::new();
     for step in 0..warmup + steps {

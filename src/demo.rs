@@ -37,7 +37,7 @@ impl Default for DemoOptions {
             sweep: PathBuf::from("sweeps/demo.toml"),
             out: PathBuf::from("runs/demo"),
             figures: PathBuf::from("figures"),
-            jobs: 1,
+            jobs: 2,
         }
     }
 }
@@ -100,8 +100,9 @@ pub struct DemoArgs {
     /// Figure folder.
     #[arg(long, default_value = "figures")]
     pub figures: PathBuf,
-    /// Runs at once (each gets cores / jobs threads).
-    #[arg(long, short, default_value_t = 1)]
+    /// Runs at once (each gets cores / jobs threads; small models use two cores better as
+    /// two one-thread runs than as one two-thread run).
+    #[arg(long, short, default_value_t = 2)]
     pub jobs: usize,
 }
 

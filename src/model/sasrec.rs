@@ -41,15 +41,7 @@ impl SasRec {
         mut store: ParamStore,
     ) -> Result<Self> {
         let d = cfg.d_model;
-        for &p in &gca.positions {
-            if p > cfg.layers {
-                candle_core::bail!(
-                    "gca.positions contains {p}, but the model has {} block(s): positions go from 0 to {}",
-                    cfg.layers,
-                    cfg.layers
-                );
-            }
-        }
+        gca.check_positions(cfg.layers)?;
         let (item, pos) = {
             let mut s = store.scope("embedding", "embedding");
             (

@@ -384,14 +384,8 @@ fn set_threads(n: Option<usize>) {
     }
 }
 
-/// Trains `cfg` into `run_dir` (created; its parent must exist or be creatable).
-pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Result<RunSummary> {
-    cfg.validate()
-        .map_err(|e| anyhow::anyhow!("run config: {e}"))?;
-    set_threads(cfg.train.threads);
-    let started = Instant::now();
-    let prep = prepare(cfg)?;
-    let ds = &prep.ds;
+/// The model of `cfg` for dataset `ds` (f32, weights fixed by the seed) and its optimiser.
+pub fn build_model(cfg: &RunConfig, ds: &Dataset) -> anyhow::Result<(Model, AdamW)> {
     let model = Model::new(
         &cfg.model,
         &cfg.gca,
@@ -400,7 +394,19 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
         cfg.train.seed,
         DType::F32,
     )?;
-    let mut opt = AdamW::new(model.params().vars(), &cfg.optim)?;
+    let opt = AdamW::new(model.params().vars(), &cfg.optim)?;
+    Ok((model, opt))
+}
+
+/// Trains `cfg` into `run_dir` (created; its parent must exist or be creatable).
+pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Result<RunSummary> {
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("run config: {e}"))?;
+    set_threads(cfg.train.threads);
+    let started = Instant::now();
+    let prep = prepare(cfg)?;
+    let ds = &prep.ds;
+    let (model, mut opt) = build_model(cfg, ds)?;
     let counts = model.param_count();
     let params_total = model.params().total_params();
     let ckpt = checkpoint::path(run_dir);
