@@ -429,24 +429,10 @@ pub(crate) fn mix(a: u64, b: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::UserSequence;
 
     // A items 1..=5, B items 6..=8.
     fn ds(seqs: &[&[ItemId]]) -> Dataset {
-        Dataset {
-            name: "t".into(),
-            domain_names: ["A".into(), "B".into()],
-            n_items: [5, 3],
-            users: seqs
-                .iter()
-                .enumerate()
-                .map(|(u, s)| UserSequence {
-                    user: u as u32,
-                    items: s.to_vec(),
-                    timestamps: vec![0; s.len()],
-                })
-                .collect(),
-        }
+        Dataset::from_sequences("t", [5, 3], seqs.iter().map(|s| s.to_vec()))
     }
 
     #[test]

@@ -112,6 +112,37 @@ impl Dataset {
         self.n_items[0] + self.n_items[1] + 1
     }
 
+    /// A dataset built by hand from merged sequences (tests, notebooks, examples): domains named
+    /// `A` and `B`, user `u` is the `u`-th sequence, timestamps are the positions `0, 1, ...`.
+    ///
+    /// ```
+    /// use cdsr_lab::data::{Dataset, Domain};
+    /// let ds = Dataset::from_sequences("toy", [3, 2], [vec![1, 4, 2], vec![5, 3]]);
+    /// assert_eq!(ds.domain_of(4), Some(Domain::B));
+    /// assert_eq!(ds.users[1].timestamps, [0, 1]);
+    /// assert!(ds.validate().is_ok());
+    /// ```
+    pub fn from_sequences(
+        name: &str,
+        n_items: [usize; 2],
+        sequences: impl IntoIterator<Item = Vec<ItemId>>,
+    ) -> Dataset {
+        Dataset {
+            name: name.to_owned(),
+            domain_names: ["A".into(), "B".into()],
+            n_items,
+            users: sequences
+                .into_iter()
+                .enumerate()
+                .map(|(u, items)| UserSequence {
+                    user: u as u32,
+                    timestamps: (0..items.len() as i64).collect(),
+                    items,
+                })
+                .collect(),
+        }
+    }
+
     /// Checks the invariant every loader establishes: items inside `1..=n_A+n_B`, one
     /// timestamp per item, timestamps non-decreasing, no empty sequence. For datasets built
     /// by hand (tests, notebooks); the error names the user and position.

@@ -104,27 +104,14 @@ pub fn sample_train_negatives(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{LayoutConfig, Split, UserSequence};
+    use crate::data::{LayoutConfig, Split};
     use std::collections::HashSet;
 
     #[test]
     fn negatives_are_in_domain_distinct_and_unseen() {
         // A = 1..=20, B = 21..=30
         let seqs: Vec<Vec<ItemId>> = vec![vec![1, 21, 2, 22, 3, 23, 4], vec![5, 6, 24, 7, 25, 8]];
-        let ds = Dataset {
-            name: "t".into(),
-            domain_names: ["A".into(), "B".into()],
-            n_items: [20, 10],
-            users: seqs
-                .into_iter()
-                .enumerate()
-                .map(|(u, items)| UserSequence {
-                    user: u as u32,
-                    timestamps: vec![0; items.len()],
-                    items,
-                })
-                .collect(),
-        };
+        let ds = Dataset::from_sequences("t", [20, 10], seqs);
         let split = Split::leave_one_out(&ds);
         let layout = TrainLayout::build(
             &ds,

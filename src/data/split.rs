@@ -165,23 +165,9 @@ fn eval_case(ds: &Dataset, user: usize, input_len: usize) -> EvalCase {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::UserSequence;
 
     fn ds(seqs: &[&[ItemId]]) -> Dataset {
-        Dataset {
-            name: "t".into(),
-            domain_names: ["A".into(), "B".into()],
-            n_items: [3, 3],
-            users: seqs
-                .iter()
-                .enumerate()
-                .map(|(u, s)| UserSequence {
-                    user: u as u32,
-                    items: s.to_vec(),
-                    timestamps: (0..s.len() as i64).collect(),
-                })
-                .collect(),
-        }
+        Dataset::from_sequences("t", [3, 3], seqs.iter().map(|s| s.to_vec()))
     }
 
     #[test]

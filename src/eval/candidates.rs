@@ -165,7 +165,7 @@ fn sample_row(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{Split, UserSequence};
+    use crate::data::Split;
     use std::collections::HashSet;
 
     fn ds() -> Dataset {
@@ -174,20 +174,7 @@ mod tests {
             vec![1, 2, 31, 3, 32, 4, 33],
             vec![5, 34, 6, 35, 7, 8, 9, 10, 11, 12, 13, 14, 15],
         ];
-        Dataset {
-            name: "t".into(),
-            domain_names: ["A".into(), "B".into()],
-            n_items: [30, 10],
-            users: users
-                .into_iter()
-                .enumerate()
-                .map(|(u, items)| UserSequence {
-                    user: u as u32,
-                    timestamps: vec![0; items.len()],
-                    items,
-                })
-                .collect(),
-        }
+        Dataset::from_sequences("t", [30, 10], users)
     }
 
     #[test]

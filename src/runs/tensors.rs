@@ -76,15 +76,7 @@ impl TensorSet {
         shape: &[usize],
         data: Vec<f32>,
     ) -> Result<&mut Self, RunError> {
-        check_len(name, shape, data.len())?;
-        self.tensors.insert(
-            name.to_owned(),
-            Tensor {
-                shape: shape.to_vec(),
-                data: TensorData::F32(data),
-            },
-        );
-        Ok(self)
+        self.insert(name, shape, data.len(), TensorData::F32(data))
     }
 
     /// Adds a u8 tensor (masks) from row-major data.
@@ -94,12 +86,22 @@ impl TensorSet {
         shape: &[usize],
         data: Vec<u8>,
     ) -> Result<&mut Self, RunError> {
-        check_len(name, shape, data.len())?;
+        self.insert(name, shape, data.len(), TensorData::U8(data))
+    }
+
+    fn insert(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        len: usize,
+        data: TensorData,
+    ) -> Result<&mut Self, RunError> {
+        check_len(name, shape, len)?;
         self.tensors.insert(
             name.to_owned(),
             Tensor {
                 shape: shape.to_vec(),
-                data: TensorData::U8(data),
+                data,
             },
         );
         Ok(self)
