@@ -308,10 +308,15 @@ fn evcxr_display_wraps_the_svg() {
 fn figures_from_an_empty_runs_dir_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("figures");
-    let err = plot::figures_from_runs(dir.path(), &out).unwrap_err().to_string();
+    let err = plot::figures_from_runs(dir.path(), &out)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("no complete run") && err.contains(&dir.path().display().to_string()),
         "{err}"
     );
-    assert!(!out.exists(), "nothing is written when there is nothing to draw");
+    assert!(
+        !out.exists(),
+        "nothing is written when there is nothing to draw"
+    );
 }
