@@ -113,7 +113,7 @@ impl Default for TrainConfig {
             negative_sharing: NegativeSharing::PerPosition,
             temperature: 0.75,
             eval_negatives: 999,
-            eval_batch_size: 1024,
+            eval_batch_size: 256,
             full_ranking: true,
             capture_batch_size: 64,
             threads: None,

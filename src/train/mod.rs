@@ -386,6 +386,7 @@ fn set_threads(n: Option<usize>) {
 
 /// The model of `cfg` for dataset `ds` (f32, weights fixed by the seed) and its optimiser.
 pub fn build_model(cfg: &RunConfig, ds: &Dataset) -> anyhow::Result<(Model, AdamW)> {
+    crate::model::nn::keep_freed_memory();
     let model = Model::new(
         &cfg.model,
         &cfg.gca,
