@@ -41,8 +41,12 @@
 //! assert!(k4.validate(2).is_ok());
 //! ```
 
+use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
+use super::attention_share::{cross_domain_mask, domain_labels, valid_query_rows, ShareConfig};
+use super::nn::{Device, Tensor};
+use crate::data::{Dataset, ItemId};
 use crate::train::pareto::AcdWeighting;
 
 /// Which quantity of the attention maps is the training objective.
@@ -55,6 +59,78 @@ pub enum AcdObjective {
     RowMean,
     /// The raw share (sum over query rows) averaged over heads and samples; grows with length.
     Raw,
+}
+
+/// The differentiable `a_cd` of one batch: the share of attention the merged stream's tokens
+/// put on other-domain tokens, from the attention maps a forward pass recorded
+/// ([`crate::model::nn::Ctx::attn_probs`]; only the merged stream `x`'s maps, `attn.L.x`).
+///
+/// `items` `[batch, len]` is the merged input (0 = padding). [`AcdObjective::RowMean`] gives,
+/// per layer, exactly [`crate::model::attention_share::AttentionShare::batch_mean_norm`] of
+/// the same maps (a test checks it), summed over the layers of `cfg`; [`AcdObjective::Raw`]
+/// the raw share averaged over heads and samples. A batch whose sequences each hold one
+/// domain has `a_cd = 0` (and a zero gradient); padding rows and keys count nowhere; an item
+/// outside the dataset's domains is an error naming the sample and position.
+pub fn acd_objective(
+    attn: &[(String, Tensor)],
+    dataset: &Dataset,
+    items: ArrayView2<ItemId>,
+    cfg: &AutoCdsrConfig,
+) -> anyhow::Result<Tensor> {
+    let (batch, len) = items.dim();
+    let (labels, valid) = domain_labels(dataset, items);
+    let share = ShareConfig::two_domains();
+    let mask = cross_domain_mask(labels.view(), valid.view(), &share)?;
+    let rows = valid_query_rows(labels.view(), valid.view(), &share)?;
+    let with_rows = rows.iter().filter(|&&r| r > 0).count();
+    let mut total: Option<Tensor> = None;
+    for (name, p) in attn {
+        let Some(layer) = name
+            .strip_prefix("attn.")
+            .and_then(|r| r.strip_suffix(".x"))
+            .and_then(|l| l.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if !cfg.uses_layer(layer) {
+            continue;
+        }
+        let (pb, heads, pq, pk) = p.dims4()?;
+        anyhow::ensure!(
+            (pb, pq, pk) == (batch, len, len),
+            "attention map {name} has shape {:?}, the batch is [{batch}, {len}]",
+            p.dims()
+        );
+        // Fold each sample's averaging weight into the 0/1 mask: one multiply and one sum.
+        let weight = |b: usize| -> f32 {
+            match cfg.objective {
+                AcdObjective::RowMean if rows[b] == 0 => 0.0,
+                AcdObjective::RowMean => 1.0 / (heads * rows[b] * with_rows) as f32,
+                AcdObjective::Raw => 1.0 / (heads * batch) as f32,
+            }
+        };
+        let mut w = mask.clone();
+        for (b, mut m) in w.outer_iter_mut().enumerate() {
+            m *= weight(b);
+        }
+        let w = Tensor::from_vec(
+            w.into_raw_vec_and_offset().0,
+            (batch, 1, len, len),
+            &Device::Cpu,
+        )?
+        .to_dtype(p.dtype())?;
+        let layer_share = p.broadcast_mul(&w)?.sum_all()?;
+        total = Some(match total {
+            None => layer_share,
+            Some(t) => (t + layer_share)?,
+        });
+    }
+    total.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no attention map of the merged stream was recorded (autocdsr.layers = {:?})",
+            cfg.layers
+        )
+    })
 }
 
 /// AutoCDSR+ information-bottleneck tokens.

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+pub use candle_core::backprop::GradStore;
 pub use candle_core::{DType, Device, Tensor, Var, D};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;

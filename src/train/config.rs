@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::data::NegativeSharing;
+use crate::model::autocdsr::AutoCdsrConfig;
 use crate::model::{GcaConfig, ModelConfig};
 
 /// One training run.
@@ -25,6 +26,9 @@ pub struct RunConfig {
     pub optim: OptimConfig,
     #[serde(default)]
     pub train: TrainConfig,
+    /// AutoCDSR: `a_cd` as a second objective (absent = plain training).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autocdsr: Option<AutoCdsrConfig>,
 }
 
 /// `[data]`.
@@ -174,6 +178,15 @@ impl RunConfig {
         }
         if m.max_len == 0 {
             return Err("model.max_len must be positive".into());
+        }
+        if let Some(auto) = &self.autocdsr {
+            auto.validate(m.layers)?;
+            if auto.ib.is_some() {
+                return Err(
+                    "autocdsr.ib: AutoCDSR+ information-bottleneck tokens are not implemented in the trainer yet"
+                        .into(),
+                );
+            }
         }
         Ok(())
     }

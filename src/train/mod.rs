@@ -10,6 +10,7 @@
 //! Deterministic on CPU for a fixed seed and thread count: every random draw is seeded from
 //! `(seed, epoch)` or `(seed, step)`.
 
+pub mod autocdsr;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
@@ -31,6 +32,7 @@ use crate::data::{
     NegativeSharing, Part, Split, TrainBatch, TrainLayout,
 };
 use crate::eval::{evaluate_full, evaluate_sampled, Candidates, EvalReport};
+use crate::model::attention_share::{attention_share, domain_labels, ShareConfig};
 use crate::model::nn::{Ctx, DType, Device, Tensor};
 use crate::model::{info_nce, score_candidates, Model, Negatives, SeqBatch};
 use crate::runs::{self, FinalResults, ParamCounts, RunIdentity, RunWriter, TensorSet};
@@ -165,39 +167,103 @@ fn eval_input(b: &EvalBatch, dtype: DType) -> anyhow::Result<SeqBatch> {
 /// Named tensors captured during a forward pass (GCA inputs and outputs).
 type Captured = Vec<(String, Tensor)>;
 
-/// The last position's representation `[b, d]` of an evaluation batch.
+/// What an evaluation forward pass returns.
+struct EvalForward {
+    /// The last position's representation `[b, d]`.
+    h_last: Tensor,
+    /// GCA inputs and outputs, when asked for.
+    capture: Option<Captured>,
+    /// Self-attention maps (`attn.L.S`), when asked for.
+    attn: Option<Captured>,
+}
+
+/// The forward pass of an evaluation batch (no dropout).
 fn eval_repr(
     model: &Model,
     b: &EvalBatch,
     capture: bool,
-) -> anyhow::Result<(Tensor, Option<Captured>)> {
+    attention: bool,
+) -> anyhow::Result<EvalForward> {
     let input = eval_input(b, DType::F32)?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut ctx = Ctx::new(false, &mut rng);
     if capture {
         ctx.capture = Some(Vec::new());
     }
+    if attention {
+        ctx.attn_probs = Some(Vec::new());
+    }
     let h = model.forward(&input, &mut ctx)?;
     let l = h.dim(1)?;
-    Ok((
-        h.narrow(1, l - 1, 1)?.squeeze(1)?.contiguous()?,
-        ctx.capture,
-    ))
+    Ok(EvalForward {
+        h_last: h.narrow(1, l - 1, 1)?.squeeze(1)?.contiguous()?,
+        capture: ctx.capture,
+        attn: ctx.attn_probs,
+    })
 }
 
+/// Mean `a_cd` of the merged stream per target domain (A, B) over the evaluated cases that
+/// have a valid token; `None` for a domain without such cases.
+pub type AcdByDomain = [Option<f64>; 2];
+
+/// Per case of an evaluation batch: the merged stream's `a_cd` (normalised per valid query
+/// row, mean over heads, summed over layers; [`crate::model::attention_share`]), `None` for a
+/// case without valid tokens.
+fn case_acd(
+    ds: &Dataset,
+    b: &EvalBatch,
+    attn: &[(String, Tensor)],
+) -> anyhow::Result<Vec<Option<f64>>> {
+    let items = ndarray::ArrayView2::from_shape((b.batch_size(), b.max_len), b.x)?;
+    let (labels, valid) = domain_labels(ds, items);
+    let mut total = ndarray::Array1::<f64>::zeros(b.batch_size());
+    let mut rows = None;
+    for (_, p) in attn.iter().filter(|(name, _)| name.ends_with(".x")) {
+        let (n, h, q, k) = p.dims4()?;
+        let host = p.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let map = ndarray::Array4::from_shape_vec((n, h, q, k), host)?;
+        let share = attention_share(
+            map.view(),
+            labels.view(),
+            valid.view(),
+            &ShareConfig::two_domains(),
+        )?;
+        total += &share.norm_head_mean();
+        rows = Some(share.valid_rows);
+    }
+    let Some(rows) = rows else {
+        return Ok(vec![None; b.batch_size()]);
+    };
+    Ok(total
+        .iter()
+        .zip(rows.iter())
+        .map(|(&v, &r)| (r > 0).then_some(v))
+        .collect())
+}
+
+/// Sampled-negative metrics of `layout` and the merged stream's mean `a_cd` per domain.
 fn evaluate(
     model: &Model,
+    ds: &Dataset,
     layout: &EvalLayout,
     cand: &Candidates,
     batch: usize,
-) -> anyhow::Result<EvalReport> {
+) -> anyhow::Result<(EvalReport, AcdByDomain)> {
     let mut err = None;
+    let mut acd = [(0.0f64, 0usize); 2];
     let report = evaluate_sampled(layout, cand, batch, |b, items| {
-        let run = || -> anyhow::Result<Vec<f32>> {
-            let (h, _) = eval_repr(model, b, false)?;
+        let mut run = || -> anyhow::Result<Vec<f32>> {
+            let out = eval_repr(model, b, false, true)?;
+            let per_case = case_acd(ds, b, out.attn.as_deref().unwrap_or_default())?;
+            for (v, d) in per_case.iter().zip(b.target_domain) {
+                if let Some(v) = v {
+                    acd[d.index()].0 += v;
+                    acd[d.index()].1 += 1;
+                }
+            }
             let ids =
                 Tensor::from_vec(items.to_vec(), (b.batch_size(), cand.width()), &Device::Cpu)?;
-            Ok(score_candidates(&h, model.item_embedding(), &ids)?
+            Ok(score_candidates(&out.h_last, model.item_embedding(), &ids)?
                 .flatten_all()?
                 .to_vec1::<f32>()?)
         };
@@ -208,7 +274,7 @@ fn evaluate(
     });
     match err {
         Some(e) => Err(e),
-        None => Ok(report),
+        None => Ok((report, acd.map(|(s, n)| (n > 0).then(|| s / n as f64)))),
     }
 }
 
@@ -222,7 +288,7 @@ fn evaluate_full_ranking(
     let v = ds.vocab_size();
     let report = evaluate_full(ds, layout, batch, |b| {
         let run = || -> anyhow::Result<Vec<f32>> {
-            let (h, _) = eval_repr(model, b, false)?;
+            let h = eval_repr(model, b, false, false)?.h_last;
             Ok(h.matmul(&model.item_embedding().weight.t()?)?
                 .flatten_all()?
                 .to_vec1::<f32>()?)
@@ -262,11 +328,28 @@ pub fn batch_loss_with_negatives(
     cfg: &RunConfig,
     step_seed: u64,
 ) -> anyhow::Result<Tensor> {
+    Ok(forward_loss(model, batch, negs, cfg, step_seed, false)?.0)
+}
+
+/// [`batch_loss_with_negatives`] plus, when `record_attention`, the self-attention maps of
+/// the forward pass (not detached: AutoCDSR puts its objective on them).
+fn forward_loss(
+    model: &Model,
+    batch: &TrainBatch,
+    negs: &[data::ItemId],
+    cfg: &RunConfig,
+    step_seed: u64,
+    record_attention: bool,
+) -> anyhow::Result<(Tensor, Captured)> {
     let dtype = model.params().dtype();
     let input = train_input(batch, dtype)?;
     let mut rng = ChaCha8Rng::seed_from_u64(step_seed);
     let mut ctx = Ctx::new(true, &mut rng);
+    if record_attention {
+        ctx.attn_probs = Some(Vec::new());
+    }
     let h = model.forward(&input, &mut ctx)?;
+    let attn = ctx.attn_probs.take().unwrap_or_default();
     let (bsz, l) = (batch.batch_size(), batch.max_len);
     let w = 2 * cfg.train.negatives_per_domain;
     anyhow::ensure!(
@@ -324,7 +407,7 @@ pub fn batch_loss_with_negatives(
             Negatives::PerSequence(Tensor::from_vec(per_row, (bsz, w), &dev)?)
         }
     };
-    Ok(info_nce(
+    let loss = info_nce(
         &h,
         model.item_embedding(),
         &positions,
@@ -332,7 +415,8 @@ pub fn batch_loss_with_negatives(
         &negatives,
         &weights,
         cfg.train.temperature,
-    )?)
+    )?;
+    Ok((loss, attn))
 }
 
 fn report_json(r: &EvalReport) -> serde_json::Value {
@@ -355,8 +439,9 @@ fn write_capture(model: &Model, prep: &Prepared, writer: &RunWriter) -> anyhow::
     let Some(b) = prep.capture.batches(prep.capture.len().max(1)).next() else {
         return Ok(());
     };
-    let (_, cap) = eval_repr(model, &b, true)?;
-    let cap = cap.unwrap_or_default();
+    let cap = eval_repr(model, &b, true, false)?
+        .capture
+        .unwrap_or_default();
     if cap.is_empty() {
         return Ok(());
     }
@@ -495,16 +580,44 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
         };
         let mut loss_sum = 0.0;
         let mut loss_n = 0usize;
+        let mut acd_epoch = autocdsr::AcdEpoch::default();
         for batch in prep.train.batches(bs, cfg.train.seed, epoch as u64) {
             let step_seed = data::layout::mix(cfg.train.seed, state.step + 1);
-            let loss = batch_loss(&model, ds, &prep.train, &batch, cfg, step_seed)?;
+            let negs = sample_train_negatives(
+                ds,
+                &prep.train,
+                &batch,
+                cfg.train.negatives_per_domain,
+                cfg.train.negative_sharing,
+                step_seed,
+            );
+            let auto = cfg.autocdsr.as_ref();
+            let (loss, attn) = forward_loss(&model, &batch, &negs, cfg, step_seed, auto.is_some())?;
             let lv = loss.to_scalar::<f32>()? as f64;
             if !lv.is_finite() {
                 let reason = format!("loss became {lv} at epoch {epoch}, step {}", state.step + 1);
                 writer.fail(&reason)?;
                 anyhow::bail!(reason);
             }
-            opt.backward_step(&loss, state.schedule.lr)?;
+            match auto {
+                None => opt.backward_step(&loss, state.schedule.lr)?,
+                Some(auto) => {
+                    let items = ndarray::ArrayView2::from_shape(
+                        (batch.batch_size(), batch.max_len),
+                        &batch.x,
+                    )?;
+                    let acd = crate::model::autocdsr::acd_objective(&attn, ds, items, auto)?;
+                    let step = autocdsr::autocdsr_step(
+                        &mut opt,
+                        &model.item_embedding().weight,
+                        &loss,
+                        &acd,
+                        auto,
+                        state.schedule.lr,
+                    )?;
+                    acd_epoch.add(&step);
+                }
+            }
             state.step += 1;
             loss_sum += lv * batch.batch_size() as f64;
             loss_n += batch.batch_size();
@@ -522,10 +635,17 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
                 ("loss", loss_sum / loss_n.max(1) as f64),
                 ("lr", lr_used),
                 ("wall_time_s", wall),
-            ],
+            ]
+            .into_iter()
+            .chain(
+                cfg.autocdsr
+                    .as_ref()
+                    .map_or(vec![], |_| acd_epoch.metrics().to_vec()),
+            ),
         )?;
-        let valid = evaluate(
+        let (valid, valid_acd) = evaluate(
             &model,
+            ds,
             &prep.valid,
             &prep.valid_cand,
             cfg.train.eval_batch_size,
@@ -535,7 +655,10 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
                 epoch as u32,
                 runs::Split::Valid,
                 Some(d),
-                valid.domain(d).iter(),
+                valid
+                    .domain(d)
+                    .iter()
+                    .chain(valid_acd[d.index()].map(|v| ("a_cd", v))),
             )?;
         }
         let outcome = state
@@ -545,8 +668,9 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
         let take_best = outcome == EpochOutcome::Improved
             || (outcome == EpochOutcome::Warmup && epoch == cfg.train.epochs);
         if take_best {
-            let test = evaluate(
+            let (test, test_acd) = evaluate(
                 &model,
+                ds,
                 &prep.test,
                 &prep.test_cand,
                 cfg.train.eval_batch_size,
@@ -556,7 +680,9 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
                     epoch as u32,
                     runs::Split::Test,
                     Some(d),
-                    test.domain(d).iter(),
+                    test.domain(d)
+                        .iter()
+                        .chain(test_acd[d.index()].map(|v| ("a_cd", v))),
                 )?;
             }
             state.best_epoch = Some(epoch);

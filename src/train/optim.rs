@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::config::OptimConfig;
-use crate::model::nn::{Result, Tensor, Var};
+use crate::model::nn::{GradStore, Result, Tensor, Var};
 
 /// AdamW over a fixed list of parameters.
 pub struct AdamW {
@@ -44,7 +44,17 @@ impl AdamW {
 
     /// One update with learning rate `lr` from the gradients of `loss`.
     pub fn backward_step(&mut self, loss: &Tensor, lr: f64) -> Result<()> {
-        let grads = loss.backward()?;
+        self.apply(&loss.backward()?, lr)
+    }
+
+    /// The parameters this optimiser updates, in its order.
+    pub fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+
+    /// One update with learning rate `lr` from given gradients (parameters without one are
+    /// left alone, moments included).
+    pub fn apply(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
         let bc1 = 1.0 - self.beta1.powi(t);
