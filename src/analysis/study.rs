@@ -8,11 +8,16 @@
 //! | `seed` | Int64 | |
 //! | `variant` | String | [`Variant`] label: `baseline`, `+GCA_early`, `+GCA_stack`, `+GCA[1]`, ... |
 //! | `positions` | String | GCA position set as compact JSON, `[]` for none |
+//! | `gate`, `layer_norm` | String, Boolean (null without GCA) | GCA gate activation and LayerNorm |
+//! | `objective` | String | `rec` (plain), `autocdsr` (Pareto-MTL `a_cd`) or `autocdsr-fixed` |
+//! | `setting` | String | what the report groups seeds by: the variant plus gate/LayerNorm for GCA runs (`+GCA_early sigmoid LN`), or the objective (`AutoCDSR`) |
 //! | `d_model` | Int64 (nullable) | `config.model.d_model` |
 //! | `params` | Float64 | total trainable parameters |
 //! | `domain` | String | `A` / `B` |
 //! | `ndcg@1` ... `auc` | Float64 | final test metrics (sampled negatives) |
 //! | `cos_x_xprime`, `cos_x_y` | Float64 (nullable) | mean over the run's GCA positions of the query domain's mean \|cos\| (null without GCA or capture) |
+//! | `a_cd` | Float64 (nullable) | the merged stream's cross-domain attention share on the test cases of the domain, at the best epoch (`metrics.jsonl`) |
+//! | `wall_time_s` | Float64 (nullable) | the run's training wall time |
 //!
 //! ```
 //! use cdsr_lab::analysis::study::Variant;
@@ -84,6 +89,36 @@ fn config_usize(config: &serde_json::Value, path: &[&str]) -> Option<usize> {
     v.as_u64().map(|x| x as usize)
 }
 
+fn config_str<'a>(config: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
+    let mut v = config;
+    for k in path {
+        v = v.get(k)?;
+    }
+    v.as_str()
+}
+
+/// `rec`, `autocdsr` or `autocdsr-fixed` from a run's `[autocdsr]` section.
+fn config_objective(config: &serde_json::Value) -> &'static str {
+    match config.get("autocdsr") {
+        None | Some(serde_json::Value::Null) => "rec",
+        Some(a) if config_str(a, &["weighting", "kind"]) == Some("fixed") => "autocdsr-fixed",
+        Some(_) => "autocdsr",
+    }
+}
+
+/// The report's grouping label (see the module doc's `setting`).
+fn setting_label(variant: &str, gate: Option<&str>, ln: Option<bool>, objective: &str) -> String {
+    match (objective, gate) {
+        ("autocdsr", _) => "AutoCDSR".into(),
+        ("autocdsr-fixed", _) => "AutoCDSR fixed".into(),
+        (_, Some(g)) => format!(
+            "{variant} {g}{}",
+            if ln.unwrap_or(true) { " LN" } else { " noLN" }
+        ),
+        _ => variant.to_owned(),
+    }
+}
+
 fn config_positions(config: &serde_json::Value) -> Vec<usize> {
     config
         .get("gca")
@@ -137,16 +172,42 @@ pub fn study_frame(set: &RunSet) -> PolarsResult<(DataFrame, LoadReport)> {
     let mut metric_cols: Vec<Vec<Option<f64>>> = vec![Vec::new(); Metrics::KEYS.len()];
     let mut cos_xp = Vec::new();
     let mut cos_y = Vec::new();
+    let mut gate = Vec::new();
+    let mut layer_norm = Vec::new();
+    let mut objective = Vec::new();
+    let mut setting = Vec::new();
+    let mut a_cd = Vec::new();
+    let mut wall = Vec::new();
     for run in &set.runs {
         let m = &run.manifest;
         let pos = config_positions(&m.config);
         let layers = config_usize(&m.config, &["model", "layers"]).unwrap_or(1);
         let v = Variant::of(&pos, layers).label();
         let pos_label = serde_json::to_string(&pos).expect("a list of integers serialises");
+        let has_gca = !pos.is_empty();
+        let g = config_str(&m.config, &["gca", "gate"]).filter(|_| has_gca);
+        let ln = m.config["gca"]["layer_norm"].as_bool().filter(|_| has_gca);
+        let obj = config_objective(&m.config);
         for d in Domain::BOTH {
             let Some(test) = m.test.get(&d) else {
                 continue;
             };
+            gate.push(g.map(str::to_owned));
+            layer_norm.push(ln);
+            objective.push(obj);
+            setting.push(setting_label(&v, g, ln, obj));
+            wall.push(m.wall_time_s);
+            a_cd.push(
+                run.metrics
+                    .iter()
+                    .find(|r| {
+                        r.split == crate::runs::Split::Test
+                            && r.domain == Some(d)
+                            && Some(r.epoch) == m.best_epoch
+                    })
+                    .and_then(|r| r.values.get("a_cd"))
+                    .map(|x| x.0),
+            );
             run_id.push(m.run_id.clone());
             model.push(m.model.clone());
             dataset.push(m.dataset.clone());
@@ -171,6 +232,10 @@ pub fn study_frame(set: &RunSet) -> PolarsResult<(DataFrame, LoadReport)> {
         Column::new("seed".into(), seed),
         Column::new("variant".into(), variant),
         Column::new("positions".into(), positions),
+        Column::new("gate".into(), gate),
+        Column::new("layer_norm".into(), layer_norm),
+        Column::new("objective".into(), objective),
+        Column::new("setting".into(), setting),
         Column::new("d_model".into(), d_model),
         Column::new("params".into(), params),
         Column::new("domain".into(), domain),
@@ -180,6 +245,8 @@ pub fn study_frame(set: &RunSet) -> PolarsResult<(DataFrame, LoadReport)> {
     }
     columns.push(Column::new("cos_x_xprime".into(), cos_xp));
     columns.push(Column::new("cos_x_y".into(), cos_y));
+    columns.push(Column::new("a_cd".into(), a_cd));
+    columns.push(Column::new("wall_time_s".into(), wall));
     let height = columns[0].len();
     Ok((DataFrame::new(height, columns)?, report))
 }
@@ -187,10 +254,11 @@ pub fn study_frame(set: &RunSet) -> PolarsResult<(DataFrame, LoadReport)> {
 /// (model, variant, d_model, domain).
 type CellKey = (String, String, Option<i64>, String);
 
-/// Mean and spread of one metric for one (model, variant, domain) cell across seeds.
+/// Mean and spread of one metric for one (model, setting, d_model, domain) cell across seeds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VariantSummary {
     pub model: String,
+    /// The study frame's `setting` (variant, gate and LayerNorm, or the AutoCDSR objective).
     pub variant: String,
     pub d_model: Option<i64>,
     pub domain: String,
@@ -199,6 +267,10 @@ pub struct VariantSummary {
     /// Sample standard deviation across seeds (`None` for one seed).
     pub sd: Option<f64>,
     pub params: f64,
+    /// Mean test `a_cd` over the cell's runs that logged it.
+    pub a_cd: Option<f64>,
+    /// Mean training wall time (s) over the cell's runs.
+    pub wall_time_s: Option<f64>,
 }
 
 /// The correlation of |cos(X, X')| with the metric over GCA runs of one (model, domain).
@@ -247,6 +319,8 @@ impl StudyReport {
         };
         let (run_id, model, variant, domain) =
             (s("run_id")?, s("model")?, s("variant")?, s("domain")?);
+        let (setting, objective) = (s("setting")?, s("objective")?);
+        let (acd, wall) = (f("a_cd")?, f("wall_time_s")?);
         let d_model: Vec<Option<i64>> = study
             .column("d_model")?
             .cast(&DataType::Int64)?
@@ -254,24 +328,28 @@ impl StudyReport {
             .to_vec();
         let (params, acc, cos) = (f("params")?, f(metric)?, f("cos_x_xprime")?);
         let mut notes = Vec::new();
-        // Per (model, variant, d_model, domain) cell.
-        let mut cells: BTreeMap<CellKey, (Vec<f64>, f64)> = BTreeMap::new();
+        // Per (model, setting, d_model, domain) cell: metric values, params, a_cd, wall time.
+        type Cell = (Vec<f64>, f64, Vec<f64>, Vec<f64>);
+        let mut cells: BTreeMap<CellKey, Cell> = BTreeMap::new();
         for i in 0..n {
             if let Some(a) = acc[i].filter(|a| a.is_finite()) {
                 let e = cells
                     .entry((
                         model[i].clone(),
-                        variant[i].clone(),
+                        setting[i].clone(),
                         d_model[i],
                         domain[i].clone(),
                     ))
-                    .or_insert((Vec::new(), params[i].unwrap_or(f64::NAN)));
+                    .or_insert((Vec::new(), params[i].unwrap_or(f64::NAN), vec![], vec![]));
                 e.0.push(a);
+                e.2.extend(acd[i].filter(|x| x.is_finite()));
+                e.3.extend(wall[i].filter(|x| x.is_finite()));
             }
         }
+        let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
         let variants = cells
             .into_iter()
-            .filter_map(|((model, variant, d_model, domain), (v, params))| {
+            .filter_map(|((model, variant, d_model, domain), (v, params, a, w))| {
                 let sm = summary(&v).ok()?;
                 Some(VariantSummary {
                     model,
@@ -282,6 +360,8 @@ impl StudyReport {
                     mean: sm.mean,
                     sd: sm.sd,
                     params,
+                    a_cd: mean(&a),
+                    wall_time_s: mean(&w),
                 })
             })
             .collect();
@@ -325,10 +405,11 @@ impl StudyReport {
             let e = groups
                 .entry((model[i].clone(), domain[i].clone()))
                 .or_default();
-            if variant[i] == "baseline" {
-                e.0.push(point);
-            } else {
-                e.1.push(point);
+            // GCA runs against plain baselines; AutoCDSR runs are neither.
+            match (variant[i].as_str(), objective[i].as_str()) {
+                ("baseline", "rec") => e.0.push(point),
+                ("baseline", _) => {}
+                _ => e.1.push(point),
             }
         }
         let mut param_matches = Vec::new();
@@ -357,13 +438,13 @@ impl std::fmt::Display for StudyReport {
         writeln!(f, "{m} by variant (mean ± sd over seeds)")?;
         writeln!(
             f,
-            "{:<8} {:<14} {:>5} {:>6} {:>11} {:>3} {:>8} {:>8}",
-            "model", "variant", "d", "domain", "params", "n", "mean", "sd"
+            "{:<8} {:<24} {:>5} {:>6} {:>11} {:>3} {:>8} {:>8} {:>7} {:>8}",
+            "model", "variant", "d", "domain", "params", "n", "mean", "sd", "a_cd", "time_s"
         )?;
         for v in &self.variants {
             writeln!(
                 f,
-                "{:<8} {:<14} {:>5} {:>6} {:>11.0} {:>3} {:>8.4} {:>8}",
+                "{:<8} {:<24} {:>5} {:>6} {:>11.0} {:>3} {:>8.4} {:>8} {:>7} {:>8}",
                 v.model,
                 v.variant,
                 v.d_model.map_or("-".into(), |d| d.to_string()),
@@ -371,7 +452,9 @@ impl std::fmt::Display for StudyReport {
                 v.params,
                 v.n,
                 v.mean,
-                v.sd.map_or("-".into(), |s| format!("{s:.4}"))
+                v.sd.map_or("-".into(), |s| format!("{s:.4}")),
+                v.a_cd.map_or("-".into(), |a| format!("{a:.4}")),
+                v.wall_time_s.map_or("-".into(), |t| format!("{t:.0}")),
             )?;
         }
         writeln!(f, "\n|cos(X, X')| against {m} over GCA runs")?;

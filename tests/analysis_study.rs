@@ -1,0 +1,117 @@
+//! The study table and report over real runs: six short runs on the repository's food-kitchen
+//! slice (ABXI + GCA_stack with two seeds, ABXI baselines at widths 16, 24 and 32, SASRec with a
+//! fixed-weight a_cd objective) are trained, loaded and tabulated.
+
+use std::path::Path;
+
+use cdsr_lab::analysis::study::{study_frame, StudyReport};
+use cdsr_lab::model::autocdsr::AutoCdsrConfig;
+use cdsr_lab::model::ModelKind;
+use cdsr_lab::runs::{load_runs, LoadOptions};
+use cdsr_lab::train::pareto::AcdWeighting;
+use cdsr_lab::train::{train, RunConfig, TrainOptions};
+
+fn smoke() -> RunConfig {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cfg = RunConfig::from_file(&root.join("configs/smoke.toml")).unwrap();
+    cfg.data.path = root.join("data/food-kitchen-mini");
+    cfg.train.full_ranking = false;
+    cfg
+}
+
+fn run(cfg: &RunConfig, runs: &Path) {
+    let opts = TrainOptions {
+        resume: false,
+        progress: false,
+        stop_after_epochs: None,
+    };
+    train(cfg, &runs.join(cfg.run_id()), opts).unwrap();
+}
+
+#[test]
+fn study_table_and_report_of_gca_baseline_and_autocdsr_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path();
+    let mut gca = smoke();
+    gca.name = Some("gca".into());
+    run(&gca, runs);
+    gca.train.seed = 8;
+    run(&gca, runs);
+    let mut base = smoke();
+    base.name = Some("base".into());
+    base.gca.positions.clear();
+    for d in [16, 24, 32] {
+        base.model.d_model = d;
+        run(&base, runs);
+    }
+    let mut auto = smoke();
+    auto.name = Some("auto".into());
+    auto.model.kind = ModelKind::Sasrec;
+    auto.gca.positions.clear();
+    auto.autocdsr = Some(AutoCdsrConfig {
+        weighting: AcdWeighting::Fixed { weight: 0.5 },
+        ..AutoCdsrConfig::default()
+    });
+    run(&auto, runs);
+
+    let set = load_runs(runs, LoadOptions::default()).unwrap();
+    assert_eq!(set.len(), 6);
+    let (frame, report) = study_frame(&set).unwrap();
+    assert!(report.skipped.is_empty(), "{report:?}");
+    assert_eq!(frame.height(), 12, "one row per run and domain");
+    let col = |c: &str| -> Vec<Option<String>> {
+        frame
+            .column(c)
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .map(|v| v.map(str::to_owned))
+            .collect()
+    };
+    let (ids, settings, objectives, gates) =
+        (col("run_id"), col("setting"), col("objective"), col("gate"));
+    let a_cd = frame.column("a_cd").unwrap().f64().unwrap().to_vec();
+    let wall = frame.column("wall_time_s").unwrap().f64().unwrap().to_vec();
+    for i in 0..frame.height() {
+        let id = ids[i].as_deref().unwrap();
+        let (setting, objective, gate) = match id.split('-').next().unwrap() {
+            "gca" => ("+GCA_stack sigmoid LN", "rec", Some("sigmoid")),
+            "base" => ("baseline", "rec", None),
+            "auto" => ("AutoCDSR fixed", "autocdsr-fixed", None),
+            other => panic!("unexpected run {other}"),
+        };
+        assert_eq!(settings[i].as_deref(), Some(setting), "{id}");
+        assert_eq!(objectives[i].as_deref(), Some(objective), "{id}");
+        assert_eq!(gates[i].as_deref(), gate, "{id}");
+        // Every run logs the merged stream's share on its test cases, at its best epoch.
+        let a = a_cd[i].unwrap();
+        assert!(a > 0.0 && a < 1.0, "{id}: a_cd {a}");
+        assert!(wall[i].unwrap() > 0.0);
+    }
+
+    let r = StudyReport::of(&frame, "ndcg@10").unwrap();
+    let stack: Vec<_> = r
+        .variants
+        .iter()
+        .filter(|v| v.variant == "+GCA_stack sigmoid LN")
+        .collect();
+    assert_eq!(stack.len(), 2, "one cell per domain");
+    assert!(stack
+        .iter()
+        .all(|v| v.n == 2 && v.sd.is_some() && v.a_cd.is_some()));
+    // GCA runs are matched against the plain baseline only; AutoCDSR runs take no part.
+    assert!(!r.param_matches.is_empty(), "{:?}", r.notes);
+    for (model, _, matches) in &r.param_matches {
+        assert_eq!(model, "abxi");
+        assert_eq!(matches.len(), 2);
+        assert!(matches
+            .iter()
+            .all(|m| m.nearest_baseline.run_id.starts_with("base-")));
+    }
+    let text = r.to_string();
+    assert!(
+        text.contains("AutoCDSR fixed") && text.contains("a_cd"),
+        "{text}"
+    );
+}
