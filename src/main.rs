@@ -27,6 +27,8 @@ enum Command {
     Demo(cdsr_lab::demo::DemoArgs),
     /// Regenerate every figure (PNG and SVG) from a tree of runs.
     Figures(cdsr_lab::plot::cli::FiguresArgs),
+    /// AutoCDSR's diagnostic: per test case, single-domain vs cross-domain hits and a_cd.
+    Diagnose(cdsr_lab::analysis::cli::DiagnoseArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,5 +38,6 @@ fn main() -> anyhow::Result<()> {
         Command::Train(args) => cdsr_lab::train::cli::run(args),
         Command::Demo(args) => cdsr_lab::demo::run(args),
         Command::Figures(args) => cdsr_lab::plot::cli::run(args),
+        Command::Diagnose(args) => cdsr_lab::analysis::cli::run(args),
     }
 }

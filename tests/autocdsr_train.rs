@@ -287,3 +287,77 @@ fn bad_autocdsr_configs_name_the_field() {
     let err = cfg.validate().unwrap_err();
     assert!(err.contains("autocdsr.ib"), "{err}");
 }
+
+#[test]
+fn diagnostic_joins_single_and_cross_domain_runs_case_by_case() {
+    use cdsr_lab::analysis::attention::{share_by_cell, write_success_cells};
+    let dir = tempfile::tempdir().unwrap();
+    let mut single = sasrec_smoke(None);
+    single.model.kind = ModelKind::SasrecSingle;
+    single.train.epochs = 3;
+    let mut cross = sasrec_smoke(Some(AutoCdsrConfig::default()));
+    cross.model.layers = 2;
+    cross.train.epochs = 3;
+    let s = train(&single, &dir.path().join("single"), quiet()).unwrap();
+    let c = train(&cross, &dir.path().join("cross"), quiet()).unwrap();
+
+    // Every run writes its test cases; the single-domain model has no merged stream.
+    let read = |p: &Path| {
+        polars::prelude::ParquetReader::new(
+            std::fs::File::open(p.join("test_cases.parquet")).unwrap(),
+        )
+        .finish()
+        .unwrap()
+    };
+    use polars::prelude::SerReader;
+    let (ts, tc) = (read(&s.run_dir), read(&c.run_dir));
+    assert_eq!(ts.height(), tc.height());
+    assert_eq!(ts.column("a_cd").unwrap().null_count(), ts.height());
+    assert_eq!(tc.column("a_cd@1").unwrap().null_count(), 0);
+    // The per-case hits reproduce the run's HR@10 in each domain.
+    let domains: Vec<String> = tc
+        .column("domain")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .map(|d| d.unwrap().to_owned())
+        .collect();
+    let hits: Vec<bool> = tc
+        .column("hit@10")
+        .unwrap()
+        .bool()
+        .unwrap()
+        .iter()
+        .map(Option::unwrap)
+        .collect();
+    let test = c.test.unwrap();
+    for (d, hr) in [("A", test.a.hr_10), ("B", test.b.hr_10)] {
+        let (n, h) = domains
+            .iter()
+            .zip(&hits)
+            .filter(|(x, _)| *x == d)
+            .fold((0, 0), |(n, h), (_, &hit)| (n + 1, h + hit as usize));
+        assert!(
+            n > 0 && (h as f64 / n as f64 - hr).abs() < 1e-9,
+            "{d}: {h}/{n} vs {hr}"
+        );
+    }
+
+    let samples = write_success_cells(&s.run_dir, &c.run_dir).unwrap();
+    assert_eq!(
+        samples.height(),
+        2 * tc.height(),
+        "one row per case and layer"
+    );
+    assert!(c.run_dir.join("samples.parquet").exists());
+    let cells = share_by_cell(&samples, &["domain", "layer"], 0.95).unwrap();
+    assert!(cells.height() >= 4, "{cells}");
+
+    // A run without test cases is named in the error.
+    std::fs::remove_file(s.run_dir.join("test_cases.parquet")).unwrap();
+    let err = write_success_cells(&s.run_dir, &c.run_dir)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("test_cases.parquet"), "{err}");
+}

@@ -7,6 +7,9 @@
 //!   cell (single-domain model hit x cross-domain model hit), within groups such as
 //!   `["domain", "layer"]`, from the `samples.parquet` records of one or many runs
 //!   ([`load_samples`]).
+//! - [`success_cells`]: builds those records from two trained runs' `test_cases.parquet`
+//!   (a single-domain model and a cross-domain model evaluated on the same test cases);
+//!   [`write_success_cells`] saves them as the cross-domain run's `samples.parquet`.
 
 use ndarray::ArrayView3;
 use polars::prelude::*;
@@ -65,6 +68,115 @@ pub fn cross_domain_share(
         },
         valid_rows,
     })
+}
+
+/// Reads a run's `test_cases.parquet`, naming the file on failure.
+fn read_test_cases(run_dir: &std::path::Path) -> Result<DataFrame, StatsError> {
+    let path = run_dir.join(crate::runs::TEST_CASES_PARQUET);
+    std::fs::File::open(&path)
+        .map_err(PolarsError::from)
+        .and_then(|f| ParquetReader::new(f).finish())
+        .map_err(|e| {
+            StatsError::Invalid(format!(
+                "{}: {e} (runs written by this version's trainer have it)",
+                path.display()
+            ))
+        })
+}
+
+/// AutoCDSR's diagnostic records: for each test case, whether the single-domain model
+/// (`single`, e.g. `kind = "sasrec-single"`) and the cross-domain model (`cross`) hit
+/// (HR@10), with the cross-domain model's `a_cd` per layer. Columns (the `samples.parquet`
+/// format): `sample`, `domain`, `hit_single`, `hit_cross`, `a_cd`, `layer`; one row per case
+/// and layer. The two runs must have been evaluated on the same test cases (same dataset
+/// and `max_len`); otherwise the error says where they differ.
+pub fn success_cells(
+    single: &std::path::Path,
+    cross: &std::path::Path,
+) -> Result<DataFrame, StatsError> {
+    let (s, c) = (read_test_cases(single)?, read_test_cases(cross)?);
+    if s.height() != c.height() {
+        return Err(StatsError::Invalid(format!(
+            "{} has {} test cases but {} has {}: the runs were not evaluated on the same cases",
+            single.display(),
+            s.height(),
+            cross.display(),
+            c.height()
+        )));
+    }
+    let str_col = |df: &DataFrame, n: &str| -> Result<Vec<Option<String>>, StatsError> {
+        Ok(df
+            .column(n)?
+            .str()?
+            .iter()
+            .map(|v| v.map(str::to_owned))
+            .collect())
+    };
+    let (ds, dc) = (str_col(&s, "domain")?, str_col(&c, "domain")?);
+    if let Some(i) = (0..ds.len()).find(|&i| ds[i] != dc[i]) {
+        return Err(StatsError::Invalid(format!(
+            "test case {i} is in domain {:?} in {} but {:?} in {}: not the same test cases",
+            ds[i],
+            single.display(),
+            dc[i],
+            cross.display()
+        )));
+    }
+    let (hs, hc) = (
+        s.column("hit@10")?.bool()?.iter().collect::<Vec<_>>(),
+        c.column("hit@10")?.bool()?.iter().collect::<Vec<_>>(),
+    );
+    let layers: Vec<String> = c
+        .get_column_names()
+        .iter()
+        .filter(|n| n.starts_with("a_cd@"))
+        .map(|n| n.to_string())
+        .collect();
+    if layers.is_empty() {
+        return Err(StatsError::Invalid(format!(
+            "{} has no per-layer attention share (a_cd@L columns): is it a merged-sequence model?",
+            cross.display()
+        )));
+    }
+    let (mut sample, mut domain, mut hit_single, mut hit_cross, mut a_cd, mut layer) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for name in &layers {
+        let l: i64 = name["a_cd@".len()..]
+            .parse()
+            .map_err(|_| StatsError::Invalid(format!("bad column name {name}")))?;
+        let v = c.column(name)?.f64()?.to_vec();
+        for i in 0..c.height() {
+            sample.push(i as i64);
+            domain.push(dc[i].clone());
+            hit_single.push(hs[i]);
+            hit_cross.push(hc[i]);
+            a_cd.push(v[i]);
+            layer.push(l);
+        }
+    }
+    let n = sample.len();
+    Ok(DataFrame::new(
+        n,
+        vec![
+            Column::new("sample".into(), sample),
+            Column::new("domain".into(), domain),
+            Column::new("hit_single".into(), hit_single),
+            Column::new("hit_cross".into(), hit_cross),
+            Column::new("a_cd".into(), a_cd),
+            Column::new("layer".into(), layer),
+        ],
+    )?)
+}
+
+/// [`success_cells`] of the two runs, written (atomically) as `cross/samples.parquet`;
+/// returns the frame.
+pub fn write_success_cells(
+    single: &std::path::Path,
+    cross: &std::path::Path,
+) -> anyhow::Result<DataFrame> {
+    let mut df = success_cells(single, cross)?;
+    crate::runs::write_parquet(&cross.join(crate::runs::SAMPLES_PARQUET), &mut df)?;
+    Ok(df)
 }
 
 /// The `samples.parquet` records of every run that has one, with a `run_id` column first;

@@ -29,6 +29,10 @@ pub enum ModelKind {
     #[default]
     Abxi,
     Sasrec,
+    /// The SASRec model on each domain's own subsequence (streams a and b, shared weights, no
+    /// cross-domain attention): the single-domain reference of AutoCDSR's diagnostic.
+    #[serde(rename = "sasrec-single")]
+    SasrecSingle,
 }
 
 impl ModelKind {
@@ -36,6 +40,7 @@ impl ModelKind {
         match self {
             ModelKind::Abxi => "abxi",
             ModelKind::Sasrec => "sasrec",
+            ModelKind::SasrecSingle => "sasrec-single",
         }
     }
 }
@@ -101,7 +106,7 @@ impl Model {
         let store = ParamStore::new(dtype, ChaCha8Rng::seed_from_u64(seed));
         Ok(match cfg.kind {
             ModelKind::Abxi => Model::Abxi(abxi::Abxi::new(cfg, gca, vocab, store)?),
-            ModelKind::Sasrec => {
+            ModelKind::Sasrec | ModelKind::SasrecSingle => {
                 Model::SasRec(sasrec::SasRec::new(cfg, gca, vocab, n_items_a, store)?)
             }
         })

@@ -2,16 +2,20 @@
 //! over the merged stream x only, with a per-domain output head (layer norm) so each target
 //! domain is scored by its own head.
 //!
+//! With `kind = "sasrec-single"` the same blocks encode each domain's own stream (a for A
+//! targets, b for B targets) instead of the merged one: a single-domain model with no
+//! cross-domain attention, the reference of AutoCDSR's success/failure diagnostic.
+//!
 //! GCA inside SASRec works on the merged timeline: at position p the stream is split by the
 //! domain of each position's item; the A positions query the B positions (or the whole merged
 //! stream, [`KvSource::Merged`]) and vice versa, causally; the two outputs are merged back.
 
 use super::gca::{GcaConfig, GcaInputs, GcaLayer, KvSource};
-use super::input::SeqBatch;
+use super::input::{SeqBatch, StreamInput};
 use super::nn::{
     AttnMask, Ctx, Embedding, LayerNorm, MultiHeadAttention, ParamStore, Result, SwiGlu, Tensor,
 };
-use super::ModelConfig;
+use super::{ModelConfig, ModelKind};
 
 struct Block {
     attn: MultiHeadAttention,
@@ -42,6 +46,11 @@ impl SasRec {
     ) -> Result<Self> {
         let d = cfg.d_model;
         gca.check_positions(cfg.layers)?;
+        if cfg.kind == ModelKind::SasrecSingle && !gca.positions.is_empty() {
+            candle_core::bail!(
+                "gca.positions must be empty for model.kind = \"sasrec-single\" (it has no merged stream to cross)"
+            );
+        }
         let (item, pos) = {
             let mut s = store.scope("embedding", "embedding");
             (
@@ -146,22 +155,18 @@ impl SasRec {
 
     /// Final representation per position `[b, l, d]`, through the target domain's head.
     pub fn forward(&self, batch: &SeqBatch, ctx: &mut Ctx) -> Result<Tensor> {
-        let x = &batch.x;
-        let mask = AttnMask::new(&x.valid, x.len(), true, self.store.dtype())?;
-        let h = (self.item.forward(&x.ids)? + self.pos.forward(&x.pos)?)?.broadcast_mul(&x.mask)?;
-        let mut h = ctx.dropout(&h, self.cfg.dropout)?;
-        h = self.gca_at(0, h, batch, ctx)?;
-        for (l, blk) in self.blocks.iter().enumerate() {
-            let o = blk.attn.forward(&h, &h, &mask, ctx.attn_probs.is_some())?;
-            if let (Some(p), Some(rec)) = (o.probs, ctx.attn_probs.as_mut()) {
-                rec.push((format!("attn.{l}.x"), p));
-            }
-            let o = ctx.dropout(&o.out, self.cfg.dropout)?;
-            h = blk.norm_attn.forward(&(&h + o)?)?.broadcast_mul(&x.mask)?;
-            let f = ctx.dropout(&blk.ffn.forward(&h)?, self.cfg.dropout)?;
-            h = blk.norm_ffn.forward(&(&h + f)?)?.broadcast_mul(&x.mask)?;
-            h = self.gca_at(l + 1, h, batch, ctx)?;
+        if self.cfg.kind == ModelKind::SasrecSingle {
+            let a = self.encode(&batch.a, "a", None, ctx)?;
+            let b = self.encode(&batch.b, "b", None, ctx)?;
+            let a = self.head[0]
+                .forward(&a)?
+                .broadcast_mul(&batch.target_domain[0])?;
+            let b = self.head[1]
+                .forward(&b)?
+                .broadcast_mul(&batch.target_domain[1])?;
+            return a + b;
         }
+        let h = self.encode(&batch.x, "x", Some(batch), ctx)?;
         let a = self.head[0]
             .forward(&h)?
             .broadcast_mul(&batch.target_domain[0])?;
@@ -169,5 +174,36 @@ impl SasRec {
             .forward(&h)?
             .broadcast_mul(&batch.target_domain[1])?;
         a + b
+    }
+
+    /// The blocks over one stream (attention maps recorded as `attn.L.NAME`); GCA layers run
+    /// when `gca_batch` is given (the merged stream).
+    fn encode(
+        &self,
+        x: &StreamInput,
+        name: &str,
+        gca_batch: Option<&SeqBatch>,
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
+        let mask = AttnMask::new(&x.valid, x.len(), true, self.store.dtype())?;
+        let h = (self.item.forward(&x.ids)? + self.pos.forward(&x.pos)?)?.broadcast_mul(&x.mask)?;
+        let mut h = ctx.dropout(&h, self.cfg.dropout)?;
+        if let Some(batch) = gca_batch {
+            h = self.gca_at(0, h, batch, ctx)?;
+        }
+        for (l, blk) in self.blocks.iter().enumerate() {
+            let o = blk.attn.forward(&h, &h, &mask, ctx.attn_probs.is_some())?;
+            if let (Some(p), Some(rec)) = (o.probs, ctx.attn_probs.as_mut()) {
+                rec.push((format!("attn.{l}.{name}"), p));
+            }
+            let o = ctx.dropout(&o.out, self.cfg.dropout)?;
+            h = blk.norm_attn.forward(&(&h + o)?)?.broadcast_mul(&x.mask)?;
+            let f = ctx.dropout(&blk.ffn.forward(&h)?, self.cfg.dropout)?;
+            h = blk.norm_ffn.forward(&(&h + f)?)?.broadcast_mul(&x.mask)?;
+            if let Some(batch) = gca_batch {
+                h = self.gca_at(l + 1, h, batch, ctx)?;
+            }
+        }
+        Ok(h)
     }
 }

@@ -17,6 +17,8 @@ pub const CONFIG_TOML: &str = "config.toml";
 pub const METRICS_JSONL: &str = "metrics.jsonl";
 pub const TENSORS_SAFETENSORS: &str = "tensors.safetensors";
 pub const SAMPLES_PARQUET: &str = "samples.parquet";
+/// Per test case at the best epoch: rank, hit and attention share (written by the trainer).
+pub const TEST_CASES_PARQUET: &str = "test_cases.parquet";
 
 /// Where a run stands. Only `Complete` runs are analysed; the others are reported as skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -64,7 +64,8 @@ pub mod writer;
 pub use error::RunError;
 pub use format::{
     metrics, DomainMetrics, FinalResults, MetricValue, Metrics, MetricsRow, ParamCounts,
-    RunIdentity, RunManifest, RunStatus, Split, FORMAT_VERSION, RUN_FORMAT,
+    RunIdentity, RunManifest, RunStatus, Split, FORMAT_VERSION, RUN_FORMAT, SAMPLES_PARQUET,
+    TEST_CASES_PARQUET,
 };
 pub use frames::{gca_tensor_stats, GcaTensorStats};
 pub use reader::{
@@ -72,4 +73,4 @@ pub use reader::{
     LoadReport, LoadedRun, NanPolicy, RunSet,
 };
 pub use tensors::{MappedTensors, Tensor, TensorData, TensorSet};
-pub use writer::{write_atomic, RunWriter};
+pub use writer::{write_atomic, write_parquet, RunWriter};

@@ -26,6 +26,11 @@ impl LoadedRun {
     pub fn samples_path(&self) -> PathBuf {
         self.dir.join(SAMPLES_PARQUET)
     }
+
+    /// The path of the run's per-test-case file (it may not exist).
+    pub fn test_cases_path(&self) -> PathBuf {
+        self.dir.join(TEST_CASES_PARQUET)
+    }
 }
 
 /// What to do with non-finite (NaN / infinite, stored as `null`) metric values.

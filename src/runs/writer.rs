@@ -20,6 +20,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
     std::fs::rename(&tmp, path).map_err(|e| RunError::io(path, e))
 }
 
+/// Writes `df` as Parquet to `path` through a temporary file and a rename.
+pub fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<(), RunError> {
+    let tmp = tmp_path(path);
+    let file = File::create(&tmp).map_err(|e| RunError::io(&tmp, e))?;
+    ParquetWriter::new(file)
+        .finish(df)
+        .map_err(|e| RunError::Polars {
+            path: tmp.clone(),
+            source: e,
+        })?;
+    std::fs::rename(&tmp, path).map_err(|e| RunError::io(path, e))
+}
+
 fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
@@ -203,16 +216,12 @@ impl RunWriter {
 
     /// Writes `samples.parquet` (atomically). Columns: see `docs/run-format.md`.
     pub fn write_samples(&self, samples: &mut DataFrame) -> Result<(), RunError> {
-        let path = self.dir.join(SAMPLES_PARQUET);
-        let tmp = tmp_path(&path);
-        let file = File::create(&tmp).map_err(|e| RunError::io(&tmp, e))?;
-        ParquetWriter::new(file)
-            .finish(samples)
-            .map_err(|e| RunError::Polars {
-                path: tmp.clone(),
-                source: e,
-            })?;
-        std::fs::rename(&tmp, &path).map_err(|e| RunError::io(&path, e))
+        write_parquet(&self.dir.join(SAMPLES_PARQUET), samples)
+    }
+
+    /// Writes `test_cases.parquet` (atomically). Columns: see `docs/run-format.md`.
+    pub fn write_test_cases(&self, cases: &mut DataFrame) -> Result<(), RunError> {
+        write_parquet(&self.dir.join(TEST_CASES_PARQUET), cases)
     }
 
     /// Marks the run `complete` with its final results; returns the run directory.

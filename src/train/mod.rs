@@ -31,7 +31,7 @@ use crate::data::{
     self, sample_train_negatives, Dataset, Domain, EvalBatch, EvalLayout, LayoutConfig,
     NegativeSharing, Part, Split, TrainBatch, TrainLayout,
 };
-use crate::eval::{evaluate_full, evaluate_sampled, Candidates, EvalReport};
+use crate::eval::{evaluate_full, evaluate_sampled, sampled_rank, Candidates, EvalReport};
 use crate::model::attention_share::{attention_share, domain_labels, ShareConfig};
 use crate::model::nn::{Ctx, DType, Device, Tensor};
 use crate::model::{info_nce, score_candidates, Model, Negatives, SeqBatch};
@@ -206,17 +206,17 @@ fn eval_repr(
 /// have a valid token; `None` for a domain without such cases.
 pub type AcdByDomain = [Option<f64>; 2];
 
-/// Per case of an evaluation batch: the merged stream's `a_cd` (normalised per valid query
-/// row, mean over heads, summed over layers; [`crate::model::attention_share`]), `None` for a
-/// case without valid tokens.
+/// Per case of an evaluation batch: the merged stream's `a_cd` per layer (normalised per
+/// valid query row, mean over heads; [`crate::model::attention_share`]), `None` for a case
+/// without valid tokens or a model without a merged stream.
 fn case_acd(
     ds: &Dataset,
     b: &EvalBatch,
     attn: &[(String, Tensor)],
-) -> anyhow::Result<Vec<Option<f64>>> {
+) -> anyhow::Result<Vec<Option<Vec<f64>>>> {
     let items = ndarray::ArrayView2::from_shape((b.batch_size(), b.max_len), b.x)?;
     let (labels, valid) = domain_labels(ds, items);
-    let mut total = ndarray::Array1::<f64>::zeros(b.batch_size());
+    let mut layers = Vec::new();
     let mut rows = None;
     for (_, p) in attn.iter().filter(|(name, _)| name.ends_with(".x")) {
         let (n, h, q, k) = p.dims4()?;
@@ -228,54 +228,127 @@ fn case_acd(
             valid.view(),
             &ShareConfig::two_domains(),
         )?;
-        total += &share.norm_head_mean();
+        layers.push(share.norm_head_mean());
         rows = Some(share.valid_rows);
     }
     let Some(rows) = rows else {
         return Ok(vec![None; b.batch_size()]);
     };
-    Ok(total
-        .iter()
-        .zip(rows.iter())
-        .map(|(&v, &r)| (r > 0).then_some(v))
+    Ok((0..b.batch_size())
+        .map(|i| (rows[i] > 0).then(|| layers.iter().map(|l| l[i]).collect()))
         .collect())
 }
 
-/// Sampled-negative metrics of `layout` and the merged stream's mean `a_cd` per domain.
+/// One evaluated case: its domain, the rank of its target among the candidates and the
+/// merged stream's `a_cd` per layer.
+#[derive(Debug, Clone)]
+struct CaseRecord {
+    domain: Domain,
+    rank: usize,
+    a_cd: Option<Vec<f64>>,
+}
+
+/// Sampled-negative evaluation: the metrics of `layout`, the merged stream's mean `a_cd` per
+/// domain and every case's record (in the layout's order).
 fn evaluate(
     model: &Model,
     ds: &Dataset,
     layout: &EvalLayout,
     cand: &Candidates,
     batch: usize,
-) -> anyhow::Result<(EvalReport, AcdByDomain)> {
+) -> anyhow::Result<(EvalReport, AcdByDomain, Vec<CaseRecord>)> {
     let mut err = None;
-    let mut acd = [(0.0f64, 0usize); 2];
+    let mut cases = Vec::with_capacity(layout.len());
     let report = evaluate_sampled(layout, cand, batch, |b, items| {
         let mut run = || -> anyhow::Result<Vec<f32>> {
             let out = eval_repr(model, b, false, true)?;
             let per_case = case_acd(ds, b, out.attn.as_deref().unwrap_or_default())?;
-            for (v, d) in per_case.iter().zip(b.target_domain) {
-                if let Some(v) = v {
-                    acd[d.index()].0 += v;
-                    acd[d.index()].1 += 1;
-                }
-            }
             let ids =
                 Tensor::from_vec(items.to_vec(), (b.batch_size(), cand.width()), &Device::Cpu)?;
-            Ok(score_candidates(&out.h_last, model.item_embedding(), &ids)?
+            let scores = score_candidates(&out.h_last, model.item_embedding(), &ids)?
                 .flatten_all()?
-                .to_vec1::<f32>()?)
+                .to_vec1::<f32>()?;
+            for ((a_cd, &domain), s) in per_case
+                .into_iter()
+                .zip(b.target_domain)
+                .zip(scores.chunks_exact(cand.width()))
+            {
+                cases.push(CaseRecord {
+                    domain,
+                    rank: sampled_rank(s),
+                    a_cd,
+                });
+            }
+            Ok(scores)
         };
         run().unwrap_or_else(|e| {
             err.get_or_insert(e);
             vec![f32::NAN; b.batch_size() * cand.width()]
         })
     });
-    match err {
-        Some(e) => Err(e),
-        None => Ok((report, acd.map(|(s, n)| (n > 0).then(|| s / n as f64)))),
+    if let Some(e) = err {
+        return Err(e);
     }
+    let mut acd = [(0.0f64, 0usize); 2];
+    for c in &cases {
+        if let Some(v) = &c.a_cd {
+            acd[c.domain.index()].0 += v.iter().sum::<f64>();
+            acd[c.domain.index()].1 += 1;
+        }
+    }
+    Ok((
+        report,
+        acd.map(|(s, n)| (n > 0).then(|| s / n as f64)),
+        cases,
+    ))
+}
+
+/// `test_cases.parquet`: one row per test case (`sample` = its index in the test layout,
+/// `domain`, `rank`, `hit@10`, `a_cd` summed over layers and `a_cd@L` per layer; null without
+/// a merged stream), so runs can be compared case by case (AutoCDSR's diagnostic).
+fn test_cases_frame(cases: &[CaseRecord]) -> anyhow::Result<polars::prelude::DataFrame> {
+    use polars::prelude::{Column, DataFrame};
+    let n = cases.len();
+    let layers = cases
+        .iter()
+        .filter_map(|c| c.a_cd.as_ref().map(Vec::len))
+        .max()
+        .unwrap_or(0);
+    let mut columns = vec![
+        Column::new("sample".into(), (0..n as i64).collect::<Vec<_>>()),
+        Column::new(
+            "domain".into(),
+            cases
+                .iter()
+                .map(|c| c.domain.to_string())
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "rank".into(),
+            cases.iter().map(|c| c.rank as i64).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "hit@10".into(),
+            cases.iter().map(|c| c.rank <= 10).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "a_cd".into(),
+            cases
+                .iter()
+                .map(|c| c.a_cd.as_ref().map(|v| v.iter().sum::<f64>()))
+                .collect::<Vec<_>>(),
+        ),
+    ];
+    for l in 0..layers {
+        columns.push(Column::new(
+            format!("a_cd@{l}").into(),
+            cases
+                .iter()
+                .map(|c| c.a_cd.as_ref().and_then(|v| v.get(l).copied()))
+                .collect::<Vec<_>>(),
+        ));
+    }
+    Ok(DataFrame::new(n, columns)?)
 }
 
 fn evaluate_full_ranking(
@@ -643,7 +716,7 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
                     .map_or(vec![], |_| acd_epoch.metrics().to_vec()),
             ),
         )?;
-        let (valid, valid_acd) = evaluate(
+        let (valid, valid_acd, _) = evaluate(
             &model,
             ds,
             &prep.valid,
@@ -668,7 +741,7 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
         let take_best = outcome == EpochOutcome::Improved
             || (outcome == EpochOutcome::Warmup && epoch == cfg.train.epochs);
         if take_best {
-            let (test, test_acd) = evaluate(
+            let (test, test_acd, test_cases) = evaluate(
                 &model,
                 ds,
                 &prep.test,
@@ -698,6 +771,7 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
                 None
             };
             write_capture(&model, &prep, &writer)?;
+            writer.write_test_cases(&mut test_cases_frame(&test_cases)?)?;
         }
         if outcome == EpochOutcome::Stop {
             state.stopped = true;
