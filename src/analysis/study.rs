@@ -10,7 +10,7 @@
 //! | `positions` | String | GCA position set as compact JSON, `[]` for none |
 //! | `gate`, `layer_norm` | String, Boolean (null without GCA) | GCA gate activation and LayerNorm |
 //! | `objective` | String | `rec` (plain), `autocdsr` (Pareto-MTL `a_cd`) or `autocdsr-fixed` |
-//! | `setting` | String | what the report groups seeds by: the variant plus gate/LayerNorm for GCA runs (`+GCA_early sigmoid LN`), or the objective (`AutoCDSR`) |
+//! | `setting` | String | what the report groups seeds by: the variant plus gate/LayerNorm for GCA runs (`+GCA_early sigmoid LN`), the objective (`AutoCDSR`), or `single-domain` for `sasrec-single` |
 //! | `d_model` | Int64 (nullable) | `config.model.d_model` |
 //! | `params` | Float64 | total trainable parameters |
 //! | `domain` | String | `A` / `B` |
@@ -195,7 +195,11 @@ pub fn study_frame(set: &RunSet) -> PolarsResult<(DataFrame, LoadReport)> {
             gate.push(g.map(str::to_owned));
             layer_norm.push(ln);
             objective.push(obj);
-            setting.push(setting_label(&v, g, ln, obj));
+            setting.push(if m.model == crate::model::ModelKind::SasrecSingle.as_str() {
+                "single-domain".to_owned()
+            } else {
+                setting_label(&v, g, ln, obj)
+            });
             wall.push(m.wall_time_s);
             a_cd.push(
                 run.metrics
