@@ -195,11 +195,13 @@ pub fn study_frame(set: &RunSet) -> PolarsResult<(DataFrame, LoadReport)> {
             gate.push(g.map(str::to_owned));
             layer_norm.push(ln);
             objective.push(obj);
-            setting.push(if m.model == crate::model::ModelKind::SasrecSingle.as_str() {
-                "single-domain".to_owned()
-            } else {
-                setting_label(&v, g, ln, obj)
-            });
+            setting.push(
+                if m.model == crate::model::ModelKind::SasrecSingle.as_str() {
+                    "single-domain".to_owned()
+                } else {
+                    setting_label(&v, g, ln, obj)
+                },
+            );
             wall.push(m.wall_time_s);
             a_cd.push(
                 run.metrics

@@ -8,10 +8,13 @@
 //! Everything here is differentiable with candle's autograd and works in f32 and f64 (the
 //! gradient checks run in f64).
 
+mod fused;
+
 use std::collections::BTreeMap;
 
 pub use candle_core::backprop::GradStore;
 pub use candle_core::{DType, Device, Tensor, Var, D};
+pub use fused::{masked_softmax, silu_mul};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -357,7 +360,7 @@ impl SwiGlu {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.w3
-            .forward(&(self.w2.forward(x)?.silu()? * self.w1.forward(x)?)?)
+            .forward(&silu_mul(&self.w2.forward(x)?, &self.w1.forward(x)?)?)
     }
 }
 
@@ -496,8 +499,7 @@ impl MultiHeadAttention {
         let q = split(self.q.forward(xq)?, lq)?;
         let k = split(self.k.forward(xkv)?, lk)?;
         let v = split(self.v.forward(xkv)?, lk)?;
-        let scores = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?.broadcast_add(&mask.bias)?;
-        let probs = softmax_last(&scores)?.broadcast_mul(&mask.row_valid)?;
+        let probs = masked_softmax(&q.matmul(&k.t()?)?, &mask.bias, 1.0 / (dh as f64).sqrt())?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, lq, d))?;
         let out = self.o.forward(&ctx)?.broadcast_mul(&mask.out_valid)?;
         Ok(AttnOutput {
