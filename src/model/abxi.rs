@@ -7,8 +7,8 @@
 use super::gca::{GcaConfig, GcaInputs, GcaLayer, KvSource};
 use super::input::{SeqBatch, StreamInput};
 use super::nn::{
-    AttnMask, Ctx, Embedding, LayerNorm, LoRA, MultiHeadAttention, ParamStore, Result, SwiGlu,
-    Tensor,
+    last_position, AttnMask, Ctx, Embedding, LayerNorm, LoRA, MultiHeadAttention, ParamStore,
+    Result, SwiGlu, Tensor,
 };
 use super::ModelConfig;
 
@@ -230,14 +230,15 @@ impl Abxi {
             }
         }
         // Projector: x into each domain (invariant part) plus the domain's own stream.
-        let hx = &h[0];
+        let last = |t: &Tensor| last_position(t, ctx.last_only);
+        let hx = &last(&h[0])?;
         let hi = ctx.dropout(&self.proj_i.forward(hx)?, self.cfg.dropout)?;
         let mut out: Option<Tensor> = None;
         for d in 0..2 {
-            let gt = &batch.target_domain[d];
+            let gt = &last_position(&batch.target_domain[d], ctx.last_only)?;
             let il = ctx.dropout(&self.ilora[d].forward(hx)?, self.cfg.dropout)?;
             let inv = self.norm_i2d[d].forward(&((hx + &hi)? + il)?.broadcast_mul(gt)?)?;
-            let hd = &h[d + 1];
+            let hd = &last_position(&h[d + 1], ctx.last_only)?;
             let pd = ctx.dropout(&self.proj_d[d].forward(hd)?, self.cfg.dropout)?;
             let spe = self.norm_d2d[d].forward(&(hd + pd)?.broadcast_mul(gt)?)?;
             let hd_out = (inv + spe)?.broadcast_mul(gt)?;

@@ -13,7 +13,8 @@
 use super::gca::{GcaConfig, GcaInputs, GcaLayer, KvSource};
 use super::input::{SeqBatch, StreamInput};
 use super::nn::{
-    AttnMask, Ctx, Embedding, LayerNorm, MultiHeadAttention, ParamStore, Result, SwiGlu, Tensor,
+    last_position, AttnMask, Ctx, Embedding, LayerNorm, MultiHeadAttention, ParamStore, Result,
+    SwiGlu, Tensor,
 };
 use super::{ModelConfig, ModelKind};
 
@@ -155,24 +156,22 @@ impl SasRec {
 
     /// Final representation per position `[b, l, d]`, through the target domain's head.
     pub fn forward(&self, batch: &SeqBatch, ctx: &mut Ctx) -> Result<Tensor> {
-        if self.cfg.kind == ModelKind::SasrecSingle {
-            let a = self.encode(&batch.a, "a", None, ctx)?;
-            let b = self.encode(&batch.b, "b", None, ctx)?;
-            let a = self.head[0]
-                .forward(&a)?
-                .broadcast_mul(&batch.target_domain[0])?;
-            let b = self.head[1]
-                .forward(&b)?
-                .broadcast_mul(&batch.target_domain[1])?;
-            return a + b;
-        }
-        let h = self.encode(&batch.x, "x", Some(batch), ctx)?;
+        let (ha, hb) = if self.cfg.kind == ModelKind::SasrecSingle {
+            (
+                self.encode(&batch.a, "a", None, ctx)?,
+                self.encode(&batch.b, "b", None, ctx)?,
+            )
+        } else {
+            let h = self.encode(&batch.x, "x", Some(batch), ctx)?;
+            (h.clone(), h)
+        };
+        let last = |t: &Tensor| last_position(t, ctx.last_only);
         let a = self.head[0]
-            .forward(&h)?
-            .broadcast_mul(&batch.target_domain[0])?;
+            .forward(&last(&ha)?)?
+            .broadcast_mul(&last(&batch.target_domain[0])?)?;
         let b = self.head[1]
-            .forward(&h)?
-            .broadcast_mul(&batch.target_domain[1])?;
+            .forward(&last(&hb)?)?
+            .broadcast_mul(&last(&batch.target_domain[1])?)?;
         a + b
     }
 

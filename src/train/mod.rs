@@ -187,6 +187,7 @@ fn eval_repr(
     let input = eval_input(b, DType::F32)?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut ctx = Ctx::new(false, &mut rng);
+    ctx.last_only = true;
     if capture {
         ctx.capture = Some(Vec::new());
     }

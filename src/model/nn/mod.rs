@@ -225,6 +225,9 @@ pub struct Ctx<'a> {
     /// detached, so a loss may be put on them (AutoCDSR). Names: `attn.L.S`, L the layer,
     /// S the stream (`x`, `a`, `b`).
     pub attn_probs: Option<Vec<(String, Tensor)>>,
+    /// When true (evaluation scores only the last position), a model may return `[b, 1, d]`:
+    /// its output layers (ABXI's projector, SASRec's heads) then skip the other positions.
+    pub last_only: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -235,6 +238,7 @@ impl<'a> Ctx<'a> {
             rng,
             capture: None,
             attn_probs: None,
+            last_only: false,
         }
     }
 
@@ -506,6 +510,16 @@ impl MultiHeadAttention {
             out,
             probs: want_probs.then_some(probs),
         })
+    }
+}
+
+/// The last position `[b, 1, ..]` of a `[b, l, ..]` tensor when `last_only`, else itself.
+pub fn last_position(t: &Tensor, last_only: bool) -> Result<Tensor> {
+    if last_only {
+        let l = t.dim(1)?;
+        t.narrow(1, l - 1, 1)
+    } else {
+        Ok(t.clone())
     }
 }
 
