@@ -32,11 +32,13 @@ pub struct CrossDomainShare {
 
 /// `a_cd` of an attention map `probs` (`[heads, len, len]`, rows are softmax distributions
 /// over keys) for a sequence whose position `i` belongs to `domains[i]` (`None` = padding:
-/// neither a query row nor a cross-domain key).
+/// neither a query row nor a cross-domain key). The one-sequence view of
+/// [`crate::model::attention_share::attention_share`], which it calls.
 pub fn cross_domain_share(
     probs: ArrayView3<'_, f32>,
     domains: &[Option<Domain>],
 ) -> Result<CrossDomainShare, StatsError> {
+    use crate::model::attention_share::{attention_share, ShareConfig};
     let (heads, lq, lk) = probs.dim();
     if lq != domains.len() || lk != domains.len() || heads == 0 {
         return Err(StatsError::Invalid(format!(
@@ -45,28 +47,21 @@ pub fn cross_domain_share(
             domains.len()
         )));
     }
-    let mut raw = 0.0f64;
-    let mut valid_rows = 0;
-    for (i, di) in domains.iter().enumerate() {
-        let Some(di) = di else { continue };
-        valid_rows += 1;
-        for h in 0..heads {
-            for (j, dj) in domains.iter().enumerate() {
-                if matches!(dj, Some(dj) if dj != di) {
-                    raw += probs[[h, i, j]] as f64;
-                }
-            }
-        }
-    }
-    raw /= heads as f64;
+    let labels = ndarray::Array2::from_shape_fn((1, lq), |(_, i)| {
+        domains[i].map_or(0, |d| d.index() as i64)
+    });
+    let valid = ndarray::Array2::from_shape_fn((1, lq), |(_, i)| domains[i].is_some());
+    let share = attention_share(
+        probs.insert_axis(ndarray::Axis(0)),
+        labels.view(),
+        valid.view(),
+        &ShareConfig::two_domains(),
+    )
+    .map_err(|e| StatsError::Invalid(e.to_string()))?;
     Ok(CrossDomainShare {
-        raw,
-        normalised: if valid_rows > 0 {
-            raw / valid_rows as f64
-        } else {
-            0.0
-        },
-        valid_rows,
+        raw: share.raw_head_mean()[0],
+        normalised: share.norm_head_mean()[0],
+        valid_rows: share.valid_rows[0],
     })
 }
 
