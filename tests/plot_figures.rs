@@ -264,6 +264,25 @@ fn attention_share_by_cell_and_layer() {
 }
 
 #[test]
+fn attention_share_keeps_runs_apart() {
+    // Two runs whose sample 0 is in the same cell: two samples (n=2) of share 0.3 each, not
+    // one sample of 0.6 (the loader's frames repeat sample numbers across runs).
+    let df = df!(
+        "run_id" => ["r1", "r1", "r2", "r2"],
+        "sample" => [0i64, 0, 0, 0],
+        "domain" => ["A"; 4],
+        "hit_single" => [true; 4],
+        "hit_cross" => [true; 4],
+        "a_cd" => [0.1, 0.2, 0.1, 0.2],
+        "layer" => [0i64, 1, 0, 1],
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fig = plot::attention_share(&df).unwrap();
+    check_written(&fig, dir.path(), (1440, 540), &["n=2"]);
+}
+
+#[test]
 fn training_curves_from_metrics_rows() {
     let df = df!(
         "run_id" => ["r1", "r1", "r1", "r1", "r2", "r2"],

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::attention::{share_by_cell, write_success_cells};
+use super::attention::{share_by_cell, success_cells, write_success_cells};
 
 /// Arguments of `cdsr-lab diagnose`.
 #[derive(clap::Args, Debug)]
@@ -14,17 +14,26 @@ pub struct DiagnoseArgs {
     /// written.
     #[arg(long)]
     pub cross: PathBuf,
+    /// Print the cells only; write no `samples.parquet` (e.g. for a second cross-domain model
+    /// whose samples should not enter the figure).
+    #[arg(long)]
+    pub print_only: bool,
 }
 
 /// Writes `CROSS/samples.parquet` and prints the mean `a_cd` per domain, layer and
 /// success/failure cell with 95% intervals.
 pub fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
-    let samples = write_success_cells(&args.single, &args.cross)?;
-    println!(
-        "wrote {} ({} rows)",
-        args.cross.join(crate::runs::SAMPLES_PARQUET).display(),
-        samples.height()
-    );
+    let samples = if args.print_only {
+        success_cells(&args.single, &args.cross)?
+    } else {
+        let s = write_success_cells(&args.single, &args.cross)?;
+        println!(
+            "wrote {} ({} rows)",
+            args.cross.join(crate::runs::SAMPLES_PARQUET).display(),
+            s.height()
+        );
+        s
+    };
     println!("{}", share_by_cell(&samples, &["domain", "layer"], 0.95)?);
     Ok(())
 }

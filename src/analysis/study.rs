@@ -444,13 +444,13 @@ impl std::fmt::Display for StudyReport {
         writeln!(f, "{m} by variant (mean ± sd over seeds)")?;
         writeln!(
             f,
-            "{:<8} {:<24} {:>5} {:>6} {:>11} {:>3} {:>8} {:>8} {:>7} {:>8}",
+            "{:<13} {:<24} {:>5} {:>6} {:>11} {:>3} {:>8} {:>8} {:>7} {:>8}",
             "model", "variant", "d", "domain", "params", "n", "mean", "sd", "a_cd", "time_s"
         )?;
         for v in &self.variants {
             writeln!(
                 f,
-                "{:<8} {:<24} {:>5} {:>6} {:>11.0} {:>3} {:>8.4} {:>8} {:>7} {:>8}",
+                "{:<13} {:<24} {:>5} {:>6} {:>11.0} {:>3} {:>8.4} {:>8} {:>7} {:>8}",
                 v.model,
                 v.variant,
                 v.d_model.map_or("-".into(), |d| d.to_string()),

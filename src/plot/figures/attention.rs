@@ -63,7 +63,7 @@ impl SuccessCell {
 ///
 /// Columns read (the run format's `samples.parquet`): `domain` (label), `hit_single`,
 /// `hit_cross` (booleans), `a_cd` (number); with per-layer rows also `layer` and `sample`
-/// (integers). Output name: `attention_share`.
+/// (integers; `run_id` too when the frame holds several runs). Output name: `attention_share`.
 pub fn attention_share(samples: &DataFrame) -> Result<Plot, PlotError> {
     let err = frame_err(NAME);
     let domains = labels(samples, "domain").map_err(&err)?;
@@ -72,10 +72,18 @@ pub fn attention_share(samples: &DataFrame) -> Result<Plot, PlotError> {
     let share = f64s(samples, "a_cd").map_err(&err)?;
     let layered = has(samples, "layer");
     let (layer, sample) = if layered {
-        (
-            f64s(samples, "layer").map_err(&err)?,
-            labels(samples, "sample").map_err(&err)?,
-        )
+        let mut sample = labels(samples, "sample").map_err(&err)?;
+        // Frames of several runs (`load_samples` adds `run_id`) repeat sample numbers: a
+        // sample is (run, sample).
+        if has(samples, "run_id") {
+            let runs = labels(samples, "run_id").map_err(&err)?;
+            for (s, r) in sample.iter_mut().zip(runs) {
+                if let (Some(s), Some(r)) = (s.as_mut(), r) {
+                    *s = format!("{r}/{s}");
+                }
+            }
+        }
+        (f64s(samples, "layer").map_err(&err)?, sample)
     } else {
         (vec![None; samples.height()], vec![None; samples.height()])
     };
