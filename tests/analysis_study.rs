@@ -109,6 +109,12 @@ fn study_table_and_report_of_gca_baseline_and_autocdsr_runs() {
             .iter()
             .all(|m| m.nearest_baseline.run_id.starts_with("base-")));
     }
+    // One summary line per (model, domain, setting) of GCA runs.
+    assert_eq!(r.param_summary.len(), 2);
+    assert!(r
+        .param_summary
+        .iter()
+        .all(|p| p.setting == "+GCA_stack sigmoid LN" && p.n == 2));
     let text = r.to_string();
     assert!(
         text.contains("AutoCDSR fixed") && text.contains("a_cd"),

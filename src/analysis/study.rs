@@ -301,8 +301,24 @@ pub struct StudyReport {
         String,
         Vec<crate::analysis::param_match::ParamMatch>,
     )>,
+    /// The parameter matches summarised per (model, domain, setting).
+    pub param_summary: Vec<ParamMatchSummary>,
     /// Statistics that could not be computed (too few runs, constant values), with the reason.
     pub notes: Vec<String>,
+}
+
+/// The parameter-matched comparison of one (model, domain, setting) cell of GCA runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamMatchSummary {
+    pub model: String,
+    pub domain: String,
+    pub setting: String,
+    /// GCA runs in the cell.
+    pub n: usize,
+    /// Mean accuracy gain over each run's nearest baseline.
+    pub mean_gain: f64,
+    /// Median parameter-efficiency ratio (runs whose ratio the fit gives).
+    pub median_ratio: Option<f64>,
 }
 
 impl StudyReport {
@@ -428,11 +444,46 @@ impl StudyReport {
                 Err(e) => notes.push(format!("parameter match, {model} {domain}: {e}")),
             }
         }
+        let setting_of: BTreeMap<&str, &str> = run_id
+            .iter()
+            .zip(&setting)
+            .map(|(r, s)| (r.as_str(), s.as_str()))
+            .collect();
+        let mut param_summary = Vec::new();
+        for (model, domain, ms) in &param_matches {
+            let mut by_setting: BTreeMap<&str, Vec<&crate::analysis::param_match::ParamMatch>> =
+                BTreeMap::new();
+            for m in ms {
+                let s = setting_of.get(m.gca.run_id.as_str()).copied().unwrap_or("");
+                by_setting.entry(s).or_default().push(m);
+            }
+            for (setting, ms) in by_setting {
+                let mut ratios: Vec<f64> = ms.iter().filter_map(|m| m.efficiency_ratio).collect();
+                ratios.sort_by(f64::total_cmp);
+                let median_ratio = (!ratios.is_empty()).then(|| {
+                    let k = ratios.len();
+                    if k % 2 == 1 {
+                        ratios[k / 2]
+                    } else {
+                        (ratios[k / 2 - 1] + ratios[k / 2]) / 2.0
+                    }
+                });
+                param_summary.push(ParamMatchSummary {
+                    model: model.clone(),
+                    domain: domain.clone(),
+                    setting: setting.to_owned(),
+                    n: ms.len(),
+                    mean_gain: ms.iter().map(|m| m.accuracy_gain).sum::<f64>() / ms.len() as f64,
+                    median_ratio,
+                });
+            }
+        }
         Ok(StudyReport {
             metric: metric.to_owned(),
             variants,
             correlations,
             param_matches,
+            param_summary,
             notes,
         })
     }
@@ -473,6 +524,19 @@ impl std::fmt::Display for StudyReport {
             )?;
         }
         writeln!(f, "\nparameter-matched comparison ({m}; ratio = baseline parameters needed / GCA parameters)")?;
+        for p in &self.param_summary {
+            writeln!(
+                f,
+                "{:<8} {}: {:<24} n {:>2}  mean gain {:+.4}  median ratio {}",
+                p.model,
+                p.domain,
+                p.setting,
+                p.n,
+                p.mean_gain,
+                p.median_ratio.map_or("-".into(), |r| format!("{r:.2}"))
+            )?;
+        }
+        writeln!(f, "per run:")?;
         for (model, domain, ms) in &self.param_matches {
             for p in ms {
                 writeln!(
