@@ -5,22 +5,90 @@
 //! `silu(a) * b`. One pass over the data instead of one per op. f32 and f64 (the gradient
 //! checks run in f64); inputs are made contiguous first.
 
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
+};
 use num_traits::Float;
 use rayon::prelude::*;
 
 /// Rows per parallel task: small rows make per-task overhead dominate.
 const ROWS_PER_TASK: usize = 64;
+/// Elements per parallel task of the elementwise kernels.
+const ELEMS_PER_TASK: usize = 4096;
 
-fn contiguous<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+/// A bias at or below this marks a key a query may not use (`AttnMask` writes -1e9).
+const MASKED: f64 = -1e8;
+
+fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
         None => bail!("fused op: input is not contiguous"),
     }
 }
 
-/// A bias at or below this marks a key a query may not use (`AttnMask` writes -1e9).
-const MASKED: f64 = -1e8;
+/// The element type of the kernels.
+trait Elem: Float + WithDType + Send + Sync {}
+impl<T: Float + WithDType + Send + Sync> Elem for T {}
+
+/// A fused kernel over inputs of one float dtype; [`run_f32_f64`] runs it for f32 and f64.
+trait Kernel {
+    /// `inputs` are the contiguous data of the op's arguments, `layouts` their layouts; the
+    /// output has the first argument's shape.
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>>;
+}
+
+/// The CPU forward pass of a [`Kernel`] over `args` (storage, layout) pairs of one dtype.
+fn run_f32_f64<K: Kernel>(
+    name: &str,
+    kernel: &K,
+    args: &[(&CpuStorage, &Layout)],
+) -> Result<(CpuStorage, Shape)> {
+    fn data<'a, T: WithDType>(args: &[(&'a CpuStorage, &Layout)]) -> Result<Vec<&'a [T]>> {
+        args.iter().map(|(s, l)| contiguous::<T>(s, l)).collect()
+    }
+    let layouts: Vec<&Layout> = args.iter().map(|(_, l)| *l).collect();
+    let dtypes: Vec<_> = args.iter().map(|(s, _)| s.dtype()).collect();
+    if dtypes.windows(2).any(|w| w[0] != w[1]) {
+        bail!("{name}: inputs of different dtypes {dtypes:?}");
+    }
+    let out = match args[0].0 {
+        CpuStorage::F32(_) => CpuStorage::F32(kernel.run(&data::<f32>(args)?, &layouts)?),
+        CpuStorage::F64(_) => CpuStorage::F64(kernel.run(&data::<f64>(args)?, &layouts)?),
+        _ => bail!("{name}: f32 or f64 inputs, got {:?}", dtypes[0]),
+    };
+    Ok((out, layouts[0].shape().clone()))
+}
+
+/// `f(a[i], b[i])` elementwise, in parallel.
+fn zip_map<T: Elem>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+    let mut out = vec![T::zero(); a.len()];
+    out.par_chunks_mut(ELEMS_PER_TASK)
+        .zip(
+            a.par_chunks(ELEMS_PER_TASK)
+                .zip(b.par_chunks(ELEMS_PER_TASK)),
+        )
+        .for_each(|(o, (a, b))| {
+            for (o, (&a, &b)) in o.iter_mut().zip(a.iter().zip(b)) {
+                *o = f(a, b);
+            }
+        });
+    out
+}
+
+/// `f(row index, output row)` for every row of length `k` of a `len`-element output, in
+/// parallel.
+fn map_rows<T: Elem>(len: usize, k: usize, f: impl Fn(usize, &mut [T]) + Sync) -> Vec<T> {
+    let mut out = vec![T::zero(); len];
+    out.par_chunks_mut(k * ROWS_PER_TASK)
+        .enumerate()
+        .for_each(|(task, chunk)| {
+            for (r, o) in chunk.chunks_mut(k).enumerate() {
+                f(task * ROWS_PER_TASK + r, o);
+            }
+        });
+    out
+}
 
 /// `softmax(scale * scores + bias)` over the last axis, with all-masked rows set to 0:
 /// `scores [b, h, q, k]`, `bias [b, 1, q, k]`.
@@ -28,45 +96,43 @@ struct MaskedSoftmax {
     scale: f64,
 }
 
-fn masked_softmax_rows<T: Float + Send + Sync>(
-    s: &[T],
-    bias: &[T],
-    dims: [usize; 4],
-    scale: f64,
-) -> Vec<T> {
-    let [_, h, q, k] = dims;
-    let scale = T::from(scale).unwrap();
-    let masked = T::from(MASKED).unwrap();
-    let mut out = vec![T::zero(); s.len()];
-    out.par_chunks_mut(k * ROWS_PER_TASK)
-        .enumerate()
-        .for_each(|(task, chunk)| {
-            for (r, o) in chunk.chunks_mut(k).enumerate() {
-                let row = task * ROWS_PER_TASK + r;
-                let (bh, i) = (row / q, row % q);
-                let b = bh / h;
-                let x = &s[row * k..(row + 1) * k];
-                let m = &bias[(b * q + i) * k..(b * q + i + 1) * k];
-                if m.iter().all(|&v| v <= masked) {
-                    continue; // no usable key: the row stays 0
-                }
-                let mut max = T::neg_infinity();
-                for (o, (&x, &m)) in o.iter_mut().zip(x.iter().zip(m)) {
-                    *o = x * scale + m;
-                    max = max.max(*o);
-                }
-                let mut sum = T::zero();
-                for o in o.iter_mut() {
-                    *o = (*o - max).exp();
-                    sum = sum + *o;
-                }
-                let inv = T::one() / sum;
-                for o in o.iter_mut() {
-                    *o = *o * inv;
-                }
+impl Kernel for MaskedSoftmax {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        let (s, bias) = (inputs[0], inputs[1]);
+        let (b, h, q, k) = layouts[0].shape().dims4()?;
+        if layouts[1].shape().dims() != [b, 1, q, k] {
+            bail!(
+                "masked softmax: bias {:?} does not match scores {:?}",
+                layouts[1].shape(),
+                layouts[0].shape()
+            );
+        }
+        let scale = T::from(self.scale).unwrap();
+        let masked = T::from(MASKED).unwrap();
+        Ok(map_rows(s.len(), k, |row, o| {
+            let (bh, i) = (row / q, row % q);
+            let b = bh / h;
+            let x = &s[row * k..(row + 1) * k];
+            let m = &bias[(b * q + i) * k..(b * q + i + 1) * k];
+            if m.iter().all(|&v| v <= masked) {
+                return; // no usable key: the row stays 0
             }
-        });
-    out
+            let mut max = T::neg_infinity();
+            for (o, (&x, &m)) in o.iter_mut().zip(x.iter().zip(m)) {
+                *o = x * scale + m;
+                max = Float::max(max, *o);
+            }
+            let mut sum = T::zero();
+            for o in o.iter_mut() {
+                *o = (*o - max).exp();
+                sum = sum + *o;
+            }
+            let inv = T::one() / sum;
+            for o in o.iter_mut() {
+                *o = *o * inv;
+            }
+        }))
+    }
 }
 
 impl CustomOp2 for MaskedSoftmax {
@@ -81,31 +147,7 @@ impl CustomOp2 for MaskedSoftmax {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (b, h, q, k) = l1.shape().dims4()?;
-        if l2.shape().dims() != [b, 1, q, k] {
-            bail!(
-                "masked softmax: bias {:?} does not match scores {:?}",
-                l2.shape(),
-                l1.shape()
-            );
-        }
-        let dims = [b, h, q, k];
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(masked_softmax_rows(
-                contiguous::<f32>(s1, l1)?,
-                contiguous::<f32>(s2, l2)?,
-                dims,
-                self.scale,
-            )),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(masked_softmax_rows(
-                contiguous::<f64>(s1, l1)?,
-                contiguous::<f64>(s2, l2)?,
-                dims,
-                self.scale,
-            )),
-            _ => bail!("masked softmax: f32 or f64 inputs of one dtype"),
-        };
-        Ok((out, l1.shape().clone()))
+        run_f32_f64(CustomOp2::name(self), self, &[(s1, l1), (s2, l2)])
     }
 
     fn bwd(
@@ -125,22 +167,19 @@ struct SoftmaxGrad {
     scale: f64,
 }
 
-fn softmax_grad_rows<T: Float + Send + Sync>(p: &[T], g: &[T], k: usize, scale: f64) -> Vec<T> {
-    let scale = T::from(scale).unwrap();
-    let mut out = vec![T::zero(); p.len()];
-    out.par_chunks_mut(k * ROWS_PER_TASK)
-        .enumerate()
-        .for_each(|(task, chunk)| {
-            for (r, o) in chunk.chunks_mut(k).enumerate() {
-                let row = task * ROWS_PER_TASK + r;
-                let (p, g) = (&p[row * k..(row + 1) * k], &g[row * k..(row + 1) * k]);
-                let dot = p.iter().zip(g).fold(T::zero(), |acc, (&p, &g)| acc + p * g);
-                for (o, (&p, &g)) in o.iter_mut().zip(p.iter().zip(g)) {
-                    *o = scale * p * (g - dot);
-                }
+impl Kernel for SoftmaxGrad {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        let (p, g) = (inputs[0], inputs[1]);
+        let k = *layouts[0].shape().dims().last().unwrap_or(&1);
+        let scale = T::from(self.scale).unwrap();
+        Ok(map_rows(p.len(), k, |row, o| {
+            let (p, g) = (&p[row * k..(row + 1) * k], &g[row * k..(row + 1) * k]);
+            let dot = p.iter().zip(g).fold(T::zero(), |acc, (&p, &g)| acc + p * g);
+            for (o, (&p, &g)) in o.iter_mut().zip(p.iter().zip(g)) {
+                *o = scale * p * (g - dot);
             }
-        });
-    out
+        }))
+    }
 }
 
 impl CustomOp2 for SoftmaxGrad {
@@ -155,23 +194,7 @@ impl CustomOp2 for SoftmaxGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let k = *l1.shape().dims().last().unwrap_or(&1);
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(softmax_grad_rows(
-                contiguous::<f32>(s1, l1)?,
-                contiguous::<f32>(s2, l2)?,
-                k,
-                self.scale,
-            )),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(softmax_grad_rows(
-                contiguous::<f64>(s1, l1)?,
-                contiguous::<f64>(s2, l2)?,
-                k,
-                self.scale,
-            )),
-            _ => bail!("masked softmax grad: f32 or f64 inputs of one dtype"),
-        };
-        Ok((out, l1.shape().clone()))
+        run_f32_f64(CustomOp2::name(self), self, &[(s1, l1), (s2, l2)])
     }
 }
 
@@ -190,16 +213,17 @@ fn sigmoid<T: Float>(x: T) -> T {
 /// `silu(a) * b` elementwise.
 struct SiluMul;
 
-fn zip_map<T: Float + Send + Sync>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::zero(); a.len()];
-    out.par_chunks_mut(4096)
-        .zip(a.par_chunks(4096).zip(b.par_chunks(4096)))
-        .for_each(|(o, (a, b))| {
-            for (o, (&a, &b)) in o.iter_mut().zip(a.iter().zip(b)) {
-                *o = f(a, b);
-            }
-        });
-    out
+impl Kernel for SiluMul {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        if layouts[0].shape() != layouts[1].shape() {
+            bail!(
+                "silu_mul: shapes {:?} and {:?} differ",
+                layouts[0].shape(),
+                layouts[1].shape()
+            );
+        }
+        Ok(zip_map(inputs[0], inputs[1], |a, b| a * sigmoid(a) * b))
+    }
 }
 
 impl CustomOp2 for SiluMul {
@@ -214,30 +238,7 @@ impl CustomOp2 for SiluMul {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        if l1.shape() != l2.shape() {
-            bail!(
-                "silu_mul: shapes {:?} and {:?} differ",
-                l1.shape(),
-                l2.shape()
-            );
-        }
-        fn f<T: Float>(a: T, b: T) -> T {
-            a * sigmoid(a) * b
-        }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(zip_map(
-                contiguous::<f32>(s1, l1)?,
-                contiguous::<f32>(s2, l2)?,
-                f,
-            )),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(zip_map(
-                contiguous::<f64>(s1, l1)?,
-                contiguous::<f64>(s2, l2)?,
-                f,
-            )),
-            _ => bail!("silu_mul: f32 or f64 inputs of one dtype"),
-        };
-        Ok((out, l1.shape().clone()))
+        run_f32_f64(CustomOp2::name(self), self, &[(s1, l1), (s2, l2)])
     }
 
     fn bwd(
@@ -258,6 +259,24 @@ impl CustomOp2 for SiluMul {
 /// `g * b * d silu(a) / da` with `d silu / da = s (1 + a (1 - s))`, `s = sigmoid(a)`.
 struct SiluMulGradA;
 
+impl Kernel for SiluMulGradA {
+    fn run<T: Elem>(&self, inputs: &[&[T]], _layouts: &[&Layout]) -> Result<Vec<T>> {
+        let (a, b, g) = (inputs[0], inputs[1], inputs[2]);
+        let mut out = vec![T::zero(); a.len()];
+        out.par_chunks_mut(ELEMS_PER_TASK)
+            .enumerate()
+            .for_each(|(c, o)| {
+                let start = c * ELEMS_PER_TASK;
+                for (j, o) in o.iter_mut().enumerate() {
+                    let (a, bg) = (a[start + j], b[start + j] * g[start + j]);
+                    let s = sigmoid(a);
+                    *o = bg * s * (T::one() + a * (T::one() - s));
+                }
+            });
+        Ok(out)
+    }
+}
+
 impl CustomOp3 for SiluMulGradA {
     fn name(&self) -> &'static str {
         "silu-mul-grad-a"
@@ -272,36 +291,7 @@ impl CustomOp3 for SiluMulGradA {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        fn run<T: Float + Send + Sync + candle_core::WithDType>(
-            s1: &CpuStorage,
-            l1: &Layout,
-            s2: &CpuStorage,
-            l2: &Layout,
-            s3: &CpuStorage,
-            l3: &Layout,
-        ) -> Result<Vec<T>> {
-            let (a, b, g) = (
-                contiguous::<T>(s1, l1)?,
-                contiguous::<T>(s2, l2)?,
-                contiguous::<T>(s3, l3)?,
-            );
-            let mut out = vec![T::zero(); a.len()];
-            out.par_chunks_mut(4096).enumerate().for_each(|(c, o)| {
-                let start = c * 4096;
-                for (j, o) in o.iter_mut().enumerate() {
-                    let (a, bg) = (a[start + j], b[start + j] * g[start + j]);
-                    let s = sigmoid(a);
-                    *o = bg * s * (T::one() + a * (T::one() - s));
-                }
-            });
-            Ok(out)
-        }
-        let out = match s1 {
-            CpuStorage::F32(_) => CpuStorage::F32(run::<f32>(s1, l1, s2, l2, s3, l3)?),
-            CpuStorage::F64(_) => CpuStorage::F64(run::<f64>(s1, l1, s2, l2, s3, l3)?),
-            _ => bail!("silu_mul grad: f32 or f64 inputs"),
-        };
-        Ok((out, l1.shape().clone()))
+        run_f32_f64(CustomOp3::name(self), self, &[(s1, l1), (s2, l2), (s3, l3)])
     }
 }
 
