@@ -399,13 +399,12 @@ impl LoRA {
 ///
 /// Built on the host from per-position validity: a key is usable when it is valid (not
 /// padding) and, if causal, its index is at most the query's. A query row with no usable key
-/// gets an all-zero output (never NaN); `row_valid` carries that.
+/// gets an all-zero output (never NaN): [`masked_softmax`] zeroes its probabilities (it reads
+/// that from `bias`) and `out_valid` its output.
 pub struct AttnMask {
     /// Additive bias `[batch, 1, len_q, len_k]`: 0 where allowed, -1e9 where not.
     pub bias: Tensor,
-    /// `[batch, 1, len_q, 1]`: 1 where the query row has at least one usable key.
-    pub row_valid: Tensor,
-    /// `[batch, len_q, 1]`: the same for outputs.
+    /// `[batch, len_q, 1]`: 1 where the query row has at least one usable key.
     pub out_valid: Tensor,
 }
 
@@ -432,17 +431,9 @@ impl AttnMask {
         let dev = Device::Cpu;
         Ok(Self {
             bias: Tensor::from_vec(bias, (b, 1, len_q, len_k), &dev)?.to_dtype(dtype)?,
-            row_valid: Tensor::from_vec(row.clone(), (b, 1, len_q, 1), &dev)?.to_dtype(dtype)?,
             out_valid: Tensor::from_vec(row, (b, len_q, 1), &dev)?.to_dtype(dtype)?,
         })
     }
-}
-
-/// Numerically stable softmax over the last axis from differentiable primitives.
-pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
 /// Log-softmax over the last axis.
