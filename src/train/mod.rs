@@ -164,8 +164,8 @@ fn eval_input(b: &EvalBatch, dtype: DType) -> anyhow::Result<SeqBatch> {
     )?)
 }
 
-/// Named tensors captured during a forward pass (GCA inputs and outputs).
-type Captured = Vec<(String, Tensor)>;
+/// Named tensors recorded during a forward pass (GCA inputs and outputs, attention maps).
+pub type Captured = Vec<(String, Tensor)>;
 
 /// What an evaluation forward pass returns.
 struct EvalForward {
@@ -378,7 +378,9 @@ fn evaluate_full_ranking(
     }
 }
 
-/// The loss of one training batch (`train` mode, dropout seeded by `step_seed`).
+/// The loss of one training batch (`train` mode, negatives drawn and dropout seeded by
+/// `step_seed`) and, for an AutoCDSR run (`cfg.autocdsr`), the self-attention maps of the
+/// forward pass (not detached: the a_cd objective is put on them; empty otherwise).
 pub fn batch_loss(
     model: &Model,
     ds: &Dataset,
@@ -386,10 +388,10 @@ pub fn batch_loss(
     batch: &TrainBatch,
     cfg: &RunConfig,
     step_seed: u64,
-) -> anyhow::Result<Tensor> {
+) -> anyhow::Result<(Tensor, Captured)> {
     let n = cfg.train.negatives_per_domain;
     let negs = sample_train_negatives(ds, layout, batch, n, cfg.train.negative_sharing, step_seed);
-    batch_loss_with_negatives(model, batch, &negs, cfg, step_seed)
+    forward_loss(model, batch, &negs, cfg, step_seed, cfg.autocdsr.is_some())
 }
 
 /// The loss of one training batch with given negatives (`[batch, max_len, 2 n]` row-major as
@@ -657,23 +659,14 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
         let mut acd_epoch = autocdsr::AcdEpoch::default();
         for batch in prep.train.batches(bs, cfg.train.seed, epoch as u64) {
             let step_seed = data::layout::mix(cfg.train.seed, state.step + 1);
-            let negs = sample_train_negatives(
-                ds,
-                &prep.train,
-                &batch,
-                cfg.train.negatives_per_domain,
-                cfg.train.negative_sharing,
-                step_seed,
-            );
-            let auto = cfg.autocdsr.as_ref();
-            let (loss, attn) = forward_loss(&model, &batch, &negs, cfg, step_seed, auto.is_some())?;
+            let (loss, attn) = batch_loss(&model, ds, &prep.train, &batch, cfg, step_seed)?;
             let lv = loss.to_scalar::<f32>()? as f64;
             if !lv.is_finite() {
                 let reason = format!("loss became {lv} at epoch {epoch}, step {}", state.step + 1);
                 writer.fail(&reason)?;
                 anyhow::bail!(reason);
             }
-            match auto {
+            match &cfg.autocdsr {
                 None => opt.backward_step(&loss, state.schedule.lr)?,
                 Some(auto) => {
                     let items = ndarray::ArrayView2::from_shape(
