@@ -125,11 +125,11 @@ impl Kernel for MaskedSoftmax {
             let mut sum = T::zero();
             for o in o.iter_mut() {
                 *o = (*o - max).exp();
-                sum = sum + *o;
+                sum += *o;
             }
             let inv = T::one() / sum;
             for o in o.iter_mut() {
-                *o = *o * inv;
+                *o *= inv;
             }
         }))
     }
