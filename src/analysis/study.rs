@@ -81,20 +81,17 @@ impl Variant {
     }
 }
 
+/// The value at `path` (table keys) of a run's config.
+fn config_at<'a>(config: &'a serde_json::Value, path: &[&str]) -> Option<&'a serde_json::Value> {
+    path.iter().try_fold(config, |v, k| v.get(k))
+}
+
 fn config_usize(config: &serde_json::Value, path: &[&str]) -> Option<usize> {
-    let mut v = config;
-    for k in path {
-        v = v.get(k)?;
-    }
-    v.as_u64().map(|x| x as usize)
+    config_at(config, path)?.as_u64().map(|x| x as usize)
 }
 
 fn config_str<'a>(config: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
-    let mut v = config;
-    for k in path {
-        v = v.get(k)?;
-    }
-    v.as_str()
+    config_at(config, path)?.as_str()
 }
 
 /// `rec`, `autocdsr` or `autocdsr-fixed` from a run's `[autocdsr]` section.
@@ -120,9 +117,7 @@ fn setting_label(variant: &str, gate: Option<&str>, ln: Option<bool>, objective:
 }
 
 fn config_positions(config: &serde_json::Value) -> Vec<usize> {
-    config
-        .get("gca")
-        .and_then(|g| g.get("positions"))
+    config_at(config, &["gca", "positions"])
         .and_then(|p| p.as_array())
         .map(|a| {
             a.iter()
@@ -186,7 +181,9 @@ pub fn study_frame(set: &RunSet) -> PolarsResult<(DataFrame, LoadReport)> {
         let pos_label = serde_json::to_string(&pos).expect("a list of integers serialises");
         let has_gca = !pos.is_empty();
         let g = config_str(&m.config, &["gca", "gate"]).filter(|_| has_gca);
-        let ln = m.config["gca"]["layer_norm"].as_bool().filter(|_| has_gca);
+        let ln = config_at(&m.config, &["gca", "layer_norm"])
+            .and_then(|v| v.as_bool())
+            .filter(|_| has_gca);
         let obj = config_objective(&m.config);
         for d in Domain::BOTH {
             let Some(test) = m.test.get(&d) else {
