@@ -83,6 +83,24 @@ pub fn acd_objective(
     let mask = cross_domain_mask(labels.view(), valid.view(), &share)?;
     let rows = valid_query_rows(labels.view(), valid.view(), &share)?;
     let with_rows = rows.iter().filter(|&&r| r > 0).count();
+    // Fold each sample's averaging weight into the 0/1 mask (one multiply and one sum per
+    // layer); the mean over heads is a scalar division, so one weighted mask serves every layer.
+    let weight = |b: usize| -> f32 {
+        match cfg.objective {
+            AcdObjective::RowMean if rows[b] == 0 => 0.0,
+            AcdObjective::RowMean => 1.0 / (rows[b] * with_rows) as f32,
+            AcdObjective::Raw => 1.0 / batch as f32,
+        }
+    };
+    let mut weighted = mask;
+    for (b, mut m) in weighted.outer_iter_mut().enumerate() {
+        m *= weight(b);
+    }
+    let weighted = Tensor::from_vec(
+        weighted.into_raw_vec_and_offset().0,
+        (batch, 1, len, len),
+        &Device::Cpu,
+    )?;
     let mut total: Option<Tensor> = None;
     for (name, p) in attn {
         let Some(layer) = name
@@ -101,25 +119,8 @@ pub fn acd_objective(
             "attention map {name} has shape {:?}, the batch is [{batch}, {len}]",
             p.dims()
         );
-        // Fold each sample's averaging weight into the 0/1 mask: one multiply and one sum.
-        let weight = |b: usize| -> f32 {
-            match cfg.objective {
-                AcdObjective::RowMean if rows[b] == 0 => 0.0,
-                AcdObjective::RowMean => 1.0 / (heads * rows[b] * with_rows) as f32,
-                AcdObjective::Raw => 1.0 / (heads * batch) as f32,
-            }
-        };
-        let mut w = mask.clone();
-        for (b, mut m) in w.outer_iter_mut().enumerate() {
-            m *= weight(b);
-        }
-        let w = Tensor::from_vec(
-            w.into_raw_vec_and_offset().0,
-            (batch, 1, len, len),
-            &Device::Cpu,
-        )?
-        .to_dtype(p.dtype())?;
-        let layer_share = p.broadcast_mul(&w)?.sum_all()?;
+        let w = weighted.to_dtype(p.dtype())?;
+        let layer_share = (p.broadcast_mul(&w)?.sum_all()? / heads as f64)?;
         total = Some(match total {
             None => layer_share,
             Some(t) => (t + layer_share)?,
