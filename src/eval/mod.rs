@@ -24,4 +24,7 @@ pub mod ranking;
 
 pub use candidates::{CandidateError, Candidates, DEFAULT_NEGATIVES};
 pub use metrics::{EvalReport, Metrics, RankAccumulator, CUTOFFS};
-pub use ranking::{accumulate_full, evaluate_full, evaluate_sampled, full_rank, sampled_rank};
+pub use ranking::{
+    accumulate_full, evaluate_full, evaluate_sampled, evaluate_sampled_ranks, full_rank,
+    sampled_rank,
+};

@@ -42,12 +42,13 @@ pub fn full_rank(scores: &[f32], target: ItemId, range: std::ops::RangeInclusive
 
 impl Candidates {
     /// Adds a batch: `scores` is `[rows.len(), width]` row-major, aligned with `self.rows(rows)`.
+    /// Returns the rank of each row's positive.
     pub fn accumulate(
         &self,
         rows: std::ops::Range<usize>,
         scores: &[f32],
         acc: &mut RankAccumulator,
-    ) {
+    ) -> Vec<usize> {
         let w = self.width();
         assert_eq!(
             scores.len(),
@@ -56,9 +57,13 @@ impl Candidates {
             rows.len(),
             w
         );
-        for (r, s) in rows.zip(scores.chunks_exact(w)) {
-            acc.push(self.domain[r], sampled_rank(s), self.n_negatives);
-        }
+        rows.zip(scores.chunks_exact(w))
+            .map(|(r, s)| {
+                let rank = sampled_rank(s);
+                acc.push(self.domain[r], rank, self.n_negatives);
+                rank
+            })
+            .collect()
     }
 
     /// Metrics of a whole score matrix `[cases, width]`.
@@ -96,8 +101,22 @@ pub fn evaluate_sampled<F>(
     layout: &EvalLayout,
     candidates: &Candidates,
     batch_size: usize,
-    mut score: F,
+    score: F,
 ) -> EvalReport
+where
+    F: FnMut(&EvalBatch<'_>, &[ItemId]) -> Vec<f32>,
+{
+    evaluate_sampled_ranks(layout, candidates, batch_size, score).0
+}
+
+/// [`evaluate_sampled`] plus the rank of every case's positive, in the layout's order (for
+/// per-case records such as a run's `test_cases.parquet`).
+pub fn evaluate_sampled_ranks<F>(
+    layout: &EvalLayout,
+    candidates: &Candidates,
+    batch_size: usize,
+    mut score: F,
+) -> (EvalReport, Vec<usize>)
 where
     F: FnMut(&EvalBatch<'_>, &[ItemId]) -> Vec<f32>,
 {
@@ -107,11 +126,12 @@ where
         "layout and candidates must have the same cases"
     );
     let mut acc = RankAccumulator::new();
+    let mut ranks = Vec::with_capacity(layout.len());
     for b in layout.batches(batch_size) {
         let s = score(&b, candidates.rows(b.rows.clone()));
-        candidates.accumulate(b.rows.clone(), &s, &mut acc);
+        ranks.extend(candidates.accumulate(b.rows.clone(), &s, &mut acc));
     }
-    acc.finish()
+    (acc.finish(), ranks)
 }
 
 /// Full-ranking evaluation of a model: `score(batch)` returns `[batch, vocab_size]` scores.

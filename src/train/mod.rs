@@ -31,7 +31,7 @@ use crate::data::{
     self, sample_train_negatives, Dataset, Domain, EvalBatch, EvalLayout, LayoutConfig,
     NegativeSharing, Part, Split, TrainBatch, TrainLayout,
 };
-use crate::eval::{evaluate_full, evaluate_sampled, sampled_rank, Candidates, EvalReport};
+use crate::eval::{evaluate_full, evaluate_sampled_ranks, Candidates, EvalReport};
 use crate::model::attention_share::{attention_share, domain_labels, ShareConfig};
 use crate::model::nn::{Ctx, DType, Device, Tensor};
 use crate::model::{info_nce, score_candidates, Model, Negatives, SeqBatch};
@@ -259,28 +259,18 @@ fn evaluate(
     batch: usize,
 ) -> anyhow::Result<(EvalReport, AcdByDomain, Vec<CaseRecord>)> {
     let mut err = None;
-    let mut cases = Vec::with_capacity(layout.len());
-    let report = evaluate_sampled(layout, cand, batch, |b, items| {
+    // (domain, a_cd) per case in the layout's order; the ranks come from the evaluator.
+    let mut shares = Vec::with_capacity(layout.len());
+    let (report, ranks) = evaluate_sampled_ranks(layout, cand, batch, |b, items| {
         let mut run = || -> anyhow::Result<Vec<f32>> {
             let out = eval_repr(model, b, false, true)?;
             let per_case = case_acd(ds, b, out.attn.as_deref().unwrap_or_default())?;
+            shares.extend(b.target_domain.iter().copied().zip(per_case));
             let ids =
                 Tensor::from_vec(items.to_vec(), (b.batch_size(), cand.width()), &Device::Cpu)?;
-            let scores = score_candidates(&out.h_last, model.item_embedding(), &ids)?
+            Ok(score_candidates(&out.h_last, model.item_embedding(), &ids)?
                 .flatten_all()?
-                .to_vec1::<f32>()?;
-            for ((a_cd, &domain), s) in per_case
-                .into_iter()
-                .zip(b.target_domain)
-                .zip(scores.chunks_exact(cand.width()))
-            {
-                cases.push(CaseRecord {
-                    domain,
-                    rank: sampled_rank(s),
-                    a_cd,
-                });
-            }
-            Ok(scores)
+                .to_vec1::<f32>()?)
         };
         run().unwrap_or_else(|e| {
             err.get_or_insert(e);
@@ -290,6 +280,11 @@ fn evaluate(
     if let Some(e) = err {
         return Err(e);
     }
+    let cases: Vec<CaseRecord> = shares
+        .into_iter()
+        .zip(ranks)
+        .map(|((domain, a_cd), rank)| CaseRecord { domain, rank, a_cd })
+        .collect();
     let mut acd = [(0.0f64, 0usize); 2];
     for c in &cases {
         if let Some(v) = &c.a_cd {
