@@ -272,6 +272,18 @@ fn pareto_run_logs_weights_and_share() {
 }
 
 #[test]
+fn single_domain_model_refuses_gca() {
+    let mut cfg = sasrec_smoke(None);
+    cfg.model.kind = ModelKind::SasrecSingle;
+    cfg.gca.positions = vec![0];
+    let dir = tempfile::tempdir().unwrap();
+    let err = train(&cfg, &dir.path().join("r"), quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("gca.positions must be empty"), "{err}");
+}
+
+#[test]
 fn bad_autocdsr_configs_name_the_field() {
     let mut cfg = sasrec_smoke(None);
     cfg.autocdsr = Some(AutoCdsrConfig {
@@ -309,7 +321,7 @@ fn diagnostic_joins_single_and_cross_domain_runs_case_by_case() {
         .finish()
         .unwrap()
     };
-    use polars::prelude::SerReader;
+    use polars::prelude::{NamedFrom, SerReader};
     let (ts, tc) = (read(&s.run_dir), read(&c.run_dir));
     assert_eq!(ts.height(), tc.height());
     assert_eq!(ts.column("a_cd").unwrap().null_count(), ts.height());
@@ -354,8 +366,38 @@ fn diagnostic_joins_single_and_cross_domain_runs_case_by_case() {
     let cells = share_by_cell(&samples, &["domain", "layer"], 0.95).unwrap();
     assert!(cells.height() >= 4, "{cells}");
 
+    // Runs evaluated on different cases are refused, saying where they differ.
+    let path = s.run_dir.join("test_cases.parquet");
+    let mut fewer = ts.slice(0, ts.height() - 1);
+    cdsr_lab::runs::write_parquet(&path, &mut fewer).unwrap();
+    let err = write_success_cells(&s.run_dir, &c.run_dir)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not evaluated on the same cases"), "{err}");
+    let flipped: Vec<&str> = domains
+        .iter()
+        .enumerate()
+        .map(|(i, d)| match (i, d.as_str()) {
+            (0, "A") => "B",
+            (0, _) => "A",
+            (_, d) => d,
+        })
+        .collect();
+    let mut other = ts.clone();
+    other
+        .replace(
+            "domain",
+            polars::prelude::Column::new("domain".into(), flipped),
+        )
+        .unwrap();
+    cdsr_lab::runs::write_parquet(&path, &mut other).unwrap();
+    let err = write_success_cells(&s.run_dir, &c.run_dir)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("test case 0 is in domain"), "{err}");
+
     // A run without test cases is named in the error.
-    std::fs::remove_file(s.run_dir.join("test_cases.parquet")).unwrap();
+    std::fs::remove_file(&path).unwrap();
     let err = write_success_cells(&s.run_dir, &c.run_dir)
         .unwrap_err()
         .to_string();
