@@ -321,7 +321,7 @@ fn diagnostic_joins_single_and_cross_domain_runs_case_by_case() {
         .finish()
         .unwrap()
     };
-    use polars::prelude::{NamedFrom, SerReader};
+    use polars::prelude::SerReader;
     let (ts, tc) = (read(&s.run_dir), read(&c.run_dir));
     assert_eq!(ts.height(), tc.height());
     assert_eq!(ts.column("a_cd").unwrap().null_count(), ts.height());

@@ -83,7 +83,21 @@ fn killed_sweep_finishes_with_the_results_of_an_uninterrupted_one() {
     assert!(text.starts_with("3 runs: "), "{text}");
 
     let o = sweep_run(&file, &broken).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let logs: String = ids
+        .iter()
+        .map(|id| {
+            let log = broken.join("logs").join(format!("{id}.log"));
+            format!(
+                "--- {id}\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        })
+        .collect();
+    assert!(
+        o.status.success(),
+        "{}\n{logs}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let said = String::from_utf8_lossy(&o.stdout);
     assert!(
         said.contains(&format!(

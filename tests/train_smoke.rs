@@ -117,3 +117,50 @@ fn resume_equals_uninterrupted() {
     let b = std::fs::read(resumed.run_dir.join("tensors.safetensors")).unwrap();
     assert_eq!(a, b, "captured tensors differ after resume");
 }
+
+#[test]
+fn run_killed_before_its_first_checkpoint_starts_over_in_place() {
+    let cfg = smoke();
+    let root = tempfile::tempdir().unwrap();
+    let full = train(&cfg, &root.path().join("full"), opts()).unwrap();
+    // What a kill during epoch 1 leaves: run.json (running), config, some metrics rows, no
+    // checkpoint yet.
+    let dir = root.path().join("killed");
+    let stop = TrainOptions {
+        stop_after_epochs: Some(1),
+        ..opts()
+    };
+    train(&cfg, &dir, stop.clone()).unwrap();
+    std::fs::remove_dir_all(dir.join("checkpoint")).unwrap();
+    let resume = TrainOptions {
+        resume: true,
+        ..opts()
+    };
+    // Another configuration in that directory is refused, the file named.
+    let mut other = cfg.clone();
+    other.train.seed += 1;
+    let err = train(&other, &dir, resume.clone()).unwrap_err().to_string();
+    assert!(
+        err.contains("run.json") && err.contains("another configuration"),
+        "{err}"
+    );
+    let resumed = train(&cfg, &dir, resume).unwrap();
+    assert!(resumed.complete);
+    assert_eq!(resumed.test.unwrap(), full.test.unwrap());
+    let rows = |d: &std::path::Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(d.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("wall_time_s");
+                v
+            })
+            .collect()
+    };
+    assert_eq!(
+        rows(&dir),
+        rows(&full.run_dir),
+        "no row of the killed attempt is left"
+    );
+}

@@ -64,8 +64,8 @@ pub mod writer;
 pub use error::RunError;
 pub use format::{
     metrics, DomainMetrics, FinalResults, MetricValue, Metrics, MetricsRow, ParamCounts,
-    RunIdentity, RunManifest, RunStatus, Split, FORMAT_VERSION, RUN_FORMAT, SAMPLES_PARQUET,
-    TEST_CASES_PARQUET,
+    RunIdentity, RunManifest, RunStatus, Split, FORMAT_VERSION, RUN_FORMAT, RUN_JSON,
+    SAMPLES_PARQUET, TEST_CASES_PARQUET,
 };
 pub use frames::{gca_tensor_stats, GcaTensorStats};
 pub use reader::{

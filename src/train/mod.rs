@@ -607,7 +607,20 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
             dataset: ds.name.clone(),
             seed: cfg.train.seed,
         };
-        let mut w = RunWriter::create(parent, identity, cfg)?;
+        let started = run_dir.join(runs::RUN_JSON);
+        let mut w = if opts.resume && started.exists() {
+            // Killed before its first checkpoint: no epoch to keep, so the run starts over in
+            // its own directory (the same configuration only).
+            let found = runs::read_manifest(run_dir)?;
+            anyhow::ensure!(
+                found.config == serde_json::to_value(cfg)?,
+                "{} holds a run of another configuration and no checkpoint; not resuming into it",
+                started.display()
+            );
+            RunWriter::resume(run_dir, 0)?
+        } else {
+            RunWriter::create(parent, identity, cfg)?
+        };
         w.set_params(ParamCounts {
             total: params_total as u64,
             by_module: counts.iter().map(|(k, &v)| (k.clone(), v as u64)).collect(),
