@@ -15,7 +15,11 @@
 //!
 //! All notebooks share one evcxr build directory (`EVCXR_TMPDIR`, kept under the cargo target
 //! directory), so the crate and its dependencies compile once, not once per notebook, and
-//! stay compiled between runs.
+//! stay compiled between runs. evcxr builds every dependency again (as dylibs, at its own
+//! opt-level 2), which took most of the time; a cargo config next to that directory
+//! ([`EVCXR_PROFILE`]) compiles the dependencies unoptimised except the few whose speed the
+//! notebooks' training feels, which cut the first notebook's build on 2 cores to about 8
+//! minutes.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -91,6 +95,32 @@ fn cell_problems(executed: &Path) -> Vec<String> {
     problems
 }
 
+/// Cargo profile for evcxr's build of the notebooks' dependencies (cargo reads it from the
+/// parent of `EVCXR_TMPDIR`; config beats evcxr's `[profile.dev]`): most of polars, arrow and
+/// the rest compile fastest at opt-level 0, while the tensor engine, its matrix kernels, the
+/// seeded RNG and this crate (training, evaluation) keep full optimisation.
+const EVCXR_PROFILE: &str = r#"[profile.dev]
+opt-level = 0
+[profile.dev.package.cdsr-lab]
+opt-level = 3
+[profile.dev.package.candle-core]
+opt-level = 3
+[profile.dev.package.gemm]
+opt-level = 3
+[profile.dev.package.gemm-common]
+opt-level = 3
+[profile.dev.package.gemm-f32]
+opt-level = 3
+[profile.dev.package.gemm-f64]
+opt-level = 3
+[profile.dev.package.pulp]
+opt-level = 3
+[profile.dev.package.rand_chacha]
+opt-level = 3
+[profile.dev.package.half]
+opt-level = 3
+"#;
+
 #[test]
 #[ignore = "slow (compiles the crate in evcxr); scripts/test.sh runs it with --ignored"]
 fn every_notebook_runs_top_to_bottom() {
@@ -99,9 +129,12 @@ fn every_notebook_runs_top_to_bottom() {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let build_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("evcxr-notebooks");
+    let evcxr = Path::new(env!("CARGO_TARGET_TMPDIR")).join("evcxr-notebooks");
+    let build_dir = evcxr.join("build");
     let executed = Path::new(env!("CARGO_TARGET_TMPDIR")).join("executed-notebooks");
     std::fs::create_dir_all(&build_dir).unwrap();
+    std::fs::create_dir_all(evcxr.join(".cargo")).unwrap();
+    std::fs::write(evcxr.join(".cargo/config.toml"), EVCXR_PROFILE).unwrap();
     std::fs::create_dir_all(&executed).unwrap();
 
     let books = notebooks(root);

@@ -66,7 +66,7 @@ pub fn cross_domain_share(
 }
 
 /// Reads a run's `test_cases.parquet`, naming the file on failure.
-fn read_test_cases(run_dir: &std::path::Path) -> Result<DataFrame, StatsError> {
+pub fn read_test_cases(run_dir: &std::path::Path) -> Result<DataFrame, StatsError> {
     let path = run_dir.join(crate::runs::TEST_CASES_PARQUET);
     std::fs::File::open(&path)
         .map_err(PolarsError::from)

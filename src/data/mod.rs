@@ -97,6 +97,26 @@ impl Dataset {
         }
     }
 
+    /// BERT4Rec's mask token of domain `d` ([`cloze`]): ids `vocab_size()` (A) and
+    /// `vocab_size() + 1` (B), just past the item space, so the item embedding table of a
+    /// masked model has `vocab_size() + 2` rows. The mask carries the domain of the item it
+    /// hides (AutoCDSR's data keeps every token's domain), so a masked sequence still has a
+    /// domain label at every position.
+    pub fn mask_token(&self, d: Domain) -> ItemId {
+        (self.vocab_size() + d.index()) as ItemId
+    }
+
+    /// The domain of an input token: an item's domain ([`Dataset::domain_of`]) or a mask
+    /// token's ([`Dataset::mask_token`]); `None` for padding and ids outside both.
+    pub fn domain_of_token(&self, token: ItemId) -> Option<Domain> {
+        let v = self.vocab_size() as ItemId;
+        match token {
+            t if t == v => Some(Domain::A),
+            t if t == v + 1 => Some(Domain::B),
+            t => self.domain_of(t),
+        }
+    }
+
     /// The inclusive range of item ids in a domain.
     pub fn item_range(&self, d: Domain) -> std::ops::RangeInclusive<ItemId> {
         match d {
@@ -178,6 +198,7 @@ impl Dataset {
 
 pub mod abxi;
 pub mod cli;
+pub mod cloze;
 pub mod error;
 pub mod kuairand;
 pub mod layout;

@@ -176,10 +176,11 @@ impl AttentionShare {
 }
 
 /// Domain labels and validity of a batch of merged item sequences (`0` = padding): label 0 for
-/// domain A, 1 for domain B. An id outside the dataset's item space is valid with label `-1`,
-/// which [`attention_share`] then rejects (or handles per [`UnknownDomain`]).
+/// domain A, 1 for domain B (a BERT4Rec mask token has its domain's label,
+/// [`Dataset::domain_of_token`]). An id outside the dataset's item and mask space is valid with
+/// label `-1`, which [`attention_share`] then rejects (or handles per [`UnknownDomain`]).
 pub fn domain_labels(dataset: &Dataset, items: ArrayView2<ItemId>) -> (Array2<i64>, Array2<bool>) {
-    let labels = items.mapv(|it| match dataset.domain_of(it) {
+    let labels = items.mapv(|it| match dataset.domain_of_token(it) {
         Some(d) => d.index() as i64,
         None => -1,
     });

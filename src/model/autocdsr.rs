@@ -41,10 +41,12 @@
 //! assert!(k4.validate(2).is_ok());
 //! ```
 
-use ndarray::ArrayView2;
+use ndarray::{Array2, ArrayView2, ArrayView4};
 use serde::{Deserialize, Serialize};
 
-use super::attention_share::{cross_domain_mask, domain_labels, valid_query_rows, ShareConfig};
+use super::attention_share::{
+    cross_domain_mask, domain_labels, ib_share, valid_query_rows, ShareConfig,
+};
 use super::nn::{Device, Tensor};
 use crate::data::{Dataset, ItemId};
 use crate::train::pareto::AcdWeighting;
@@ -132,6 +134,149 @@ pub fn acd_objective(
             cfg.layers
         )
     })
+}
+
+/// Validity of each domain's subsequence as AutoCDSR+ encodes it (`[A, B]`, each
+/// `[batch, len]`): a domain's tokens of the merged input `items`, left padded, so its last
+/// `n_d` positions are valid. Mask tokens count in their domain; an item outside the dataset's
+/// domains is an error naming the sample and position.
+pub fn ib_streams(
+    dataset: &Dataset,
+    items: ArrayView2<ItemId>,
+) -> anyhow::Result<[Array2<bool>; 2]> {
+    let (batch, len) = items.dim();
+    let mut valid = [
+        Array2::from_elem((batch, len), false),
+        Array2::from_elem((batch, len), false),
+    ];
+    for (b, row) in items.outer_iter().enumerate() {
+        let mut n = [0usize; 2];
+        for (t, &it) in row.iter().enumerate() {
+            if it == 0 {
+                continue;
+            }
+            match dataset.domain_of_token(it) {
+                Some(d) => n[d.index()] += 1,
+                None => anyhow::bail!(
+                    "sample {b}, position {t}: item {it} is outside the dataset's domains"
+                ),
+            }
+        }
+        for (v, n) in valid.iter_mut().zip(n) {
+            v.row_mut(b).slice_mut(ndarray::s![len - n..]).fill(true);
+        }
+    }
+    Ok(valid)
+}
+
+/// AutoCDSR+'s differentiable objective: the share of attention the sequence tokens of both
+/// domains' streams put on the IB tokens (the only cross-domain path), from the maps a
+/// forward pass of an IB model recorded (`attn.L.a`, `attn.L.b`, `[batch, heads, K + len,
+/// K + len]`, IB tokens first). [`AcdObjective::RowMean`]: per sample, the IB mass summed over
+/// the rows of both streams divided by their number (the sample's tokens), averaged over heads
+/// and over samples with tokens, summed over the chosen layers; it equals
+/// [`crate::model::attention_share::ib_share`] of the two maps combined ([`ib_case_share`], a
+/// test checks it). [`AcdObjective::Raw`]: the mass summed over rows, averaged over heads and
+/// samples.
+pub fn ib_objective(
+    attn: &[(String, Tensor)],
+    dataset: &Dataset,
+    items: ArrayView2<ItemId>,
+    cfg: &AutoCdsrConfig,
+) -> anyhow::Result<Tensor> {
+    let k = cfg
+        .ib
+        .as_ref()
+        .map(|ib| ib.tokens)
+        .ok_or_else(|| anyhow::anyhow!("ib_objective needs autocdsr.ib"))?;
+    let (batch, len) = items.dim();
+    let streams = ib_streams(dataset, items)?;
+    let rows: Vec<usize> = (0..batch)
+        .map(|b| {
+            streams
+                .iter()
+                .map(|v| v.row(b).iter().filter(|&&t| t).count())
+                .sum()
+        })
+        .collect();
+    let with_rows = rows.iter().filter(|&&r| r > 0).count();
+    let n = k + len;
+    let weights: Vec<Tensor> = streams
+        .iter()
+        .map(|valid| {
+            let mut w = vec![0f32; batch * n * n];
+            for b in 0..batch {
+                let wb = match cfg.objective {
+                    AcdObjective::RowMean if rows[b] == 0 => 0.0,
+                    AcdObjective::RowMean => 1.0 / (rows[b] * with_rows) as f32,
+                    AcdObjective::Raw => 1.0 / batch as f32,
+                };
+                for i in (0..len).filter(|&i| valid[[b, i]]) {
+                    let at = (b * n + k + i) * n;
+                    w[at..at + k].fill(wb);
+                }
+            }
+            Tensor::from_vec(w, (batch, 1, n, n), &Device::Cpu)
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let mut total: Option<Tensor> = None;
+    for (name, p) in attn {
+        let Some((layer, stream)) = name
+            .strip_prefix("attn.")
+            .and_then(|r| r.split_once('.'))
+            .and_then(|(l, s)| {
+                Some((
+                    l.parse::<usize>().ok()?,
+                    ["a", "b"].iter().position(|&x| x == s)?,
+                ))
+            })
+        else {
+            continue;
+        };
+        if !cfg.uses_layer(layer) {
+            continue;
+        }
+        let (pb, heads, pq, pk) = p.dims4()?;
+        anyhow::ensure!(
+            (pb, pq, pk) == (batch, n, n),
+            "attention map {name} has shape {:?}, expected [{batch}, heads, {n}, {n}] ({k} IB tokens + {len})",
+            p.dims()
+        );
+        let w = weights[stream].to_dtype(p.dtype())?;
+        let share = (p.broadcast_mul(&w)?.sum_all()? / heads as f64)?;
+        total = Some(match total {
+            None => share,
+            Some(t) => (t + share)?,
+        });
+    }
+    total.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no attention map of the IB streams was recorded (autocdsr.layers = {:?})",
+            cfg.layers
+        )
+    })
+}
+
+/// Per sample, the IB share of one layer on the host: the mass the sequence tokens of both
+/// streams put on the `k` IB tokens over their number (mean over heads; `None` for a sample
+/// without tokens). `maps` are that layer's `[A, B]` maps, `[batch, heads, k + len, k + len]`.
+pub fn ib_case_share(
+    maps: [ArrayView4<f32>; 2],
+    k: usize,
+    streams: &[Array2<bool>; 2],
+) -> anyhow::Result<Vec<Option<f64>>> {
+    let a = ib_share(maps[0], k, streams[0].view())?;
+    let b = ib_share(maps[1], k, streams[1].view())?;
+    let heads = maps[0].dim().1 as f64;
+    Ok((0..a.valid_rows.len())
+        .map(|i| {
+            let rows = a.valid_rows[i] + b.valid_rows[i];
+            let raw: f64 = (0..a.raw.dim().1)
+                .map(|h| a.raw[[i, h]] + b.raw[[i, h]])
+                .sum();
+            (rows > 0).then(|| raw / heads / rows as f64)
+        })
+        .collect())
 }
 
 /// AutoCDSR+ information-bottleneck tokens.

@@ -18,6 +18,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+pub use autocdsr::IbConfig;
 pub use gca::{GateActivation, GcaConfig, KvSource};
 pub use input::{SeqBatch, StreamInput};
 use nn::{Ctx, DType, Embedding, ParamStore, Result, Tensor};
@@ -33,6 +34,10 @@ pub enum ModelKind {
     /// cross-domain attention): the single-domain reference of AutoCDSR's diagnostic.
     #[serde(rename = "sasrec-single")]
     SasrecSingle,
+    /// BERT4Rec-style: the SASRec blocks with bidirectional attention, trained to recover
+    /// masked items and evaluated on a masked last position ([`crate::data::cloze`]); the
+    /// model AutoCDSR uses on KuaiRand-1K, and the one AutoCDSR+'s IB tokens run on.
+    Bert4rec,
 }
 
 impl ModelKind {
@@ -41,7 +46,14 @@ impl ModelKind {
             ModelKind::Abxi => "abxi",
             ModelKind::Sasrec => "sasrec",
             ModelKind::SasrecSingle => "sasrec-single",
+            ModelKind::Bert4rec => "bert4rec",
         }
+    }
+
+    /// Whether the model reads masked sequences ([`crate::data::cloze`]) instead of predicting
+    /// the next item.
+    pub fn is_masked(self) -> bool {
+        self == ModelKind::Bert4rec
     }
 }
 
@@ -67,6 +79,10 @@ pub struct ModelConfig {
     /// Longest input kept, most recent items (ABXI keeps 47 = 50 - 3 positions; 50 here
     /// keeps every item of food-kitchen's sequences).
     pub max_len: usize,
+    /// `bert4rec` only: the share of training items hidden behind a mask token (default
+    /// [`crate::data::cloze::DEFAULT_MASK_PROB`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_prob: Option<f64>,
 }
 
 impl Default for ModelConfig {
@@ -81,6 +97,7 @@ impl Default for ModelConfig {
             rank_invariant: 8,
             dropout: 0.5,
             max_len: 50,
+            mask_prob: None,
         }
     }
 }
@@ -95,21 +112,45 @@ pub enum Model {
 
 impl Model {
     /// Builds the model; the seed fixes every initial weight.
+    /// `vocab` is the dataset's [`crate::data::Dataset::vocab_size`] (a masked model adds its
+    /// two mask tokens); `ib` gives a `bert4rec` model AutoCDSR+'s information-bottleneck
+    /// tokens.
     pub fn new(
         cfg: &ModelConfig,
         gca: &GcaConfig,
+        ib: Option<&IbConfig>,
         vocab: usize,
         n_items_a: usize,
         seed: u64,
         dtype: DType,
     ) -> Result<Self> {
         let store = ParamStore::new(dtype, ChaCha8Rng::seed_from_u64(seed));
+        if ib.is_some() && cfg.kind != ModelKind::Bert4rec {
+            candle_core::bail!(
+                "autocdsr.ib needs model.kind = \"bert4rec\" (IB tokens read a domain's whole sequence, which a causal next-item model may not)"
+            );
+        }
         Ok(match cfg.kind {
             ModelKind::Abxi => Model::Abxi(abxi::Abxi::new(cfg, gca, vocab, store)?),
-            ModelKind::Sasrec | ModelKind::SasrecSingle => {
-                Model::SasRec(sasrec::SasRec::new(cfg, gca, vocab, n_items_a, store)?)
+            ModelKind::Sasrec | ModelKind::SasrecSingle | ModelKind::Bert4rec => {
+                Model::SasRec(sasrec::SasRec::new(cfg, gca, ib, vocab, n_items_a, store)?)
             }
         })
+    }
+
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            Model::Abxi(_) => ModelKind::Abxi,
+            Model::SasRec(m) => m.kind(),
+        }
+    }
+
+    /// AutoCDSR+'s IB token count; `None` for a model without IB tokens.
+    pub fn ib_tokens(&self) -> Option<usize> {
+        match self {
+            Model::Abxi(_) => None,
+            Model::SasRec(m) => m.ib_tokens(),
+        }
     }
 
     pub fn params(&self) -> &ParamStore {

@@ -6,15 +6,23 @@
 //! targets, b for B targets) instead of the merged one: a single-domain model with no
 //! cross-domain attention, the reference of AutoCDSR's success/failure diagnostic.
 //!
+//! With `kind = "bert4rec"` the blocks attend both ways (BERT4Rec) over masked sequences
+//! ([`crate::data::cloze`]); the item table has two more rows, the domains' mask tokens. Given
+//! AutoCDSR+'s IB config, each domain's subsequence is encoded on its own behind K shared
+//! information-bottleneck tokens, whose states are averaged across the two domains after the
+//! configured layers: the only way information crosses domains. Each position's output comes
+//! from its own domain's stream.
+//!
 //! GCA inside SASRec works on the merged timeline: at position p the stream is split by the
 //! domain of each position's item; the A positions query the B positions (or the whole merged
 //! stream, [`KvSource::Merged`]) and vice versa, causally; the two outputs are merged back.
 
+use super::autocdsr::IbConfig;
 use super::gca::{GcaConfig, GcaInputs, GcaLayer, KvSource};
 use super::input::{SeqBatch, StreamInput};
 use super::nn::{
-    last_position, AttnMask, Ctx, Embedding, LayerNorm, MultiHeadAttention, ParamStore, Result,
-    SwiGlu, Tensor,
+    last_position, AttnMask, Ctx, Device, Embedding, LayerNorm, MultiHeadAttention, ParamStore,
+    Result, SwiGlu, Tensor,
 };
 use super::{ModelConfig, ModelKind};
 
@@ -25,11 +33,29 @@ struct Block {
     norm_ffn: LayerNorm,
 }
 
-/// The SASRec baseline.
+/// AutoCDSR+'s information-bottleneck tokens.
+struct IbTokens {
+    /// `[tokens, d]`: their learned initial states.
+    init: Embedding,
+    comm_layers: Vec<usize>,
+}
+
+impl IbTokens {
+    fn comm_tokens(&self) -> usize {
+        self.init.weight.dim(0).expect("IB table is 2-D")
+    }
+}
+
+/// The SASRec baseline (and its single-domain and BERT4Rec variants).
 pub struct SasRec {
     pub(crate) store: ParamStore,
     cfg: ModelConfig,
     n_items_a: u32,
+    /// The dataset's vocabulary size: a masked model's mask tokens are `vocab` (A) and
+    /// `vocab + 1` (B).
+    vocab: u32,
+    causal: bool,
+    ib: Option<IbTokens>,
     item: Embedding,
     pos: Embedding,
     blocks: Vec<Block>,
@@ -41,23 +67,36 @@ impl SasRec {
     pub fn new(
         cfg: &ModelConfig,
         gca: &GcaConfig,
+        ib: Option<&IbConfig>,
         vocab: usize,
         n_items_a: usize,
         mut store: ParamStore,
     ) -> Result<Self> {
         let d = cfg.d_model;
         gca.check_positions(cfg.layers)?;
-        if cfg.kind == ModelKind::SasrecSingle && !gca.positions.is_empty() {
+        if cfg.kind != ModelKind::Sasrec && !gca.positions.is_empty() {
             candle_core::bail!(
-                "gca.positions must be empty for model.kind = \"sasrec-single\" (it has no merged stream to cross)"
+                "gca.positions must be empty for model.kind = \"{}\" (GCA runs on the causal merged stream of \"sasrec\")",
+                cfg.kind.as_str()
             );
         }
+        let masked = cfg.kind.is_masked();
         let (item, pos) = {
             let mut s = store.scope("embedding", "embedding");
             (
-                Embedding::new(&mut s, "item", vocab, d)?,
+                Embedding::new(&mut s, "item", vocab + if masked { 2 } else { 0 }, d)?,
                 Embedding::new(&mut s, "position", cfg.max_len + 1, d)?,
             )
+        };
+        let ib = match ib {
+            None => None,
+            Some(c) => {
+                let mut s = store.scope("ib", "ib");
+                Some(IbTokens {
+                    init: Embedding::new(&mut s, "tokens", c.tokens, d)?,
+                    comm_layers: c.comm_layers.clone(),
+                })
+            }
         };
         let mut positions = gca.positions.clone();
         positions.sort_unstable();
@@ -94,12 +133,24 @@ impl SasRec {
             store,
             cfg: cfg.clone(),
             n_items_a: n_items_a as u32,
+            vocab: vocab as u32,
+            causal: !masked,
+            ib,
             item,
             pos,
             blocks,
             gca: gca_layers,
             head,
         })
+    }
+
+    pub fn kind(&self) -> ModelKind {
+        self.cfg.kind
+    }
+
+    /// AutoCDSR+'s IB token count, if the model has them.
+    pub fn ib_tokens(&self) -> Option<usize> {
+        self.ib.as_ref().map(|ib| ib.comm_tokens())
     }
 
     pub fn item_embedding(&self) -> &Embedding {
@@ -161,6 +212,9 @@ impl SasRec {
                 self.encode(&batch.a, "a", None, ctx)?,
                 self.encode(&batch.b, "b", None, ctx)?,
             )
+        } else if let Some(ib) = &self.ib {
+            let h = self.encode_ib(&batch.x, ib, ctx)?;
+            (h.clone(), h)
         } else {
             let h = self.encode(&batch.x, "x", Some(batch), ctx)?;
             (h.clone(), h)
@@ -184,25 +238,122 @@ impl SasRec {
         gca_batch: Option<&SeqBatch>,
         ctx: &mut Ctx,
     ) -> Result<Tensor> {
-        let mask = AttnMask::new(&x.valid, x.len(), true, self.store.dtype())?;
-        let h = (self.item.forward(&x.ids)? + self.pos.forward(&x.pos)?)?.broadcast_mul(&x.mask)?;
-        let mut h = ctx.dropout(&h, self.cfg.dropout)?;
+        let mask = AttnMask::new(&x.valid, x.len(), self.causal, self.store.dtype())?;
+        let mut h = self.embed(x, ctx)?;
         if let Some(batch) = gca_batch {
             h = self.gca_at(0, h, batch, ctx)?;
         }
         for (l, blk) in self.blocks.iter().enumerate() {
-            let o = blk.attn.forward(&h, &h, &mask, ctx.attn_probs.is_some())?;
-            if let (Some(p), Some(rec)) = (o.probs, ctx.attn_probs.as_mut()) {
-                rec.push((format!("attn.{l}.{name}"), p));
-            }
-            let o = ctx.dropout(&o.out, self.cfg.dropout)?;
-            h = blk.norm_attn.forward(&(&h + o)?)?.broadcast_mul(&x.mask)?;
-            let f = ctx.dropout(&blk.ffn.forward(&h)?, self.cfg.dropout)?;
-            h = blk.norm_ffn.forward(&(&h + f)?)?.broadcast_mul(&x.mask)?;
+            h = self.block(l, blk, &h, &mask, &x.mask, name, ctx)?;
             if let Some(batch) = gca_batch {
                 h = self.gca_at(l + 1, h, batch, ctx)?;
             }
         }
         Ok(h)
+    }
+
+    /// Item plus position embedding of a stream, padding zeroed, dropout applied.
+    fn embed(&self, x: &StreamInput, ctx: &mut Ctx) -> Result<Tensor> {
+        let h = (self.item.forward(&x.ids)? + self.pos.forward(&x.pos)?)?.broadcast_mul(&x.mask)?;
+        ctx.dropout(&h, self.cfg.dropout)
+    }
+
+    /// One post-norm block (attention map recorded as `attn.L.NAME`); `token_mask` `[b, l, 1]`
+    /// zeroes the padding rows.
+    #[allow(clippy::too_many_arguments)]
+    fn block(
+        &self,
+        l: usize,
+        blk: &Block,
+        h: &Tensor,
+        mask: &AttnMask,
+        token_mask: &Tensor,
+        name: &str,
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
+        let o = blk.attn.forward(h, h, mask, ctx.attn_probs.is_some())?;
+        if let (Some(p), Some(rec)) = (o.probs, ctx.attn_probs.as_mut()) {
+            rec.push((format!("attn.{l}.{name}"), p));
+        }
+        let o = ctx.dropout(&o.out, self.cfg.dropout)?;
+        let h = blk
+            .norm_attn
+            .forward(&(h + o)?)?
+            .broadcast_mul(token_mask)?;
+        let f = ctx.dropout(&blk.ffn.forward(&h)?, self.cfg.dropout)?;
+        blk.norm_ffn.forward(&(&h + f)?)?.broadcast_mul(token_mask)
+    }
+
+    /// The domain (0 = A, 1 = B) of an input token, mask tokens included; `None` on padding.
+    fn token_domain(&self, id: u32) -> Option<usize> {
+        match id {
+            0 => None,
+            i if i == self.vocab => Some(0),
+            i if i == self.vocab + 1 => Some(1),
+            i => Some((i > self.n_items_a) as usize),
+        }
+    }
+
+    /// AutoCDSR+: each domain's subsequence of `x` encoded behind the IB tokens (attention maps
+    /// `attn.L.a` / `attn.L.b` of shape `[b, h, K + l, K + l]`, IB tokens first), IB states
+    /// averaged across domains after the communication layers; returns `[b, l, d]` on the
+    /// merged timeline, each position from its own domain's stream.
+    fn encode_ib(&self, x: &StreamInput, ib: &IbTokens, ctx: &mut Ctx) -> Result<Tensor> {
+        let (bsz, l) = (x.batch(), x.len());
+        let (k, d) = ib.init.weight.dims2()?;
+        let dtype = self.store.dtype();
+        // Each domain's subsequence, left padded, and where each merged position landed in
+        // the concatenation [stream A | stream B] of its row.
+        let mut rows = [vec![vec![0u32; l]; bsz], vec![vec![0u32; l]; bsz]];
+        let mut landed = vec![0u32; bsz * l];
+        for (r, ids) in x.host_ids.iter().enumerate() {
+            for (dom, stream) in rows.iter_mut().enumerate() {
+                let mine: Vec<usize> = (0..l)
+                    .filter(|&t| self.token_domain(ids[t]) == Some(dom))
+                    .collect();
+                let offset = l - mine.len();
+                for (j, &t) in mine.iter().enumerate() {
+                    stream[r][offset + j] = ids[t];
+                    landed[r * l + t] = (r * 2 * l + dom * l + offset + j) as u32;
+                }
+            }
+        }
+        let init = ib.init.weight.unsqueeze(0)?.broadcast_as((bsz, k, d))?;
+        let ones = Tensor::ones((bsz, k, 1), dtype, &Device::Cpu)?;
+        let mut hs = Vec::with_capacity(2);
+        let mut masks = Vec::with_capacity(2);
+        let mut token_masks = Vec::with_capacity(2);
+        for stream in &rows {
+            let s = StreamInput::new(stream, self.cfg.max_len, dtype)?;
+            hs.push(Tensor::cat(&[&init, &self.embed(&s, ctx)?], 1)?);
+            let keys: Vec<Vec<bool>> = s
+                .valid
+                .iter()
+                .map(|v| {
+                    std::iter::repeat_n(true, k)
+                        .chain(v.iter().copied())
+                        .collect()
+                })
+                .collect();
+            masks.push(AttnMask::new(&keys, k + l, false, dtype)?);
+            token_masks.push(Tensor::cat(&[&ones, &s.mask], 1)?);
+        }
+        for (li, blk) in self.blocks.iter().enumerate() {
+            for (dom, name) in ["a", "b"].into_iter().enumerate() {
+                hs[dom] =
+                    self.block(li, blk, &hs[dom], &masks[dom], &token_masks[dom], name, ctx)?;
+            }
+            if ib.comm_layers.contains(&li) {
+                let mean = ((hs[0].narrow(1, 0, k)? + hs[1].narrow(1, 0, k)?)? * 0.5)?;
+                for h in hs.iter_mut() {
+                    *h = Tensor::cat(&[&mean, &h.narrow(1, k, l)?], 1)?;
+                }
+            }
+        }
+        let seq = Tensor::cat(&[&hs[0].narrow(1, k, l)?, &hs[1].narrow(1, k, l)?], 1)?;
+        let landed = Tensor::from_vec(landed, bsz * l, &Device::Cpu)?;
+        seq.reshape((bsz * 2 * l, d))?
+            .index_select(&landed, 0)?
+            .reshape((bsz, l, d))
     }
 }

@@ -44,28 +44,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             stop_after_epochs: None,
         },
     )?;
-    println!("run: {}", s.run_dir.display());
-    println!(
-        "params: {}  epochs: {}  best epoch: {:?}  wall time: {:.1}s",
-        s.params_total, s.epochs_run, s.best_epoch, s.wall_time_s
-    );
-    if let Some(t) = &s.test {
-        for d in crate::data::Domain::BOTH {
-            let m = t.domain(d);
-            println!(
-                "test {d}: NDCG@10 {:.4}  HR@10 {:.4}  MRR {:.4}  AUC {:.4}",
-                m.ndcg_10, m.hr_10, m.mrr, m.auc
-            );
-        }
-    }
-    if let Some(t) = &s.test_full {
-        for d in crate::data::Domain::BOTH {
-            let m = t.domain(d);
-            println!(
-                "test full-ranking {d}: NDCG@10 {:.4}  HR@10 {:.4}",
-                m.ndcg_10, m.hr_10
-            );
-        }
-    }
+    print!("{s}");
     Ok(())
 }

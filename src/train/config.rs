@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::NegativeSharing;
 use crate::model::autocdsr::AutoCdsrConfig;
-use crate::model::{GcaConfig, ModelConfig};
+use crate::model::{GcaConfig, ModelConfig, ModelKind};
 
 /// One training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -179,13 +179,24 @@ impl RunConfig {
         if m.max_len == 0 {
             return Err("model.max_len must be positive".into());
         }
+        if let Some(p) = m.mask_prob {
+            if m.kind != ModelKind::Bert4rec {
+                return Err(format!(
+                    "model.mask_prob is for model.kind = \"bert4rec\", not \"{}\"",
+                    m.kind.as_str()
+                ));
+            }
+            if !(p > 0.0 && p < 1.0) {
+                return Err(format!("model.mask_prob must be in (0, 1), got {p}"));
+            }
+        }
         if let Some(auto) = &self.autocdsr {
             auto.validate(m.layers)?;
-            if auto.ib.is_some() {
-                return Err(
-                    "autocdsr.ib: AutoCDSR+ information-bottleneck tokens are not implemented in the trainer yet"
-                        .into(),
-                );
+            if auto.ib.is_some() && m.kind != ModelKind::Bert4rec {
+                return Err(format!(
+                    "autocdsr.ib (AutoCDSR+) needs model.kind = \"bert4rec\", not \"{}\": IB tokens read a domain's whole sequence, which would show a causal next-item model the future",
+                    m.kind.as_str()
+                ));
             }
         }
         Ok(())

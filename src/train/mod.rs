@@ -34,7 +34,7 @@ use crate::data::{
 use crate::eval::{evaluate_full, evaluate_sampled_ranks, Candidates, EvalReport};
 use crate::model::attention_share::{attention_share, domain_labels, ShareConfig};
 use crate::model::nn::{Ctx, DType, Device, Tensor};
-use crate::model::{info_nce, score_candidates, Model, Negatives, SeqBatch};
+use crate::model::{info_nce, score_candidates, Model, ModelKind, Negatives, SeqBatch};
 use crate::runs::{self, FinalResults, ParamCounts, RunIdentity, RunWriter, TensorSet};
 use checkpoint::LoopState;
 
@@ -63,6 +63,30 @@ pub struct RunSummary {
     pub wall_time_s: f64,
     /// False when the call stopped early on `stop_after_epochs`.
     pub complete: bool,
+}
+
+/// What `cdsr-lab train` prints: the run directory, its size and time, the test metrics.
+impl std::fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "run: {}", self.run_dir.display())?;
+        writeln!(
+            f,
+            "params: {}  epochs: {}  best epoch: {:?}  wall time: {:.1}s",
+            self.params_total, self.epochs_run, self.best_epoch, self.wall_time_s
+        )?;
+        for (what, report) in [("", &self.test), (" full-ranking", &self.test_full)] {
+            let Some(t) = report else { continue };
+            for d in Domain::BOTH {
+                let m = t.domain(d);
+                writeln!(
+                    f,
+                    "test{what} {d}: NDCG@10 {:.4}  HR@10 {:.4}  MRR {:.4}  AUC {:.4}",
+                    m.ndcg_10, m.hr_10, m.mrr, m.auc
+                )?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Everything data-side a run needs, built once.
@@ -146,8 +170,21 @@ fn train_input(b: &TrainBatch, dtype: DType) -> anyhow::Result<SeqBatch> {
     )?)
 }
 
+/// The merged input rows a model reads for an evaluation batch: the history, or for a masked
+/// model the history followed by the target domain's mask token ([`data::cloze`]).
+fn eval_rows(ds: &Dataset, kind: ModelKind, b: &EvalBatch) -> Vec<Vec<data::ItemId>> {
+    let rows = rows_of(b.x, b.max_len);
+    if !kind.is_masked() {
+        return rows;
+    }
+    rows.iter()
+        .zip(b.target_domain)
+        .map(|(r, &d)| data::cloze::masked_last(ds, r, d))
+        .collect()
+}
+
 /// Model input of an evaluation batch: every position carries the case's target domain.
-fn eval_input(b: &EvalBatch, dtype: DType) -> anyhow::Result<SeqBatch> {
+fn eval_input(x: &[Vec<data::ItemId>], b: &EvalBatch, dtype: DType) -> anyhow::Result<SeqBatch> {
     let l = b.max_len;
     let td: Vec<Vec<Option<usize>>> = b
         .target_domain
@@ -155,7 +192,7 @@ fn eval_input(b: &EvalBatch, dtype: DType) -> anyhow::Result<SeqBatch> {
         .map(|d| vec![Some(d.index()); l])
         .collect();
     Ok(SeqBatch::new(
-        &rows_of(b.x, l),
+        x,
         &rows_of(b.a, l),
         &rows_of(b.b, l),
         &td,
@@ -175,16 +212,20 @@ struct EvalForward {
     capture: Option<Captured>,
     /// Self-attention maps (`attn.L.S`), when asked for.
     attn: Option<Captured>,
+    /// The merged input rows the model read.
+    x: Vec<Vec<data::ItemId>>,
 }
 
 /// The forward pass of an evaluation batch (no dropout).
 fn eval_repr(
     model: &Model,
+    ds: &Dataset,
     b: &EvalBatch,
     capture: bool,
     attention: bool,
 ) -> anyhow::Result<EvalForward> {
-    let input = eval_input(b, DType::F32)?;
+    let x = eval_rows(ds, model.kind(), b);
+    let input = eval_input(&x, b, DType::F32)?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut ctx = Ctx::new(false, &mut rng);
     ctx.last_only = true;
@@ -200,6 +241,7 @@ fn eval_repr(
         h_last: h.narrow(1, l - 1, 1)?.squeeze(1)?.contiguous()?,
         capture: ctx.capture,
         attn: ctx.attn_probs,
+        x,
     })
 }
 
@@ -208,14 +250,21 @@ fn eval_repr(
 pub type AcdByDomain = [Option<f64>; 2];
 
 /// Per case of an evaluation batch: the merged stream's `a_cd` per layer (normalised per
-/// valid query row, mean over heads; [`crate::model::attention_share`]), `None` for a case
-/// without valid tokens or a model without a merged stream.
+/// valid query row, mean over heads; [`crate::model::attention_share`]), or for an AutoCDSR+
+/// model the share onto the IB tokens ([`crate::model::autocdsr::ib_case_share`]); `None` for
+/// a case without valid tokens or a model without a merged stream.
 fn case_acd(
     ds: &Dataset,
-    b: &EvalBatch,
+    x: &[Vec<data::ItemId>],
     attn: &[(String, Tensor)],
+    ib_tokens: Option<usize>,
 ) -> anyhow::Result<Vec<Option<Vec<f64>>>> {
-    let items = ndarray::ArrayView2::from_shape((b.batch_size(), b.max_len), b.x)?;
+    let flat: Vec<data::ItemId> = x.iter().flatten().copied().collect();
+    let len = x.first().map_or(0, |r| r.len());
+    let items = ndarray::ArrayView2::from_shape((x.len(), len), &flat)?;
+    if let Some(k) = ib_tokens {
+        return case_ib_share(ds, items, attn, k);
+    }
     let (labels, valid) = domain_labels(ds, items);
     let mut layers = Vec::new();
     let mut rows = None;
@@ -233,10 +282,43 @@ fn case_acd(
         rows = Some(share.valid_rows);
     }
     let Some(rows) = rows else {
-        return Ok(vec![None; b.batch_size()]);
+        return Ok(vec![None; x.len()]);
     };
-    Ok((0..b.batch_size())
+    Ok((0..x.len())
         .map(|i| (rows[i] > 0).then(|| layers.iter().map(|l| l[i]).collect()))
+        .collect())
+}
+
+/// [`case_acd`] of an AutoCDSR+ model: per case and layer, the share onto the IB tokens.
+fn case_ib_share(
+    ds: &Dataset,
+    items: ndarray::ArrayView2<data::ItemId>,
+    attn: &[(String, Tensor)],
+    k: usize,
+) -> anyhow::Result<Vec<Option<Vec<f64>>>> {
+    let streams = crate::model::autocdsr::ib_streams(ds, items)?;
+    let host = |name: String| -> anyhow::Result<ndarray::Array4<f32>> {
+        let p = attn
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| p)
+            .with_context(|| format!("no attention map {name} was recorded"))?;
+        let dims = p.dims4()?;
+        let v = p.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(ndarray::Array4::from_shape_vec(dims, v)?)
+    };
+    let n_layers = attn.iter().filter(|(n, _)| n.ends_with(".a")).count();
+    let mut layers = Vec::with_capacity(n_layers);
+    for l in 0..n_layers {
+        let (a, b) = (host(format!("attn.{l}.a"))?, host(format!("attn.{l}.b"))?);
+        layers.push(crate::model::autocdsr::ib_case_share(
+            [a.view(), b.view()],
+            k,
+            &streams,
+        )?);
+    }
+    Ok((0..items.nrows())
+        .map(|i| layers.iter().map(|l| l[i]).collect::<Option<Vec<f64>>>())
         .collect())
 }
 
@@ -263,8 +345,13 @@ fn evaluate(
     let mut shares = Vec::with_capacity(layout.len());
     let (report, ranks) = evaluate_sampled_ranks(layout, cand, batch, |b, items| {
         let mut run = || -> anyhow::Result<Vec<f32>> {
-            let out = eval_repr(model, b, false, true)?;
-            let per_case = case_acd(ds, b, out.attn.as_deref().unwrap_or_default())?;
+            let out = eval_repr(model, ds, b, false, true)?;
+            let per_case = case_acd(
+                ds,
+                &out.x,
+                out.attn.as_deref().unwrap_or_default(),
+                model.ib_tokens(),
+            )?;
             shares.extend(b.target_domain.iter().copied().zip(per_case));
             let ids =
                 Tensor::from_vec(items.to_vec(), (b.batch_size(), cand.width()), &Device::Cpu)?;
@@ -357,10 +444,10 @@ fn evaluate_full_ranking(
     let v = ds.vocab_size();
     let report = evaluate_full(ds, layout, batch, |b| {
         let run = || -> anyhow::Result<Vec<f32>> {
-            let h = eval_repr(model, b, false, false)?.h_last;
-            Ok(h.matmul(&model.item_embedding().weight.t()?)?
-                .flatten_all()?
-                .to_vec1::<f32>()?)
+            let h = eval_repr(model, ds, b, false, false)?.h_last;
+            // Items only: a masked model's table also holds its two mask tokens.
+            let items = model.item_embedding().weight.narrow(0, 0, v)?;
+            Ok(h.matmul(&items.t()?)?.flatten_all()?.to_vec1::<f32>()?)
         };
         run().unwrap_or_else(|e| {
             err.get_or_insert(e);
@@ -373,20 +460,45 @@ fn evaluate_full_ranking(
     }
 }
 
-/// The loss of one training batch (`train` mode, negatives drawn and dropout seeded by
-/// `step_seed`) and, for an AutoCDSR run (`cfg.autocdsr`), the self-attention maps of the
-/// forward pass (not detached: the a_cd objective is put on them; empty otherwise).
-pub fn batch_loss(
+/// What [`batch_loss`] computed for one training batch.
+pub struct BatchLoss<'a> {
+    pub loss: Tensor,
+    /// For an AutoCDSR run (`cfg.autocdsr`), the self-attention maps of the forward pass (not
+    /// detached: the a_cd objective is put on them); empty otherwise.
+    pub attention: Captured,
+    /// The batch as the model read it: the layout's batch, or its masked copy for a masked
+    /// model ([`data::cloze::mask_train_batch`]).
+    pub input: std::borrow::Cow<'a, TrainBatch>,
+}
+
+/// The loss of one training batch (`train` mode; items masked, negatives drawn and dropout
+/// seeded by `step_seed`).
+pub fn batch_loss<'a>(
     model: &Model,
     ds: &Dataset,
     layout: &TrainLayout,
-    batch: &TrainBatch,
+    batch: &'a TrainBatch,
     cfg: &RunConfig,
     step_seed: u64,
-) -> anyhow::Result<(Tensor, Captured)> {
+) -> anyhow::Result<BatchLoss<'a>> {
+    let input = if cfg.model.kind.is_masked() {
+        let p = cfg
+            .model
+            .mask_prob
+            .unwrap_or(data::cloze::DEFAULT_MASK_PROB);
+        std::borrow::Cow::Owned(data::cloze::mask_train_batch(ds, batch, p, step_seed))
+    } else {
+        std::borrow::Cow::Borrowed(batch)
+    };
     let n = cfg.train.negatives_per_domain;
-    let negs = sample_train_negatives(ds, layout, batch, n, cfg.train.negative_sharing, step_seed);
-    forward_loss(model, batch, &negs, cfg, step_seed, cfg.autocdsr.is_some())
+    let negs = sample_train_negatives(ds, layout, &input, n, cfg.train.negative_sharing, step_seed);
+    let (loss, attention) =
+        forward_loss(model, &input, &negs, cfg, step_seed, cfg.autocdsr.is_some())?;
+    Ok(BatchLoss {
+        loss,
+        attention,
+        input,
+    })
 }
 
 /// The loss of one training batch with given negatives (`[batch, max_len, 2 n]` row-major as
@@ -510,7 +622,7 @@ fn write_capture(model: &Model, prep: &Prepared, writer: &RunWriter) -> anyhow::
     let Some(b) = prep.capture.batches(prep.capture.len().max(1)).next() else {
         return Ok(());
     };
-    let cap = eval_repr(model, &b, true, false)?
+    let cap = eval_repr(model, &prep.ds, &b, true, false)?
         .capture
         .unwrap_or_default();
     if cap.is_empty() {
@@ -546,6 +658,7 @@ pub fn build_model(cfg: &RunConfig, ds: &Dataset) -> anyhow::Result<(Model, Adam
     let model = Model::new(
         &cfg.model,
         &cfg.gca,
+        cfg.autocdsr.as_ref().and_then(|a| a.ib.as_ref()),
         ds.vocab_size(),
         ds.n_items[0],
         cfg.train.seed,
@@ -667,7 +780,11 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
         let mut acd_epoch = autocdsr::AcdEpoch::default();
         for batch in prep.train.batches(bs, cfg.train.seed, epoch as u64) {
             let step_seed = data::layout::mix(cfg.train.seed, state.step + 1);
-            let (loss, attn) = batch_loss(&model, ds, &prep.train, &batch, cfg, step_seed)?;
+            let BatchLoss {
+                loss,
+                attention: attn,
+                input,
+            } = batch_loss(&model, ds, &prep.train, &batch, cfg, step_seed)?;
             let lv = loss.to_scalar::<f32>()? as f64;
             if !lv.is_finite() {
                 let reason = format!("loss became {lv} at epoch {epoch}, step {}", state.step + 1);
@@ -678,10 +795,14 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
                 None => opt.backward_step(&loss, state.schedule.lr)?,
                 Some(auto) => {
                     let items = ndarray::ArrayView2::from_shape(
-                        (batch.batch_size(), batch.max_len),
-                        &batch.x,
+                        (input.batch_size(), input.max_len),
+                        &input.x,
                     )?;
-                    let acd = crate::model::autocdsr::acd_objective(&attn, ds, items, auto)?;
+                    let acd = if auto.ib.is_some() {
+                        crate::model::autocdsr::ib_objective(&attn, ds, items, auto)?
+                    } else {
+                        crate::model::autocdsr::acd_objective(&attn, ds, items, auto)?
+                    };
                     let step = autocdsr::autocdsr_step(
                         &mut opt,
                         &model.item_embedding().weight,
