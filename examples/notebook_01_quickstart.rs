@@ -19,8 +19,7 @@ fn main() -> anyhow::Result<()> {
 
     let summary = train(&cfg, &Path::new("../runs/notebooks/quickstart").join(cfg.run_id()),
                         TrainOptions { resume: true, ..Default::default() })?;
-    println!("best epoch {:?}, {} parameters, {:.1} s", summary.best_epoch, summary.params_total, summary.wall_time_s);
-    println!("{}", serde_json::to_string_pretty(&summary.test)?);
+    println!("{summary}");
 
     use cdsr_lab::runs::{load_runs, LoadOptions};
     let set = load_runs(Path::new("../runs/notebooks/quickstart"), LoadOptions::default())?;

@@ -25,8 +25,14 @@ if [ -z "${CDSR_SHARED_DATA:-}" ] && [ ! -d ../shared/data ]; then
 fi
 # A cold build fills several GB; incremental artefacts would only add to it in a fresh clone.
 if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+start=$SECONDS
 cargo test "$@"
+echo "cargo test (build and run): $((SECONDS - start)) s"
 # Notebooks (evcxr kernel): `scripts/notebooks.sh` installs Jupyter and evcxr_jupyter and runs
-# every notebook headlessly. Not part of the default run: the evcxr install and the crate's
-# build inside the kernel take longer than the CI budget leaves; set CDSR_NOTEBOOKS=1 to add it.
-if [ "${CDSR_NOTEBOOKS:-0}" = 1 ]; then ./scripts/notebooks.sh; fi
+# every notebook headlessly (tests/notebooks.rs prints each one's time). CDSR_NOTEBOOKS=0
+# leaves them out.
+if [ "${CDSR_NOTEBOOKS:-1}" = 1 ]; then
+    start=$SECONDS
+    ./scripts/notebooks.sh
+    echo "notebooks (install, evcxr build, execution): $((SECONDS - start)) s"
+fi

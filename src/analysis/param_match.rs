@@ -239,8 +239,7 @@ pub fn param_match_frame(
     accuracy: &str,
     level: f64,
 ) -> Result<DataFrame, StatsError> {
-    let flag: Vec<Option<bool>> = df
-        .column(is_gca)?
+    let flag: Vec<Option<bool>> = crate::runs::frames::column(df, is_gca)?
         .as_materialized_series()
         .cast(&DataType::Boolean)?
         .bool()?

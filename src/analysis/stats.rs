@@ -390,8 +390,7 @@ pub enum Method {
 
 /// Values of a column as f64 (any numeric dtype; nulls and NaN become NaN).
 pub fn column_f64(df: &DataFrame, name: &str) -> Result<Vec<f64>, StatsError> {
-    let s = df
-        .column(name)?
+    let s = crate::runs::frames::column(df, name)?
         .as_materialized_series()
         .cast(&DataType::Float64)?;
     Ok(s.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
@@ -399,8 +398,7 @@ pub fn column_f64(df: &DataFrame, name: &str) -> Result<Vec<f64>, StatsError> {
 
 /// Values of a column as display strings (for group keys; nulls become `"null"`).
 pub fn column_keys(df: &DataFrame, name: &str) -> Result<Vec<String>, StatsError> {
-    let s = df
-        .column(name)?
+    let s = crate::runs::frames::column(df, name)?
         .as_materialized_series()
         .cast(&DataType::String)?;
     Ok(s.str()?

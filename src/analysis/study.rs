@@ -9,8 +9,8 @@
 //! | `variant` | String | [`Variant`] label: `baseline`, `+GCA_early`, `+GCA_stack`, `+GCA[1]`, ... |
 //! | `positions` | String | GCA position set as compact JSON, `[]` for none |
 //! | `gate`, `layer_norm` | String, Boolean (null without GCA) | GCA gate activation and LayerNorm |
-//! | `objective` | String | `rec` (plain), `autocdsr` (Pareto-MTL `a_cd`) or `autocdsr-fixed` |
-//! | `setting` | String | what the report groups seeds by: the variant plus gate/LayerNorm for GCA runs (`+GCA_early sigmoid LN`), the objective (`AutoCDSR`), or `single-domain` for `sasrec-single` |
+//! | `objective` | String | `rec` (plain), `autocdsr` (Pareto-MTL `a_cd`), `autocdsr-plus` (IB tokens, share onto them), each with `-fixed` for a fixed weight |
+//! | `setting` | String | what the report groups seeds by: the variant plus gate/LayerNorm for GCA runs (`+GCA_early sigmoid LN`), the objective (`AutoCDSR`, `AutoCDSR+`), or `single-domain` for `sasrec-single` |
 //! | `d_model` | Int64 (nullable) | `config.model.d_model` |
 //! | `params` | Float64 | total trainable parameters |
 //! | `domain` | String | `A` / `B` |
@@ -94,12 +94,19 @@ fn config_str<'a>(config: &'a serde_json::Value, path: &[&str]) -> Option<&'a st
     config_at(config, path)?.as_str()
 }
 
-/// `rec`, `autocdsr` or `autocdsr-fixed` from a run's `[autocdsr]` section.
+/// `rec`, `autocdsr`, `autocdsr-plus` (with IB tokens), each AutoCDSR one with `-fixed` for a
+/// fixed weight, from a run's `[autocdsr]` section.
 fn config_objective(config: &serde_json::Value) -> &'static str {
-    match config.get("autocdsr") {
-        None | Some(serde_json::Value::Null) => "rec",
-        Some(a) if config_str(a, &["weighting", "kind"]) == Some("fixed") => "autocdsr-fixed",
-        Some(_) => "autocdsr",
+    let Some(a) = config.get("autocdsr").filter(|a| !a.is_null()) else {
+        return "rec";
+    };
+    let fixed = config_str(a, &["weighting", "kind"]) == Some("fixed");
+    let plus = a.get("ib").is_some_and(|ib| !ib.is_null());
+    match (plus, fixed) {
+        (false, false) => "autocdsr",
+        (false, true) => "autocdsr-fixed",
+        (true, false) => "autocdsr-plus",
+        (true, true) => "autocdsr-plus-fixed",
     }
 }
 
@@ -108,6 +115,8 @@ fn setting_label(variant: &str, gate: Option<&str>, ln: Option<bool>, objective:
     match (objective, gate) {
         ("autocdsr", _) => "AutoCDSR".into(),
         ("autocdsr-fixed", _) => "AutoCDSR fixed".into(),
+        ("autocdsr-plus", _) => "AutoCDSR+".into(),
+        ("autocdsr-plus-fixed", _) => "AutoCDSR+ fixed".into(),
         (_, Some(g)) => format!(
             "{variant} {g}{}",
             if ln.unwrap_or(true) { " LN" } else { " noLN" }
@@ -326,22 +335,23 @@ impl StudyReport {
         use crate::analysis::stats::{pearson, spearman};
         let n = study.height();
         let s = |c: &str| -> PolarsResult<Vec<String>> {
-            Ok(study
-                .column(c)?
+            Ok(crate::runs::frames::column(study, c)?
                 .str()?
                 .iter()
                 .map(|v| v.unwrap_or("").to_owned())
                 .collect())
         };
         let f = |c: &str| -> PolarsResult<Vec<Option<f64>>> {
-            Ok(study.column(c)?.cast(&DataType::Float64)?.f64()?.to_vec())
+            Ok(crate::runs::frames::column(study, c)?
+                .cast(&DataType::Float64)?
+                .f64()?
+                .to_vec())
         };
         let (run_id, model, variant, domain) =
             (s("run_id")?, s("model")?, s("variant")?, s("domain")?);
         let (setting, objective) = (s("setting")?, s("objective")?);
         let (acd, wall) = (f("a_cd")?, f("wall_time_s")?);
-        let d_model: Vec<Option<i64>> = study
-            .column("d_model")?
+        let d_model: Vec<Option<i64>> = crate::runs::frames::column(study, "d_model")?
             .cast(&DataType::Int64)?
             .i64()?
             .to_vec();

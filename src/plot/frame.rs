@@ -17,7 +17,7 @@ pub enum FrameError {
 }
 
 fn column<'a>(df: &'a DataFrame, name: &str) -> Result<&'a Column, FrameError> {
-    df.column(name).map_err(|_| FrameError::Missing {
+    crate::runs::frames::column(df, name).map_err(|_| FrameError::Missing {
         column: name.to_string(),
         present: df
             .get_column_names()
@@ -30,7 +30,7 @@ fn column<'a>(df: &'a DataFrame, name: &str) -> Result<&'a Column, FrameError> {
 
 /// Whether `df` has a column called `name`.
 pub(crate) fn has(df: &DataFrame, name: &str) -> bool {
-    df.column(name).is_ok()
+    crate::runs::frames::column(df, name).is_ok()
 }
 
 /// A numeric column as `f64` (nulls and NaN become `None`).

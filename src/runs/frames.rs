@@ -7,6 +7,17 @@ use polars::prelude::*;
 use super::format::*;
 use super::reader::{LoadedRun, RunSet};
 
+/// The column of `df` called `name`, found by comparing names, not through the frame's cached
+/// schema. In an evcxr notebook every cell is its own library with its own copy of polars' hash
+/// seed, so a frame whose schema was cached in one cell misses every `DataFrame::column` lookup
+/// made elsewhere; every library function that reads a caller's frame by name goes through here.
+pub fn column<'a>(df: &'a DataFrame, name: &str) -> PolarsResult<&'a Column> {
+    df.columns()
+        .iter()
+        .find(|c| c.name().as_str() == name)
+        .ok_or_else(|| polars_err!(ColumnNotFound: "{name}"))
+}
+
 /// Flattens nested JSON into dotted keys: `{"gca": {"positions": [0, 1]}}` becomes
 /// `gca.positions -> [0, 1]`. Arrays are leaves (kept whole).
 pub fn flatten_json(value: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
