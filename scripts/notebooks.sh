@@ -14,5 +14,8 @@ if ! command -v evcxr_jupyter >/dev/null 2>&1; then
         CARGO_PROFILE_RELEASE_INCREMENTAL=false \
         cargo install evcxr_jupyter --locked --version 0.22.0
 fi
+# evcxr's type inference (rust-analyzer) reads the standard library's sources.
+rustup component list --installed 2>/dev/null | grep -q '^rust-src' \
+    || rustup component add rust-src || echo "warning: rust-src missing; evcxr may not infer types" >&2
 jupyter kernelspec list 2>/dev/null | grep -qw rust || evcxr_jupyter --install
 cargo test --test notebooks -- --ignored --nocapture
