@@ -23,11 +23,13 @@ base=$(sed 's/^epochs = .*/epochs = 1/' "$BASE")
 echo "$base" > "$OUT/base.toml"
 printf '%s\n[autocdsr]\nweighting = { kind = "pareto" }\n' "$base" > "$OUT/autocdsr.toml"
 printf '%s\n[autocdsr]\nweighting = { kind = "fixed", weight = 0.1 }\n' "$base" > "$OUT/autocdsr-fixed.toml"
-VARIANTS="autocdsr autocdsr-fixed"
+ALL="autocdsr autocdsr-fixed"
 if grep -q '^kind = "bert4rec"' "$BASE"; then
   printf '%s\n[autocdsr]\nweighting = { kind = "pareto" }\n[autocdsr.ib]\ntokens = 4\ncomm_layers = [0, 1]\n' "$base" > "$OUT/autocdsr-plus.toml"
-  VARIANTS="$VARIANTS autocdsr-plus"
+  ALL="$ALL autocdsr-plus"
 fi
+# VARIANTS="autocdsr-plus" times only those against the base.
+VARIANTS=${VARIANTS:-$ALL}
 echo "base: $BASE; load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for rep in $(seq "${REPEATS:-2}"); do
 for name in base $VARIANTS; do

@@ -199,6 +199,12 @@ fn ib_objective_equals_the_logged_share() {
     let count = |d: usize, b: usize| streams[d].row(b).iter().filter(|&&v| v).count();
     assert_eq!([count(0, 5), count(1, 5)], [0, 0]);
     assert_eq!([count(0, 6), count(1, 6)], [3, 0]);
+    // each stream is as wide as the batch's most tokens of its domain, not the merged length
+    for (d, stream) in streams.iter().enumerate() {
+        let most = (0..rows.len()).map(|b| count(d, b)).max().unwrap();
+        assert_eq!(stream.ncols(), most.max(1));
+        assert!(stream.ncols() < LEN || d == 0);
+    }
     let host = |name: &str| {
         let p = &attn.iter().find(|(n, _)| n == name).unwrap().1;
         let dims = p.dims4().unwrap();

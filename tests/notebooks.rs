@@ -18,8 +18,8 @@
 //! stay compiled between runs. evcxr builds every dependency again (as dylibs, at its own
 //! opt-level 2), which took most of the time; a cargo config next to that directory
 //! ([`EVCXR_PROFILE`]) compiles the dependencies unoptimised except the few whose speed the
-//! notebooks' training feels. Measured on the 2-core machine with other jobs running: the
-//! first notebook 395 s (evcxr rebuilding this crate), the other three 76-86 s each.
+//! notebooks' training feels. Measured on the 2-core machine: the first notebook 192 s (evcxr
+//! rebuilding this crate), the other three 86-100 s each.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;

@@ -137,18 +137,15 @@ pub fn acd_objective(
 }
 
 /// Validity of each domain's subsequence as AutoCDSR+ encodes it (`[A, B]`, each
-/// `[batch, len]`): a domain's tokens of the merged input `items`, left padded, so its last
-/// `n_d` positions are valid. Mask tokens count in their domain; an item outside the dataset's
-/// domains is an error naming the sample and position.
+/// `[batch, l_d]`): a domain's tokens of the merged input `items`, left padded to the batch's
+/// most tokens of that domain `l_d` (at least 1), so a sample's last `n_d` positions are valid.
+/// Mask tokens count in their domain; an item outside the dataset's domains is an error naming
+/// the sample and position.
 pub fn ib_streams(
     dataset: &Dataset,
     items: ArrayView2<ItemId>,
 ) -> anyhow::Result<[Array2<bool>; 2]> {
-    let (batch, len) = items.dim();
-    let mut valid = [
-        Array2::from_elem((batch, len), false),
-        Array2::from_elem((batch, len), false),
-    ];
+    let mut counts = Vec::with_capacity(items.nrows());
     for (b, row) in items.outer_iter().enumerate() {
         let mut n = [0usize; 2];
         for (t, &it) in row.iter().enumerate() {
@@ -162,17 +159,18 @@ pub fn ib_streams(
                 ),
             }
         }
-        for (v, n) in valid.iter_mut().zip(n) {
-            v.row_mut(b).slice_mut(ndarray::s![len - n..]).fill(true);
-        }
+        counts.push(n);
     }
-    Ok(valid)
+    Ok([0, 1].map(|d| {
+        let len = counts.iter().map(|n| n[d]).max().unwrap_or(0).max(1);
+        Array2::from_shape_fn((counts.len(), len), |(b, i)| i >= len - counts[b][d])
+    }))
 }
 
 /// AutoCDSR+'s differentiable objective: the share of attention the sequence tokens of both
 /// domains' streams put on the IB tokens (the only cross-domain path), from the maps a
-/// forward pass of an IB model recorded (`attn.L.a`, `attn.L.b`, `[batch, heads, K + len,
-/// K + len]`, IB tokens first). [`AcdObjective::RowMean`]: per sample, the IB mass summed over
+/// forward pass of an IB model recorded (`attn.L.a`, `attn.L.b`, `[batch, heads, K + l_d,
+/// K + l_d]`, IB tokens first, `l_d` from [`ib_streams`]). [`AcdObjective::RowMean`]: per sample, the IB mass summed over
 /// the rows of both streams divided by their number (the sample's tokens), averaged over heads
 /// and over samples with tokens, summed over the chosen layers; it equals
 /// [`crate::model::attention_share::ib_share`] of the two maps combined ([`ib_case_share`], a
@@ -189,7 +187,7 @@ pub fn ib_objective(
         .as_ref()
         .map(|ib| ib.tokens)
         .ok_or_else(|| anyhow::anyhow!("ib_objective needs autocdsr.ib"))?;
-    let (batch, len) = items.dim();
+    let batch = items.nrows();
     let streams = ib_streams(dataset, items)?;
     let rows: Vec<usize> = (0..batch)
         .map(|b| {
@@ -200,10 +198,11 @@ pub fn ib_objective(
         })
         .collect();
     let with_rows = rows.iter().filter(|&&r| r > 0).count();
-    let n = k + len;
     let weights: Vec<Tensor> = streams
         .iter()
         .map(|valid| {
+            let len = valid.ncols();
+            let n = k + len;
             let mut w = vec![0f32; batch * n * n];
             for b in 0..batch {
                 let wb = match cfg.objective {
@@ -237,9 +236,10 @@ pub fn ib_objective(
             continue;
         }
         let (pb, heads, pq, pk) = p.dims4()?;
+        let n = k + streams[stream].ncols();
         anyhow::ensure!(
             (pb, pq, pk) == (batch, n, n),
-            "attention map {name} has shape {:?}, expected [{batch}, heads, {n}, {n}] ({k} IB tokens + {len})",
+            "attention map {name} has shape {:?}, expected [{batch}, heads, {n}, {n}] ({k} IB tokens + the stream)",
             p.dims()
         );
         let w = weights[stream].to_dtype(p.dtype())?;
@@ -259,7 +259,8 @@ pub fn ib_objective(
 
 /// Per sample, the IB share of one layer on the host: the mass the sequence tokens of both
 /// streams put on the `k` IB tokens over their number (mean over heads; `None` for a sample
-/// without tokens). `maps` are that layer's `[A, B]` maps, `[batch, heads, k + len, k + len]`.
+/// without tokens). `maps` are that layer's `[A, B]` maps, `[batch, heads, k + l_d, k + l_d]`
+/// with `streams` from [`ib_streams`].
 pub fn ib_case_share(
     maps: [ArrayView4<f32>; 2],
     k: usize,

@@ -295,26 +295,39 @@ impl SasRec {
     }
 
     /// AutoCDSR+: each domain's subsequence of `x` encoded behind the IB tokens (attention maps
-    /// `attn.L.a` / `attn.L.b` of shape `[b, h, K + l, K + l]`, IB tokens first), IB states
+    /// `attn.L.a` / `attn.L.b` of shape `[b, h, K + l_d, K + l_d]`, IB tokens first, `l_d` the
+    /// batch's most tokens of that domain), IB states
     /// averaged across domains after the communication layers; returns `[b, l, d]` on the
     /// merged timeline, each position from its own domain's stream.
     fn encode_ib(&self, x: &StreamInput, ib: &IbTokens, ctx: &mut Ctx) -> Result<Tensor> {
         let (bsz, l) = (x.batch(), x.len());
         let (k, d) = ib.init.weight.dims2()?;
         let dtype = self.store.dtype();
-        // Each domain's subsequence, left padded, and where each merged position landed in
-        // the concatenation [stream A | stream B] of its row.
-        let mut rows = [vec![vec![0u32; l]; bsz], vec![vec![0u32; l]; bsz]];
+        // Each domain's subsequence, left padded to the batch's longest (at least 1;
+        // [`crate::model::autocdsr::ib_streams`] gives the same lengths), and where each merged
+        // position landed in the concatenation [stream A | stream B] of its row.
+        let mine: Vec<[Vec<usize>; 2]> = x
+            .host_ids
+            .iter()
+            .map(|ids| {
+                [0, 1].map(|dom| {
+                    (0..l)
+                        .filter(|&t| self.token_domain(ids[t]) == Some(dom))
+                        .collect()
+                })
+            })
+            .collect();
+        let lens = [0, 1].map(|dom| mine.iter().map(|m| m[dom].len()).max().unwrap_or(0).max(1));
+        let width = lens[0] + lens[1];
+        let mut rows = lens.map(|n| vec![vec![0u32; n]; bsz]);
         let mut landed = vec![0u32; bsz * l];
-        for (r, ids) in x.host_ids.iter().enumerate() {
+        for (r, (ids, mine)) in x.host_ids.iter().zip(&mine).enumerate() {
             for (dom, stream) in rows.iter_mut().enumerate() {
-                let mine: Vec<usize> = (0..l)
-                    .filter(|&t| self.token_domain(ids[t]) == Some(dom))
-                    .collect();
-                let offset = l - mine.len();
-                for (j, &t) in mine.iter().enumerate() {
+                let offset = lens[dom] - mine[dom].len();
+                let start = r * width + dom * lens[0] + offset;
+                for (j, &t) in mine[dom].iter().enumerate() {
                     stream[r][offset + j] = ids[t];
-                    landed[r * l + t] = (r * 2 * l + dom * l + offset + j) as u32;
+                    landed[r * l + t] = (start + j) as u32;
                 }
             }
         }
@@ -323,7 +336,7 @@ impl SasRec {
         let mut hs = Vec::with_capacity(2);
         let mut masks = Vec::with_capacity(2);
         let mut token_masks = Vec::with_capacity(2);
-        for stream in &rows {
+        for (stream, n) in rows.iter().zip(lens) {
             let s = StreamInput::new(stream, self.cfg.max_len, dtype)?;
             hs.push(Tensor::cat(&[&init, &self.embed(&s, ctx)?], 1)?);
             let keys: Vec<Vec<bool>> = s
@@ -335,7 +348,7 @@ impl SasRec {
                         .collect()
                 })
                 .collect();
-            masks.push(AttnMask::new(&keys, k + l, false, dtype)?);
+            masks.push(AttnMask::new(&keys, k + n, false, dtype)?);
             token_masks.push(Tensor::cat(&[&ones, &s.mask], 1)?);
         }
         for (li, blk) in self.blocks.iter().enumerate() {
@@ -345,14 +358,17 @@ impl SasRec {
             }
             if ib.comm_layers.contains(&li) {
                 let mean = ((hs[0].narrow(1, 0, k)? + hs[1].narrow(1, 0, k)?)? * 0.5)?;
-                for h in hs.iter_mut() {
-                    *h = Tensor::cat(&[&mean, &h.narrow(1, k, l)?], 1)?;
+                for (h, n) in hs.iter_mut().zip(lens) {
+                    *h = Tensor::cat(&[&mean, &h.narrow(1, k, n)?], 1)?;
                 }
             }
         }
-        let seq = Tensor::cat(&[&hs[0].narrow(1, k, l)?, &hs[1].narrow(1, k, l)?], 1)?;
+        let seq = Tensor::cat(
+            &[&hs[0].narrow(1, k, lens[0])?, &hs[1].narrow(1, k, lens[1])?],
+            1,
+        )?;
         let landed = Tensor::from_vec(landed, bsz * l, &Device::Cpu)?;
-        seq.reshape((bsz * 2 * l, d))?
+        seq.reshape((bsz * width, d))?
             .index_select(&landed, 0)?
             .reshape((bsz, l, d))
     }
