@@ -10,24 +10,16 @@ use cdsr_lab::model::autocdsr::{acd_objective, AcdObjective, AutoCdsrConfig};
 use cdsr_lab::model::nn::{DType, Device, Tensor};
 use cdsr_lab::model::ModelKind;
 use cdsr_lab::train::pareto::AcdWeighting;
-use cdsr_lab::train::{train, RunConfig, TrainOptions};
+use cdsr_lab::train::{train, RunConfig};
 use ndarray::{Array2, Array4};
 use rand::{Rng, SeedableRng};
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{attention_smoke, last_valid_acd, metrics, project_root, quiet};
 
 /// The smoke configuration as a SASRec merged-sequence model without GCA.
 fn sasrec_smoke(auto: Option<AutoCdsrConfig>) -> RunConfig {
-    let mut cfg = RunConfig::from_file(&root().join("configs/smoke.toml")).unwrap();
-    cfg.data.path = root().join("data/food-kitchen-mini");
-    cfg.model.kind = ModelKind::Sasrec;
-    cfg.gca.positions.clear();
-    cfg.optim.warmup_epochs = 0;
-    // 50 steps on the slice at a large rate: enough for the (tiny, near-uniform at
-    // initialisation) attention maps to move.
-    cfg.optim.lr = 3e-2;
+    let mut cfg = attention_smoke("data/food-kitchen-mini", ModelKind::Sasrec);
     cfg.train.epochs = 10;
     cfg.train.full_ranking = false;
     cfg.autocdsr = auto;
@@ -35,36 +27,9 @@ fn sasrec_smoke(auto: Option<AutoCdsrConfig>) -> RunConfig {
     cfg
 }
 
-fn quiet() -> TrainOptions {
-    TrainOptions {
-        resume: false,
-        progress: false,
-        stop_after_epochs: None,
-    }
-}
-
-/// Rows of `metrics.jsonl` as JSON values.
-fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn last_valid_acd(rows: &[serde_json::Value]) -> f64 {
-    let v: Vec<f64> = rows
-        .iter()
-        .filter(|r| r["split"] == "valid")
-        .filter_map(|r| r["a_cd"].as_f64())
-        .collect();
-    assert_eq!(v.len() % 2, 0, "one a_cd per domain and epoch");
-    v[v.len() - 2..].iter().sum::<f64>() / 2.0
-}
-
 #[test]
 fn objective_equals_the_logged_share_on_real_sequences() {
-    let ds = data::load(&root().join("data/food-kitchen-mini"))
+    let ds = data::load(&project_root().join("data/food-kitchen-mini"))
         .unwrap()
         .dataset;
     // 6 real merged histories, left-padded to 12, plus one all-padding row and one row that

@@ -14,12 +14,11 @@ use cdsr_lab::train::pareto::AcdWeighting;
 use cdsr_lab::train::{train, Captured, RunConfig, TrainOptions};
 use rand::SeedableRng;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{attention_smoke, last_valid_acd, metrics, project_root, quiet};
 
 fn food_kitchen() -> Dataset {
-    data::load(&root().join("data/food-kitchen-mini"))
+    data::load(&project_root().join("data/food-kitchen-mini"))
         .unwrap()
         .dataset
 }
@@ -235,44 +234,13 @@ fn ib_objective_equals_the_logged_share() {
 }
 
 fn bert4rec_smoke(data: &str, auto: Option<AutoCdsrConfig>) -> RunConfig {
-    let mut cfg = RunConfig::from_file(&root().join("configs/smoke.toml")).unwrap();
-    cfg.data.path = root().join(data);
-    cfg.model.kind = ModelKind::Bert4rec;
+    let mut cfg = attention_smoke(data, ModelKind::Bert4rec);
     cfg.model.layers = 2;
-    cfg.gca.positions.clear();
-    cfg.optim.warmup_epochs = 0;
-    cfg.optim.lr = 3e-2;
     cfg.train.epochs = 8;
     cfg.train.full_ranking = true;
     cfg.autocdsr = auto;
     cfg.validate().unwrap();
     cfg
-}
-
-fn quiet() -> TrainOptions {
-    TrainOptions {
-        resume: false,
-        progress: false,
-        stop_after_epochs: None,
-    }
-}
-
-fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// Mean over domains of the last epoch's logged valid share.
-fn last_valid_share(rows: &[serde_json::Value]) -> f64 {
-    let v: Vec<f64> = rows
-        .iter()
-        .filter(|r| r["split"] == "valid")
-        .filter_map(|r| r["a_cd"].as_f64())
-        .collect();
-    v[v.len() - 2..].iter().sum::<f64>() / 2.0
 }
 
 #[test]
@@ -307,7 +275,7 @@ fn ib_share_as_a_loss_moves_attention_off_the_ib_tokens() {
             .any(|r| r["split"] == "train" && r["a_cd"].is_number()));
         let test = s.test.expect("test metrics");
         assert!(test.a.ndcg_10.is_finite() && test.b.ndcg_10.is_finite());
-        shares.push(last_valid_share(&rows));
+        shares.push(last_valid_acd(&rows));
     }
     assert!(
         shares[1] < 0.5 * shares[0],
@@ -315,6 +283,52 @@ fn ib_share_as_a_loss_moves_attention_off_the_ib_tokens() {
         shares[0],
         shares[1]
     );
+}
+
+#[test]
+fn killed_autocdsr_plus_run_resumes_to_the_uninterrupted_result() {
+    // Masking, negatives and dropout are seeded per step, the IB tokens and Pareto state live
+    // in the checkpoint: a run stopped after one epoch and resumed ends where one run ends.
+    let mut cfg = bert4rec_smoke(
+        "data/food-kitchen-mini",
+        Some(AutoCdsrConfig {
+            ib: Some(IbConfig {
+                tokens: 2,
+                comm_layers: vec![0],
+            }),
+            ..AutoCdsrConfig::default()
+        }),
+    );
+    cfg.train.epochs = 3;
+    let tmp = tempfile::tempdir().unwrap();
+    let full = train(&cfg, &tmp.path().join("full"), quiet()).unwrap();
+    let dir = tmp.path().join("killed");
+    let first = train(
+        &cfg,
+        &dir,
+        TrainOptions {
+            stop_after_epochs: Some(1),
+            ..quiet()
+        },
+    )
+    .unwrap();
+    assert!(!first.complete);
+    let resumed = train(
+        &cfg,
+        &dir,
+        TrainOptions {
+            resume: true,
+            ..quiet()
+        },
+    )
+    .unwrap();
+    assert!(resumed.complete);
+    assert_eq!(resumed.best_epoch, full.best_epoch);
+    assert_eq!(resumed.test.unwrap(), full.test.unwrap());
+    assert_eq!(resumed.test_full.unwrap(), full.test_full.unwrap());
+    let acd =
+        |d: &Path| -> Vec<Option<f64>> { metrics(d).iter().map(|r| r["a_cd"].as_f64()).collect() };
+    assert_eq!(acd(&resumed.run_dir), acd(&full.run_dir));
 }
 
 #[test]
@@ -336,7 +350,7 @@ fn bert4rec_trains_on_kuairand_by_file_sets() {
     );
     // Every user of the testing file set is one test case, its last item masked; the
     // merged stream's share is logged per case (mask tokens carry their domain).
-    let loaded = data::load(&root().join("data/kuairand-1k-mini")).unwrap();
+    let loaded = data::load(&project_root().join("data/kuairand-1k-mini")).unwrap();
     let split = data::Split::by_file_sets(&loaded.dataset, loaded.file_sets.as_ref().unwrap());
     let cases = cdsr_lab::analysis::attention::read_test_cases(&s.run_dir).unwrap();
     assert_eq!(cases.height(), split.test.len());

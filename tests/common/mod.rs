@@ -1,8 +1,11 @@
-//! Helpers shared by the sweep integration tests.
+//! Helpers shared by the integration tests (sweeps, AutoCDSR and BERT4Rec training).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use cdsr_lab::model::ModelKind;
+use cdsr_lab::train::{RunConfig, TrainOptions};
 
 /// The `cdsr-lab` binary under test.
 pub fn cdsr_lab() -> Command {
@@ -53,4 +56,46 @@ pub fn smoke_sweep(dir: &Path, seeds: &[i64]) -> (PathBuf, Vec<String>) {
         })
         .collect();
     (file, ids)
+}
+
+/// The smoke configuration on the repository slice `data` (relative to the project root) as a
+/// `kind` model without GCA, no warm-up, at a large rate: about 50 steps on the slice are
+/// enough for the (tiny, near-uniform at initialisation) attention maps to move.
+pub fn attention_smoke(data: &str, kind: ModelKind) -> RunConfig {
+    let mut cfg = RunConfig::from_file(&project_root().join("configs/smoke.toml")).unwrap();
+    cfg.data.path = project_root().join(data);
+    cfg.model.kind = kind;
+    cfg.gca.positions.clear();
+    cfg.optim.warmup_epochs = 0;
+    cfg.optim.lr = 3e-2;
+    cfg
+}
+
+/// Options of a test run: fresh, no progress bar, to the end.
+pub fn quiet() -> TrainOptions {
+    TrainOptions {
+        resume: false,
+        progress: false,
+        stop_after_epochs: None,
+    }
+}
+
+/// Rows of a run's `metrics.jsonl` as JSON values.
+pub fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The last epoch's logged validation `a_cd`, mean over the two domains.
+pub fn last_valid_acd(rows: &[serde_json::Value]) -> f64 {
+    let v: Vec<f64> = rows
+        .iter()
+        .filter(|r| r["split"] == "valid")
+        .filter_map(|r| r["a_cd"].as_f64())
+        .collect();
+    assert_eq!(v.len() % 2, 0, "one a_cd per domain and epoch");
+    v[v.len() - 2..].iter().sum::<f64>() / 2.0
 }
