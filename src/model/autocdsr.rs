@@ -103,12 +103,27 @@ pub fn acd_objective(
         (batch, 1, len, len),
         &Device::Cpu,
     )?;
+    weighted_attention(attn, cfg, "the merged stream", |stream| {
+        (stream == "x").then_some(&weighted)
+    })
+}
+
+/// The objective both shares share: over the recorded maps `attn.L.S` whose layer `cfg` uses
+/// and whose stream `S` gets a weight mask `[batch, 1, q, k]` from `weight_of`, the sum of
+/// `sum(p * w) / heads`. A map whose shape does not fit its mask is an error; `what` names the
+/// maps when none was recorded.
+fn weighted_attention<'w>(
+    attn: &[(String, Tensor)],
+    cfg: &AutoCdsrConfig,
+    what: &str,
+    weight_of: impl Fn(&str) -> Option<&'w Tensor>,
+) -> anyhow::Result<Tensor> {
     let mut total: Option<Tensor> = None;
     for (name, p) in attn {
-        let Some(layer) = name
+        let Some((layer, w)) = name
             .strip_prefix("attn.")
-            .and_then(|r| r.strip_suffix(".x"))
-            .and_then(|l| l.parse::<usize>().ok())
+            .and_then(|r| r.split_once('.'))
+            .and_then(|(l, stream)| Some((l.parse::<usize>().ok()?, weight_of(stream)?)))
         else {
             continue;
         };
@@ -116,21 +131,21 @@ pub fn acd_objective(
             continue;
         }
         let (pb, heads, pq, pk) = p.dims4()?;
+        let (wb, _, wq, wk) = w.dims4()?;
         anyhow::ensure!(
-            (pb, pq, pk) == (batch, len, len),
-            "attention map {name} has shape {:?}, the batch is [{batch}, {len}]",
+            (pb, pq, pk) == (wb, wq, wk),
+            "attention map {name} has shape {:?}, expected [{wb}, heads, {wq}, {wk}]",
             p.dims()
         );
-        let w = weighted.to_dtype(p.dtype())?;
-        let layer_share = (p.broadcast_mul(&w)?.sum_all()? / heads as f64)?;
+        let share = (p.broadcast_mul(&w.to_dtype(p.dtype())?)?.sum_all()? / heads as f64)?;
         total = Some(match total {
-            None => layer_share,
-            Some(t) => (t + layer_share)?,
+            None => share,
+            Some(t) => (t + share)?,
         });
     }
     total.ok_or_else(|| {
         anyhow::anyhow!(
-            "no attention map of the merged stream was recorded (autocdsr.layers = {:?})",
+            "no attention map of {what} was recorded (autocdsr.layers = {:?})",
             cfg.layers
         )
     })
@@ -218,42 +233,10 @@ pub fn ib_objective(
             Tensor::from_vec(w, (batch, 1, n, n), &Device::Cpu)
         })
         .collect::<candle_core::Result<_>>()?;
-    let mut total: Option<Tensor> = None;
-    for (name, p) in attn {
-        let Some((layer, stream)) = name
-            .strip_prefix("attn.")
-            .and_then(|r| r.split_once('.'))
-            .and_then(|(l, s)| {
-                Some((
-                    l.parse::<usize>().ok()?,
-                    ["a", "b"].iter().position(|&x| x == s)?,
-                ))
-            })
-        else {
-            continue;
-        };
-        if !cfg.uses_layer(layer) {
-            continue;
-        }
-        let (pb, heads, pq, pk) = p.dims4()?;
-        let n = k + streams[stream].ncols();
-        anyhow::ensure!(
-            (pb, pq, pk) == (batch, n, n),
-            "attention map {name} has shape {:?}, expected [{batch}, heads, {n}, {n}] ({k} IB tokens + the stream)",
-            p.dims()
-        );
-        let w = weights[stream].to_dtype(p.dtype())?;
-        let share = (p.broadcast_mul(&w)?.sum_all()? / heads as f64)?;
-        total = Some(match total {
-            None => share,
-            Some(t) => (t + share)?,
-        });
-    }
-    total.ok_or_else(|| {
-        anyhow::anyhow!(
-            "no attention map of the IB streams was recorded (autocdsr.layers = {:?})",
-            cfg.layers
-        )
+    weighted_attention(attn, cfg, "the IB streams", |stream| match stream {
+        "a" => Some(&weights[0]),
+        "b" => Some(&weights[1]),
+        _ => None,
     })
 }
 
