@@ -41,7 +41,7 @@ struct IbTokens {
 }
 
 impl IbTokens {
-    fn comm_tokens(&self) -> usize {
+    fn count(&self) -> usize {
         self.init.weight.dim(0).expect("IB table is 2-D")
     }
 }
@@ -150,7 +150,7 @@ impl SasRec {
 
     /// AutoCDSR+'s IB token count, if the model has them.
     pub fn ib_tokens(&self) -> Option<usize> {
-        self.ib.as_ref().map(|ib| ib.comm_tokens())
+        self.ib.as_ref().map(IbTokens::count)
     }
 
     pub fn item_embedding(&self) -> &Embedding {

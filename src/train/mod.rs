@@ -269,9 +269,7 @@ fn case_acd(
     let mut layers = Vec::new();
     let mut rows = None;
     for (_, p) in attn.iter().filter(|(name, _)| name.ends_with(".x")) {
-        let (n, h, q, k) = p.dims4()?;
-        let host = p.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let map = ndarray::Array4::from_shape_vec((n, h, q, k), host)?;
+        let map = host_map(p)?;
         let share = attention_share(
             map.view(),
             labels.view(),
@@ -289,6 +287,12 @@ fn case_acd(
         .collect())
 }
 
+/// A recorded attention map `[batch, heads, q, k]` as a host array.
+fn host_map(p: &Tensor) -> anyhow::Result<ndarray::Array4<f32>> {
+    let v = p.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(ndarray::Array4::from_shape_vec(p.dims4()?, v)?)
+}
+
 /// [`case_acd`] of an AutoCDSR+ model: per case and layer, the share onto the IB tokens.
 fn case_ib_share(
     ds: &Dataset,
@@ -303,9 +307,7 @@ fn case_ib_share(
             .find(|(n, _)| *n == name)
             .map(|(_, p)| p)
             .with_context(|| format!("no attention map {name} was recorded"))?;
-        let dims = p.dims4()?;
-        let v = p.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        Ok(ndarray::Array4::from_shape_vec(dims, v)?)
+        host_map(p)
     };
     let n_layers = attn.iter().filter(|(n, _)| n.ends_with(".a")).count();
     let mut layers = Vec::with_capacity(n_layers);
