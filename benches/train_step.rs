@@ -99,17 +99,33 @@ fn main() -> anyhow::Result<()> {
     }
 
     let (model, mut opt) = build_model(&cfg, &ds)?;
-    let mut times = Vec::new();
+    // Per step: [forward + loss, backward, AdamW, whole step].
+    let mut phases: [Vec<f64>; 4] = Default::default();
     let mut losses = Vec::new();
     for step in 0..warmup + steps {
         let t = Instant::now();
         let loss = batch_loss_with_negatives(&model, &batch, &negs, &cfg, step as u64)?;
         losses.push(loss.to_scalar::<f32>()?);
-        opt.backward_step(&loss, cfg.optim.lr)?;
+        let t_fwd = t.elapsed().as_secs_f64();
+        let grads = loss.backward()?;
+        let t_bwd = t.elapsed().as_secs_f64();
+        opt.apply(&grads, cfg.optim.lr)?;
+        let t_all = t.elapsed().as_secs_f64();
         if step >= warmup {
-            times.push(t.elapsed().as_secs_f64());
+            for (p, v) in phases
+                .iter_mut()
+                .zip([t_fwd, t_bwd - t_fwd, t_all - t_bwd, t_all])
+            {
+                p.push(v);
+            }
         }
     }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let [fwd, bwd, adamw, times] = &mut phases;
+    let (fwd, bwd, adamw) = (median(fwd), median(bwd), median(adamw));
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     println!(
@@ -121,6 +137,9 @@ fn main() -> anyhow::Result<()> {
             "threads": threads,
             "params": model.params().total_params(),
             "median_step_s": median,
+            "median_forward_s": fwd,
+            "median_backward_s": bwd,
+            "median_adamw_s": adamw,
             "min_step_s": times[0],
             "steps": steps,
             "loss_first": losses[0],

@@ -7,8 +7,8 @@
 use super::gca::{GcaConfig, GcaInputs, GcaLayer, KvSource};
 use super::input::{SeqBatch, StreamInput};
 use super::nn::{
-    last_position, AttnMask, Ctx, Embedding, LayerNorm, LoRA, MultiHeadAttention, ParamStore,
-    Result, SwiGlu, Tensor,
+    last_position, mask_mul, AttnMask, Ctx, Embedding, LayerNorm, LoRA, MultiHeadAttention,
+    ParamStore, Result, SwiGlu, Tensor,
 };
 use super::ModelConfig;
 
@@ -147,7 +147,10 @@ impl Abxi {
     }
 
     fn embed(&self, s: &StreamInput, ctx: &mut Ctx) -> Result<Tensor> {
-        let h = (self.item.forward(&s.ids)? + self.pos.forward(&s.pos)?)?.broadcast_mul(&s.mask)?;
+        let h = mask_mul(
+            &(self.item.forward(&s.ids)? + self.pos.forward(&s.pos)?)?,
+            &s.mask,
+        )?;
         ctx.dropout(&h, self.cfg.dropout)
     }
 
@@ -215,15 +218,13 @@ impl Abxi {
                     rec.push((format!("attn.{l}.{}", STREAMS[s]), p));
                 }
                 let o = ctx.dropout(&o.out, self.cfg.dropout)?;
-                let hs = blk
-                    .norm_attn
-                    .forward(&(&h[s] + o)?)?
-                    .broadcast_mul(&streams[s].mask)?;
+                let hs = mask_mul(&blk.norm_attn.forward(&(&h[s] + o)?)?, &streams[s].mask)?;
                 let f = ctx.dropout(&blk.ffn.forward(&hs)?, self.cfg.dropout)?;
                 let r = ctx.dropout(&blk.dlora[s].forward(&hs)?, self.cfg.dropout)?;
-                h[s] = blk.norm_ffn[s]
-                    .forward(&((&hs + f)? + r)?)?
-                    .broadcast_mul(&streams[s].mask)?;
+                h[s] = mask_mul(
+                    &blk.norm_ffn[s].forward(&((&hs + f)? + r)?)?,
+                    &streams[s].mask,
+                )?;
             }
             if let Some(m) = &gca_masks {
                 self.gca_at(l + 1, &mut h, batch, m, ctx)?;
@@ -237,11 +238,11 @@ impl Abxi {
         for d in 0..2 {
             let gt = &last_position(&batch.target_domain[d], ctx.last_only)?;
             let il = ctx.dropout(&self.ilora[d].forward(hx)?, self.cfg.dropout)?;
-            let inv = self.norm_i2d[d].forward(&((hx + &hi)? + il)?.broadcast_mul(gt)?)?;
+            let inv = self.norm_i2d[d].forward(&mask_mul(&((hx + &hi)? + il)?, gt)?)?;
             let hd = &last_position(&h[d + 1], ctx.last_only)?;
             let pd = ctx.dropout(&self.proj_d[d].forward(hd)?, self.cfg.dropout)?;
-            let spe = self.norm_d2d[d].forward(&(hd + pd)?.broadcast_mul(gt)?)?;
-            let hd_out = (inv + spe)?.broadcast_mul(gt)?;
+            let spe = self.norm_d2d[d].forward(&mask_mul(&(hd + pd)?, gt)?)?;
+            let hd_out = mask_mul(&(inv + spe)?, gt)?;
             out = Some(match out {
                 None => hd_out,
                 Some(o) => (o + hd_out)?,

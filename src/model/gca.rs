@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::nn::{
-    AttnMask, Ctx, Device, LayerNorm, Linear, MultiHeadAttention, Result, Scope, Tensor,
+    mask_mul, AttnMask, Ctx, Device, LayerNorm, Linear, MultiHeadAttention, Result, Scope, Tensor,
 };
 use crate::data::Domain;
 
@@ -179,7 +179,7 @@ impl GcaLayer {
                     Tensor::from_vec(m, (b, l), &Device::Cpu)?,
                 ));
             }
-            outs.push(o.out.broadcast_mul(inp.query_valid[i])?);
+            outs.push(mask_mul(&o.out, inp.query_valid[i])?);
         }
         let b = outs.pop().unwrap();
         let a = outs.pop().unwrap();

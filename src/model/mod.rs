@@ -212,11 +212,11 @@ pub fn info_nce(
     let neg_logit = match negatives {
         Negatives::PerPosition(ids) => {
             let e = item.forward(ids)?; // [n, k, d]
-            hv.unsqueeze(1)?.matmul(&e.transpose(1, 2)?)?.squeeze(1)? // [n, k]
+            nn::bmm(&hv.unsqueeze(1)?, &e.transpose(1, 2)?)?.squeeze(1)? // [n, k]
         }
         Negatives::PerSequence(ids) => {
             let e = item.forward(ids)?; // [b, k, d]
-            let all = h.matmul(&e.transpose(1, 2)?.contiguous()?)?; // [b, l, k]
+            let all = nn::bmm(h, &e.transpose(1, 2)?)?; // [b, l, k]
             let k = all.dim(2)?;
             all.reshape((b * l, k))?.index_select(positions, 0)?
         }
@@ -234,7 +234,7 @@ pub fn info_nce(
 /// `candidates: [b, c]` u32 → `[b, c]`.
 pub fn score_candidates(h_last: &Tensor, item: &Embedding, candidates: &Tensor) -> Result<Tensor> {
     let e = item.forward(candidates)?; // [b, c, d]
-    h_last.unsqueeze(1)?.matmul(&e.transpose(1, 2)?)?.squeeze(1)
+    nn::bmm(&h_last.unsqueeze(1)?, &e.transpose(1, 2)?)?.squeeze(1)
 }
 
 /// Scores of every item in `range` (inclusive ids) for each sample: `[b, n_range]`.

@@ -21,8 +21,8 @@ use super::autocdsr::IbConfig;
 use super::gca::{GcaConfig, GcaInputs, GcaLayer, KvSource};
 use super::input::{SeqBatch, StreamInput};
 use super::nn::{
-    last_position, AttnMask, Ctx, Device, Embedding, LayerNorm, MultiHeadAttention, ParamStore,
-    Result, SwiGlu, Tensor,
+    last_position, mask_mul, AttnMask, Ctx, Device, Embedding, LayerNorm, MultiHeadAttention,
+    ParamStore, Result, SwiGlu, Tensor,
 };
 use super::{ModelConfig, ModelKind};
 
@@ -181,7 +181,7 @@ impl SasRec {
             Tensor::from_vec(f, (b, l, 1), &candle_core::Device::Cpu)?.to_dtype(dtype)
         };
         let (ma, mb) = (col(&va)?, col(&vb)?);
-        let (xa, xb) = (h.broadcast_mul(&ma)?, h.broadcast_mul(&mb)?);
+        let (xa, xb) = (mask_mul(&h, &ma)?, mask_mul(&h, &mb)?);
         let (mask_a, mask_b, kv) = match layer.kv_source {
             KvSource::Other => (
                 AttnMask::new(&vb, x.len(), true, dtype)?,
@@ -220,12 +220,14 @@ impl SasRec {
             (h.clone(), h)
         };
         let last = |t: &Tensor| last_position(t, ctx.last_only);
-        let a = self.head[0]
-            .forward(&last(&ha)?)?
-            .broadcast_mul(&last(&batch.target_domain[0])?)?;
-        let b = self.head[1]
-            .forward(&last(&hb)?)?
-            .broadcast_mul(&last(&batch.target_domain[1])?)?;
+        let a = mask_mul(
+            &self.head[0].forward(&last(&ha)?)?,
+            &last(&batch.target_domain[0])?,
+        )?;
+        let b = mask_mul(
+            &self.head[1].forward(&last(&hb)?)?,
+            &last(&batch.target_domain[1])?,
+        )?;
         a + b
     }
 
@@ -254,7 +256,10 @@ impl SasRec {
 
     /// Item plus position embedding of a stream, padding zeroed, dropout applied.
     fn embed(&self, x: &StreamInput, ctx: &mut Ctx) -> Result<Tensor> {
-        let h = (self.item.forward(&x.ids)? + self.pos.forward(&x.pos)?)?.broadcast_mul(&x.mask)?;
+        let h = mask_mul(
+            &(self.item.forward(&x.ids)? + self.pos.forward(&x.pos)?)?,
+            &x.mask,
+        )?;
         ctx.dropout(&h, self.cfg.dropout)
     }
 
@@ -276,12 +281,9 @@ impl SasRec {
             rec.push((format!("attn.{l}.{name}"), p));
         }
         let o = ctx.dropout(&o.out, self.cfg.dropout)?;
-        let h = blk
-            .norm_attn
-            .forward(&(h + o)?)?
-            .broadcast_mul(token_mask)?;
+        let h = mask_mul(&blk.norm_attn.forward(&(h + o)?)?, token_mask)?;
         let f = ctx.dropout(&blk.ffn.forward(&h)?, self.cfg.dropout)?;
-        blk.norm_ffn.forward(&(&h + f)?)?.broadcast_mul(token_mask)
+        mask_mul(&blk.norm_ffn.forward(&(&h + f)?)?, token_mask)
     }
 
     /// The domain (0 = A, 1 = B) of an input token, mask tokens included; `None` on padding.

@@ -1,9 +1,11 @@
-//! Fused CPU kernels for the two elementwise chains that dominate a training step at the
+//! Fused CPU kernels for the elementwise chains that dominate a training step at the
 //! study's widths, each with an analytic backward: the masked attention softmax (scale, mask
 //! bias, max, exp, sum, divide, zero the rows without a key: eight candle ops and their
-//! buffers, and about twice as many in the backward pass) and the SwiGLU gate
-//! `silu(a) * b`. One pass over the data instead of one per op. f32 and f64 (the gradient
-//! checks run in f64); inputs are made contiguous first.
+//! buffers, and about twice as many in the backward pass), the SwiGLU gate `silu(a) * b`, layer
+//! normalisation (nine ops forward, about thirty backward) and the product with a constant
+//! mask (candle's backward also differentiates a binary op's constant side: three wasted
+//! full-size passes per padding mask or dropout mask). One pass over the data instead of one
+//! per op. f32 and f64 (the gradient checks run in f64); inputs are made contiguous first.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
@@ -36,6 +38,11 @@ trait Kernel {
     /// `inputs` are the contiguous data of the op's arguments, `layouts` their layouts; the
     /// output has the first argument's shape.
     fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>>;
+
+    /// The output's shape (the first argument's unless the kernel says otherwise).
+    fn out_shape(&self, layouts: &[&Layout]) -> Shape {
+        layouts[0].shape().clone()
+    }
 }
 
 /// The CPU forward pass of a [`Kernel`] over `args` (storage, layout) pairs of one dtype.
@@ -57,7 +64,7 @@ fn run_f32_f64<K: Kernel>(
         CpuStorage::F64(_) => CpuStorage::F64(kernel.run(&data::<f64>(args)?, &layouts)?),
         _ => bail!("{name}: f32 or f64 inputs, got {:?}", dtypes[0]),
     };
-    Ok((out, layouts[0].shape().clone()))
+    Ok((out, kernel.out_shape(&layouts)))
 }
 
 /// `f(a[i], b[i])` elementwise, in parallel.
@@ -300,6 +307,262 @@ pub fn silu_mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     a.contiguous()?.apply_op2(&b.contiguous()?, SiluMul)
 }
 
+/// Layer normalisation over the last axis with affine weight and bias:
+/// `(x - mean) / sqrt(var + eps) * w + b`, `var` the biased variance (PyTorch's `LayerNorm`).
+struct LayerNormOp {
+    eps: f64,
+}
+
+/// Mean and `1 / sqrt(var + eps)` of one row.
+fn row_stats<T: Elem>(x: &[T], eps: T) -> (T, T) {
+    let n = T::from(x.len()).unwrap();
+    let mean = x.iter().fold(T::zero(), |a, &v| a + v) / n;
+    let var = x
+        .iter()
+        .fold(T::zero(), |a, &v| a + (v - mean) * (v - mean))
+        / n;
+    (mean, T::one() / (var + eps).sqrt())
+}
+
+fn check_norm_params(name: &str, layouts: &[&Layout]) -> Result<usize> {
+    let d = *layouts[0].shape().dims().last().unwrap_or(&0);
+    if layouts[1].shape().dims() != [d] {
+        bail!(
+            "{name}: weight {:?} does not match rows of width {d}",
+            layouts[1].shape()
+        );
+    }
+    Ok(d)
+}
+
+impl Kernel for LayerNormOp {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        let d = check_norm_params("layer norm", layouts)?;
+        let (x, w, b) = (inputs[0], inputs[1], inputs[2]);
+        let eps = T::from(self.eps).unwrap();
+        Ok(map_rows(x.len(), d, |row, o| {
+            let x = &x[row * d..(row + 1) * d];
+            let (mean, rstd) = row_stats(x, eps);
+            for (j, o) in o.iter_mut().enumerate() {
+                *o = (x[j] - mean) * rstd * w[j] + b[j];
+            }
+        }))
+    }
+}
+
+impl CustomOp3 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        run_f32_f64(CustomOp3::name(self), self, &[(s1, l1), (s2, l2), (s3, l3)])
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = grad.contiguous()?;
+        let dx = x.apply_op3_no_bwd(w, &g, &LayerNormGradX { eps: self.eps })?;
+        let dwb = x.apply_op2_no_bwd(&g, &LayerNormGradParams { eps: self.eps })?;
+        Ok((Some(dx), Some(dwb.get(0)?), Some(dwb.get(1)?)))
+    }
+}
+
+/// `dx = rstd * (gw - mean(gw) - xhat * mean(gw * xhat))`, `gw = g * w`, row by row.
+struct LayerNormGradX {
+    eps: f64,
+}
+
+impl Kernel for LayerNormGradX {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        let d = check_norm_params("layer norm gradient", layouts)?;
+        let (x, w, g) = (inputs[0], inputs[1], inputs[2]);
+        let eps = T::from(self.eps).unwrap();
+        let n = T::from(d).unwrap();
+        Ok(map_rows(x.len(), d, |row, o| {
+            let (x, g) = (&x[row * d..(row + 1) * d], &g[row * d..(row + 1) * d]);
+            let (mean, rstd) = row_stats(x, eps);
+            let (mut sum_gw, mut sum_gw_xhat) = (T::zero(), T::zero());
+            for j in 0..d {
+                let gw = g[j] * w[j];
+                sum_gw += gw;
+                sum_gw_xhat += gw * (x[j] - mean) * rstd;
+            }
+            let (mean_gw, mean_gw_xhat) = (sum_gw / n, sum_gw_xhat / n);
+            for (j, o) in o.iter_mut().enumerate() {
+                let xhat = (x[j] - mean) * rstd;
+                *o = rstd * (g[j] * w[j] - mean_gw - xhat * mean_gw_xhat);
+            }
+        }))
+    }
+}
+
+impl CustomOp3 for LayerNormGradX {
+    fn name(&self) -> &'static str {
+        "layer-norm-grad-x"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        run_f32_f64(CustomOp3::name(self), self, &[(s1, l1), (s2, l2), (s3, l3)])
+    }
+}
+
+/// `[sum over rows of g * xhat; sum over rows of g]`: the weight and bias gradients, `[2, d]`.
+/// Partial sums over fixed blocks of rows are added in block order, so the result does not
+/// depend on the thread count.
+struct LayerNormGradParams {
+    eps: f64,
+}
+
+/// Rows per partial sum of [`LayerNormGradParams`].
+const ROWS_PER_PARTIAL: usize = 256;
+
+impl Kernel for LayerNormGradParams {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        let d = *layouts[0].shape().dims().last().unwrap_or(&0);
+        let (x, g) = (inputs[0], inputs[1]);
+        if x.len() != g.len() || d == 0 {
+            bail!("layer norm parameter gradient: input and gradient sizes differ");
+        }
+        let eps = T::from(self.eps).unwrap();
+        let partials: Vec<Vec<T>> = x
+            .par_chunks(d * ROWS_PER_PARTIAL)
+            .zip(g.par_chunks(d * ROWS_PER_PARTIAL))
+            .map(|(x, g)| {
+                let mut acc = vec![T::zero(); 2 * d];
+                for (x, g) in x.chunks(d).zip(g.chunks(d)) {
+                    let (mean, rstd) = row_stats(x, eps);
+                    for j in 0..d {
+                        acc[j] += g[j] * (x[j] - mean) * rstd;
+                        acc[d + j] += g[j];
+                    }
+                }
+                acc
+            })
+            .collect();
+        let mut out = vec![T::zero(); 2 * d];
+        for p in partials {
+            for (o, v) in out.iter_mut().zip(p) {
+                *o += v;
+            }
+        }
+        Ok(out)
+    }
+
+    fn out_shape(&self, layouts: &[&Layout]) -> Shape {
+        Shape::from((2, *layouts[0].shape().dims().last().unwrap_or(&0)))
+    }
+}
+
+impl CustomOp2 for LayerNormGradParams {
+    fn name(&self) -> &'static str {
+        "layer-norm-grad-params"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        run_f32_f64(CustomOp2::name(self), self, &[(s1, l1), (s2, l2)])
+    }
+}
+
+/// Layer normalisation of `x` over its last axis with weight and bias `[d]` (eps as given), in
+/// one pass, with its analytic backward.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        LayerNormOp { eps },
+    )
+}
+
+/// `x * m` for a constant `m` (a padding or dropout mask): the same shape as `x`, or `x`'s shape
+/// with a last axis of 1 (one value per row). No gradient flows to `m`.
+struct MaskMul;
+
+impl Kernel for MaskMul {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        let (x, m) = (inputs[0], inputs[1]);
+        let (xd, md) = (layouts[0].shape().dims(), layouts[1].shape().dims());
+        if xd == md {
+            return Ok(zip_map(x, m, |x, m| x * m));
+        }
+        let n = xd.len();
+        if n == 0 || md.len() != n || md[..n - 1] != xd[..n - 1] || md[n - 1] != 1 {
+            bail!("mask product: mask {md:?} fits neither {xd:?} nor its rows");
+        }
+        let d = xd[n - 1];
+        Ok(map_rows(x.len(), d, |row, o| {
+            let m = m[row];
+            for (o, &x) in o.iter_mut().zip(&x[row * d..(row + 1) * d]) {
+                *o = x * m;
+            }
+        }))
+    }
+}
+
+impl CustomOp2 for MaskMul {
+    fn name(&self) -> &'static str {
+        "mask-mul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        run_f32_f64(CustomOp2::name(self), self, &[(s1, l1), (s2, l2)])
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        m: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((
+            Some(grad.contiguous()?.apply_op2_no_bwd(m, &MaskMul)?),
+            None,
+        ))
+    }
+}
+
+/// `x * mask` for a constant mask of `x`'s shape or of `x`'s shape with a last axis of 1
+/// (padding masks `[b, l, 1]`, dropout masks). The mask gets no gradient, which saves the
+/// full-size passes candle's backward would spend on it.
+pub fn mask_mul(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(&mask.contiguous()?, MaskMul)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,5 +675,75 @@ mod tests {
         for v in [&a, &b] {
             assert!(close(gf.get(v).unwrap(), gr.get(v).unwrap()));
         }
+    }
+
+    #[test]
+    fn layer_norm_and_its_gradients_equal_the_unfused_ops() {
+        let x = Var::from_tensor(&seeded(&[300, 7], 6)).unwrap();
+        let w = Var::from_tensor(&seeded(&[7], 7)).unwrap();
+        let b = Var::from_tensor(&seeded(&[7], 8)).unwrap();
+        let gw = seeded(&[300, 7], 9);
+        let (xt, wt, bt) = (x.as_tensor(), w.as_tensor(), b.as_tensor());
+        let fused = layer_norm(xt, wt, bt, 1e-5).unwrap();
+        let mean = xt.mean_keepdim(D::Minus1).unwrap();
+        let xc = xt.broadcast_sub(&mean).unwrap();
+        let var = xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+        let refr = xc
+            .broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
+            .unwrap()
+            .broadcast_mul(wt)
+            .unwrap()
+            .broadcast_add(bt)
+            .unwrap();
+        let gap = |p: &Tensor, q: &Tensor| {
+            (p - q)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        assert!(gap(&fused, &refr) < 1e-12);
+        let gf = (&fused * &gw)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gr = (&refr * &gw)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for v in [&x, &w, &b] {
+            assert!(gap(gf.get(v).unwrap(), gr.get(v).unwrap()) < 1e-10);
+        }
+    }
+
+    #[test]
+    fn mask_mul_scales_rows_or_elements_and_passes_no_gradient_to_the_mask() {
+        let x = Var::from_tensor(&seeded(&[2, 3, 4], 10)).unwrap();
+        let rows =
+            Tensor::from_vec(vec![1f64, 0., 1., 0., 1., 1.], (2, 3, 1), &Device::Cpu).unwrap();
+        let full = seeded(&[2, 3, 4], 11);
+        for m in [&rows, &full] {
+            let fused = mask_mul(x.as_tensor(), m).unwrap();
+            let refr = x.as_tensor().broadcast_mul(m).unwrap();
+            let d = (&fused - &refr).unwrap().abs().unwrap().max_all().unwrap();
+            assert_eq!(d.to_scalar::<f64>().unwrap(), 0.0);
+            let g = fused.sum_all().unwrap().backward().unwrap();
+            let want = m.broadcast_as((2, 3, 4)).unwrap();
+            let d = (g.get(&x).unwrap() - want).unwrap().abs().unwrap();
+            assert_eq!(d.max_all().unwrap().to_scalar::<f64>().unwrap(), 0.0);
+        }
+        let bad = Tensor::zeros((2, 1, 4), DType::F64, &Device::Cpu).unwrap();
+        let err = mask_mul(x.as_tensor(), &bad).unwrap_err().to_string();
+        assert!(
+            err.contains("mask [2, 1, 4] fits neither [2, 3, 4]"),
+            "{err}"
+        );
     }
 }

@@ -9,12 +9,14 @@
 //! gradient checks run in f64).
 
 mod fused;
+mod matmul;
 
 use std::collections::BTreeMap;
 
 pub use candle_core::backprop::GradStore;
 pub use candle_core::{DType, Device, Tensor, Var, D};
-pub use fused::{masked_softmax, silu_mul};
+pub use fused::{layer_norm, mask_mul, masked_softmax, silu_mul};
+pub use matmul::{bmm, linear};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -259,7 +261,7 @@ impl<'a> Ctx<'a> {
             })
             .collect();
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-        x * mask
+        mask_mul(x, &mask)
     }
 }
 
@@ -283,22 +285,12 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let d_in = *dims.last().expect("linear input has at least one axis");
-        let rows = x.elem_count() / d_in;
-        let y = x.reshape((rows, d_in))?.matmul(&self.weight.t()?)?;
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        };
-        let mut out = dims;
-        *out.last_mut().unwrap() = self.weight.dim(0)?;
-        y.reshape(out)
+        linear(x, &self.weight, self.bias.as_ref())
     }
 }
 
-/// Layer normalisation over the last axis (eps 1e-5, affine), written with differentiable
-/// primitives so it has a gradient in every dtype.
+/// Layer normalisation over the last axis (eps 1e-5, affine), one fused op with an analytic
+/// backward ([`layer_norm`]) in f32 and f64.
 pub struct LayerNorm {
     pub weight: Tensor,
     pub bias: Tensor,
@@ -314,11 +306,7 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let xn = xc.broadcast_div(&(var + 1e-5)?.sqrt()?)?;
-        xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        layer_norm(x, &self.weight, &self.bias, 1e-5)
     }
 }
 
@@ -385,13 +373,7 @@ impl LoRA {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let d = *dims.last().unwrap();
-        let rows = x.elem_count() / d;
-        x.reshape((rows, d))?
-            .matmul(&self.b.t()?)?
-            .matmul(&self.a.t()?)?
-            .reshape(dims)
+        linear(&linear(x, &self.b, None)?, &self.a, None)
     }
 }
 
@@ -494,9 +476,9 @@ impl MultiHeadAttention {
         let q = split(self.q.forward(xq)?, lq)?;
         let k = split(self.k.forward(xkv)?, lk)?;
         let v = split(self.v.forward(xkv)?, lk)?;
-        let probs = masked_softmax(&q.matmul(&k.t()?)?, &mask.bias, 1.0 / (dh as f64).sqrt())?;
-        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, lq, d))?;
-        let out = self.o.forward(&ctx)?.broadcast_mul(&mask.out_valid)?;
+        let probs = masked_softmax(&bmm(&q, &k.t()?)?, &mask.bias, 1.0 / (dh as f64).sqrt())?;
+        let ctx = bmm(&probs, &v)?.transpose(1, 2)?.reshape((b, lq, d))?;
+        let out = mask_mul(&self.o.forward(&ctx)?, &mask.out_valid)?;
         Ok(AttnOutput {
             out,
             probs: want_probs.then_some(probs),
