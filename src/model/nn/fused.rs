@@ -4,12 +4,13 @@
 //! buffers, and about twice as many in the backward pass), the SwiGLU gate `silu(a) * b`, layer
 //! normalisation (nine ops forward, about thirty backward) and the product with a constant
 //! mask (candle's backward also differentiates a binary op's constant side: three wasted
-//! full-size passes per padding mask or dropout mask). One pass over the data instead of one
-//! per op. f32 and f64 (the gradient checks run in f64); inputs are made contiguous first.
+//! full-size passes per padding mask). Dropout draws its mask from a counter-based hash of
+//! (seed, element index), so it is generated in parallel and recomputed in the backward pass
+//! instead of stored. One pass over the data instead of one per op. f32 and f64 (the gradient checks run in f64); inputs are made contiguous first.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
-    bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
 };
 use num_traits::Float;
 use rayon::prelude::*;
@@ -563,6 +564,80 @@ pub fn mask_mul(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op2(&mask.contiguous()?, MaskMul)
 }
 
+/// Inverted dropout with a mask that is a pure function of `(seed, element index)`.
+struct Dropout {
+    p: f64,
+    seed: u64,
+}
+
+/// MurmurHash3's 32-bit finaliser: a well-mixed hash of a 32-bit counter. 32-bit, so the
+/// mask loop vectorises (AVX2 has no 64-bit multiply).
+fn fmix32(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85EB_CA6B);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xC2B2_AE35);
+    h ^ (h >> 16)
+}
+
+impl Kernel for Dropout {
+    fn run<T: Elem>(&self, inputs: &[&[T]], _layouts: &[&Layout]) -> Result<Vec<T>> {
+        let x = inputs[0];
+        if x.len() > u32::MAX as usize {
+            bail!(
+                "dropout: {} elements exceed the mask's 32-bit counter",
+                x.len()
+            );
+        }
+        // Element i is dropped when its 32-bit draw falls below p * 2^32.
+        let threshold = (self.p * 4_294_967_296.0).min(u32::MAX as f64) as u32;
+        let scale = T::from(1.0 / (1.0 - self.p)).unwrap();
+        let (lo, hi) = (self.seed as u32, (self.seed >> 32) as u32);
+        let mut out = vec![T::zero(); x.len()];
+        out.par_chunks_mut(ELEMS_PER_TASK)
+            .zip(x.par_chunks(ELEMS_PER_TASK))
+            .enumerate()
+            .for_each(|(c, (o, x))| {
+                let base = (c * ELEMS_PER_TASK) as u32;
+                for (j, (o, &x)) in o.iter_mut().zip(x).enumerate() {
+                    let draw = fmix32(fmix32((base + j as u32) ^ lo).wrapping_add(hi));
+                    // A select, not a branch: a third of the draws drop.
+                    *o = x * if draw >= threshold { scale } else { T::zero() };
+                }
+            });
+        Ok(out)
+    }
+}
+
+impl CustomOp1 for Dropout {
+    fn name(&self) -> &'static str {
+        "dropout"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        run_f32_f64(CustomOp1::name(self), self, &[(s, l)])
+    }
+
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        // The same mask and scale: recomputed from the seed, never stored.
+        let again = Dropout {
+            p: self.p,
+            seed: self.seed,
+        };
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&again)?))
+    }
+}
+
+/// Inverted dropout of rate `p` (`0 <= p < 1`): each element kept with probability `1 - p`
+/// and scaled by `1 / (1 - p)`; the mask depends only on `seed` and the element's index, so the
+/// same seed drops the same elements whatever the thread count.
+pub fn dropout(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
+    if !(0.0..1.0).contains(&p) {
+        bail!("dropout rate {p} is outside [0, 1)");
+    }
+    x.contiguous()?.apply_op1(Dropout { p, seed })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -745,5 +820,48 @@ mod tests {
             err.contains("mask [2, 1, 4] fits neither [2, 3, 4]"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn dropout_keeps_the_right_share_and_its_gradient_uses_the_same_mask() {
+        let x = Var::from_tensor(&(seeded(&[64, 250], 12) + 3.0).unwrap()).unwrap();
+        let y = dropout(x.as_tensor(), 0.3, 42).unwrap();
+        let kept: Vec<f64> = y.flatten_all().unwrap().to_vec1().unwrap();
+        let xs: Vec<f64> = x.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        let share = kept.iter().filter(|&&v| v != 0.0).count() as f64 / kept.len() as f64;
+        assert!((share - 0.7).abs() < 0.01, "kept share {share}");
+        for (&k, &v) in kept.iter().zip(&xs) {
+            assert!(k == 0.0 || (k - v / 0.7).abs() < 1e-12);
+        }
+        let g: Vec<f64> = y
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+            .get(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (&k, &g) in kept.iter().zip(&g) {
+            assert_eq!(g, if k == 0.0 { 0.0 } else { 1.0 / 0.7 });
+        }
+        let again: Vec<f64> = dropout(x.as_tensor(), 0.3, 42)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(again, kept);
+        let other: Vec<f64> = dropout(x.as_tensor(), 0.3, 43)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_ne!(other, kept);
+        let err = dropout(x.as_tensor(), 1.0, 1).unwrap_err().to_string();
+        assert!(err.contains("dropout rate 1 is outside [0, 1)"), "{err}");
     }
 }

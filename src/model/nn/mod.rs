@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 pub use candle_core::backprop::GradStore;
 pub use candle_core::{DType, Device, Tensor, Var, D};
-pub use fused::{layer_norm, mask_mul, masked_softmax, silu_mul};
+pub use fused::{dropout, layer_norm, mask_mul, masked_softmax, silu_mul};
 pub use matmul::{bmm, linear};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -249,19 +249,8 @@ impl<'a> Ctx<'a> {
         if !self.train || p <= 0.0 {
             return Ok(x.clone());
         }
-        let keep = 1.0 / (1.0 - p);
-        let n = x.elem_count();
-        let mask: Vec<f32> = (0..n)
-            .map(|_| {
-                if self.rng.random::<f64>() < p {
-                    0.0
-                } else {
-                    keep as f32
-                }
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-        mask_mul(x, &mask)
+        // One draw from the context's stream seeds the mask of this call (see `dropout`).
+        dropout(x, p, self.rng.random::<u64>())
     }
 }
 
