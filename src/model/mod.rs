@@ -207,26 +207,26 @@ pub fn info_nce(
     let (b, l, d) = h.dims3()?;
     let flat = h.reshape((b * l, d))?;
     let hv = flat.index_select(positions, 0)?; // [n, d]
-    let n = hv.dim(0)?;
-    let pos_logit = (&hv * item.forward(targets)?)?.sum_keepdim(1)?; // [n, 1]
-    let neg_logit = match negatives {
+    let pos_logit = (&hv * item.forward(targets)?)?.sum(1)?; // [n]
+    let nll = match negatives {
         Negatives::PerPosition(ids) => {
             let e = item.forward(ids)?; // [n, k, d]
-            nn::bmm(&hv.unsqueeze(1)?, &e.transpose(1, 2)?)?.squeeze(1)? // [n, k]
+            let neg = nn::bmm(&hv.unsqueeze(1)?, &e.transpose(1, 2)?)?.squeeze(1)?; // [n, k]
+            nn::sampled_softmax_nll(&pos_logit, &neg, None, temperature)?
         }
         Negatives::PerSequence(ids) => {
             let e = item.forward(ids)?; // [b, k, d]
             let all = nn::bmm(h, &e.transpose(1, 2)?)?; // [b, l, k]
             let k = all.dim(2)?;
-            all.reshape((b * l, k))?.index_select(positions, 0)?
+            // Row `positions[i]` of the flat scores: no gather into a copy.
+            nn::sampled_softmax_nll(
+                &pos_logit,
+                &all.reshape((b * l, k))?,
+                Some(positions),
+                temperature,
+            )?
         }
     };
-    debug_assert_eq!(neg_logit.dim(0)?, n);
-    let logits = (Tensor::cat(&[&pos_logit, &neg_logit], 1)? / temperature)?;
-    let nll = nn::log_softmax_last(&logits)?
-        .narrow(1, 0, 1)?
-        .squeeze(1)?
-        .neg()?;
     (nll * weights)?.sum_all()
 }
 

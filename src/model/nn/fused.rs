@@ -12,8 +12,10 @@ use candle_core::backend::BackendStorage;
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
 };
+use multiversion::multiversion;
 use num_traits::Float;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Rows per parallel task: small rows make per-task overhead dominate.
 const ROWS_PER_TASK: usize = 64;
@@ -31,8 +33,56 @@ fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]
 }
 
 /// The element type of the kernels.
-trait Elem: Float + WithDType + Send + Sync {}
-impl<T: Float + WithDType + Send + Sync> Elem for T {}
+trait Elem: Float + WithDType + Send + Sync {
+    /// `e^x` in a form the kernels' loops can vectorise (the standard `exp` is a libm call,
+    /// which keeps a loop scalar).
+    fn vexp(self) -> Self;
+}
+
+impl Elem for f32 {
+    #[inline(always)]
+    fn vexp(self) -> f32 {
+        exp_f32(self)
+    }
+}
+
+impl Elem for f64 {
+    /// f64 runs the gradient checks: the exact libm `exp`.
+    #[inline(always)]
+    fn vexp(self) -> f64 {
+        self.exp()
+    }
+}
+
+/// `e^x` for f32 without a libm call: `x = n ln 2 + r`, `|r| <= ln 2 / 2`, `e^r` by Cephes'
+/// `expf` polynomial and `2^n` built in the exponent bits; within 2 ulp of `f32::exp` (tested).
+/// Plain multiplies and adds, so the scalar and AVX2 builds of a kernel give the same bits.
+/// Below -87.3 it returns 0 (masked attention scores must get exactly zero weight: e^-87.3 is
+/// near the smallest normal f32), above 88.72 infinity.
+#[inline(always)]
+fn exp_f32(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let c = x.clamp(-87.3, 88.72);
+    let n = (c * std::f32::consts::LOG2_E + 0.5).floor();
+    let r = c - n * LN2_HI - n * LN2_LO;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let e = p * r * r + r + 1.0;
+    // 2^n as two exact powers of two, so n = 128 (x near 88.72) does not overflow the
+    // exponent field.
+    let pow2 = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
+    let (n, half) = (n as i32, n as i32 >> 1);
+    if x < -87.3 {
+        0.0
+    } else if x > 88.72 {
+        f32::INFINITY
+    } else {
+        e * pow2(half) * pow2(n - half)
+    }
+}
 
 /// A fused kernel over inputs of one float dtype; [`run_f32_f64`] runs it for f32 and f64.
 trait Kernel {
@@ -68,20 +118,88 @@ fn run_f32_f64<K: Kernel>(
     Ok((out, kernel.out_shape(&layouts)))
 }
 
+/// A vector of `len` values filled in parallel tasks of [`ELEMS_PER_TASK`] elements:
+/// `fill(task, chunk)` gets its chunk uninitialised, so no memset precedes the kernel.
+///
+/// # Safety
+/// `fill` must write every element of the chunk it is given.
+unsafe fn filled<T: Send>(
+    len: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(ELEMS_PER_TASK)
+        .enumerate()
+        .for_each(|(task, chunk)| fill(task, chunk));
+    // SAFETY: the caller's `fill` wrote all `len` elements.
+    unsafe { out.set_len(len) };
+    out
+}
+
+// The per-task loops below are compiled twice, as built (baseline x86-64: SSE2) and for
+// AVX2 + FMA, and the second is chosen at run time where the CPU has it: 8 f32 lanes instead
+// of 4, and the 32-bit multiplies of the dropout hash vectorise at all (SSE2 has none). The
+// element functions they take are small closures, inlined into each clone.
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn zip_task<T: Elem, F: Fn(T, T) -> T>(o: &mut [MaybeUninit<T>], a: &[T], b: &[T], f: &F) {
+    for (o, (&a, &b)) in o.iter_mut().zip(a.iter().zip(b)) {
+        o.write(f(a, b));
+    }
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn zip3_task<T: Elem, F: Fn(T, T, T) -> T>(
+    o: &mut [MaybeUninit<T>],
+    a: &[T],
+    b: &[T],
+    c: &[T],
+    f: &F,
+) {
+    for (o, ((&a, &b), &c)) in o.iter_mut().zip(a.iter().zip(b).zip(c)) {
+        o.write(f(a, b, c));
+    }
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn rows_task<T: Elem, F: Fn(usize, &mut [T])>(chunk: &mut [T], k: usize, first_row: usize, f: &F) {
+    for (r, o) in chunk.chunks_mut(k).enumerate() {
+        f(first_row + r, o);
+    }
+}
+
 /// `f(a[i], b[i])` elementwise, in parallel.
 fn zip_map<T: Elem>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::zero(); a.len()];
-    out.par_chunks_mut(ELEMS_PER_TASK)
-        .zip(
-            a.par_chunks(ELEMS_PER_TASK)
-                .zip(b.par_chunks(ELEMS_PER_TASK)),
-        )
-        .for_each(|(o, (a, b))| {
-            for (o, (&a, &b)) in o.iter_mut().zip(a.iter().zip(b)) {
-                *o = f(a, b);
-            }
-        });
-    out
+    assert_eq!(a.len(), b.len(), "zip_map: inputs of different lengths");
+    let s = ELEMS_PER_TASK;
+    // SAFETY: `zip_task` writes every element: the three slices have the chunk's length.
+    unsafe {
+        filled(a.len(), |t, o| {
+            zip_task(
+                o,
+                &a[t * s..t * s + o.len()],
+                &b[t * s..t * s + o.len()],
+                &f,
+            )
+        })
+    }
+}
+
+/// `f(a[i], b[i], c[i])` elementwise, in parallel.
+fn zip3_map<T: Elem>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T + Sync) -> Vec<T> {
+    assert!(
+        a.len() == b.len() && a.len() == c.len(),
+        "zip3_map: inputs of different lengths"
+    );
+    let s = ELEMS_PER_TASK;
+    // SAFETY: as in `zip_map`.
+    unsafe {
+        filled(a.len(), |t, o| {
+            let r = t * s..t * s + o.len();
+            zip3_task(o, &a[r.clone()], &b[r.clone()], &c[r], &f)
+        })
+    }
 }
 
 /// `f(row index, output row)` for every row of length `k` of a `len`-element output, in
@@ -90,11 +208,7 @@ fn map_rows<T: Elem>(len: usize, k: usize, f: impl Fn(usize, &mut [T]) + Sync) -
     let mut out = vec![T::zero(); len];
     out.par_chunks_mut(k * ROWS_PER_TASK)
         .enumerate()
-        .for_each(|(task, chunk)| {
-            for (r, o) in chunk.chunks_mut(k).enumerate() {
-                f(task * ROWS_PER_TASK + r, o);
-            }
-        });
+        .for_each(|(task, chunk)| rows_task(chunk, k, task * ROWS_PER_TASK, &f));
     out
 }
 
@@ -132,7 +246,7 @@ impl Kernel for MaskedSoftmax {
             }
             let mut sum = T::zero();
             for o in o.iter_mut() {
-                *o = (*o - max).exp();
+                *o = (*o - max).vexp();
                 sum += *o;
             }
             let inv = T::one() / sum;
@@ -214,8 +328,9 @@ pub fn masked_softmax(scores: &Tensor, bias: &Tensor, scale: f64) -> Result<Tens
         .apply_op2(&bias.contiguous()?, MaskedSoftmax { scale })
 }
 
-fn sigmoid<T: Float>(x: T) -> T {
-    T::one() / (T::one() + (-x).exp())
+#[inline(always)]
+fn sigmoid<T: Elem>(x: T) -> T {
+    T::one() / (T::one() + (-x).vexp())
 }
 
 /// `silu(a) * b` elementwise.
@@ -270,18 +385,10 @@ struct SiluMulGradA;
 impl Kernel for SiluMulGradA {
     fn run<T: Elem>(&self, inputs: &[&[T]], _layouts: &[&Layout]) -> Result<Vec<T>> {
         let (a, b, g) = (inputs[0], inputs[1], inputs[2]);
-        let mut out = vec![T::zero(); a.len()];
-        out.par_chunks_mut(ELEMS_PER_TASK)
-            .enumerate()
-            .for_each(|(c, o)| {
-                let start = c * ELEMS_PER_TASK;
-                for (j, o) in o.iter_mut().enumerate() {
-                    let (a, bg) = (a[start + j], b[start + j] * g[start + j]);
-                    let s = sigmoid(a);
-                    *o = bg * s * (T::one() + a * (T::one() - s));
-                }
-            });
-        Ok(out)
+        Ok(zip3_map(a, b, g, |a, b, g| {
+            let s = sigmoid(a);
+            b * g * s * (T::one() + a * (T::one() - s))
+        }))
     }
 }
 
@@ -572,6 +679,7 @@ struct Dropout {
 
 /// MurmurHash3's 32-bit finaliser: a well-mixed hash of a 32-bit counter. 32-bit, so the
 /// mask loop vectorises (AVX2 has no 64-bit multiply).
+#[inline(always)]
 fn fmix32(mut h: u32) -> u32 {
     h ^= h >> 16;
     h = h.wrapping_mul(0x85EB_CA6B);
@@ -592,20 +700,35 @@ impl Kernel for Dropout {
         // Element i is dropped when its 32-bit draw falls below p * 2^32.
         let threshold = (self.p * 4_294_967_296.0).min(u32::MAX as f64) as u32;
         let scale = T::from(1.0 / (1.0 - self.p)).unwrap();
-        let (lo, hi) = (self.seed as u32, (self.seed >> 32) as u32);
-        let mut out = vec![T::zero(); x.len()];
-        out.par_chunks_mut(ELEMS_PER_TASK)
-            .zip(x.par_chunks(ELEMS_PER_TASK))
-            .enumerate()
-            .for_each(|(c, (o, x))| {
-                let base = (c * ELEMS_PER_TASK) as u32;
-                for (j, (o, &x)) in o.iter_mut().zip(x).enumerate() {
-                    let draw = fmix32(fmix32((base + j as u32) ^ lo).wrapping_add(hi));
-                    // A select, not a branch: a third of the draws drop.
-                    *o = x * if draw >= threshold { scale } else { T::zero() };
-                }
-            });
-        Ok(out)
+        let key = (self.seed as u32, (self.seed >> 32) as u32);
+        // SAFETY: `dropout_task` writes every element of its chunk.
+        Ok(unsafe {
+            filled(x.len(), |t, o| {
+                let start = t * ELEMS_PER_TASK;
+                let x = &x[start..start + o.len()];
+                dropout_task(o, x, start as u32, key, threshold, scale)
+            })
+        })
+    }
+}
+
+/// Dropout of one task's elements, `first` the index of its first element.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn dropout_task<T: Elem>(
+    o: &mut [MaybeUninit<T>],
+    x: &[T],
+    first: u32,
+    key: (u32, u32),
+    threshold: u32,
+    scale: T,
+) {
+    let (lo, hi) = key;
+    for (j, (o, &x)) in o.iter_mut().zip(x).enumerate() {
+        // Wrapping add: no overflow check in the loop, so it vectorises.
+        let i = first.wrapping_add(j as u32);
+        let draw = fmix32(fmix32(i ^ lo).wrapping_add(hi));
+        // A select, not a branch: a third of the draws drop.
+        o.write(x * if draw >= threshold { scale } else { T::zero() });
     }
 }
 
@@ -638,6 +761,198 @@ pub fn dropout(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
     x.contiguous()?.apply_op1(Dropout { p, seed })
 }
 
+/// The sampled-softmax negative log-likelihood of each scored position: with
+/// `z = [pos[i], neg[row(i), 0..k]] / t`, `nll[i] = logsumexp(z) - z[0]`. `neg` is `[m, k]`;
+/// `rows` picks its row for each i (`None`: row i, `m = n`), so the per-sequence negatives'
+/// scores `[b * l, k]` need no gather into a copy. Backward: `d pos[i] = g[i] (p0 - 1) / t`,
+/// `d neg[row(i), j] = g[i] p[j + 1] / t`, other rows of `neg` zero.
+struct SampledNll {
+    rows: Option<std::sync::Arc<Vec<u32>>>,
+    temperature: f64,
+}
+
+impl SampledNll {
+    fn row(&self, i: usize) -> usize {
+        self.rows.as_ref().map_or(i, |r| r[i] as usize)
+    }
+
+    /// `(max, log sum exp(z - max))` of position i's logits (see the type's doc).
+    #[inline(always)]
+    fn log_partition<T: Elem>(&self, pos: T, neg: &[T], inv_t: T) -> (T, T) {
+        let z0 = pos * inv_t;
+        let max = neg.iter().fold(z0, |m, &v| Float::max(m, v * inv_t));
+        let sum = neg
+            .iter()
+            .fold((z0 - max).vexp(), |acc, &v| acc + (v * inv_t - max).vexp());
+        (max, sum.ln())
+    }
+
+    fn check(&self, layouts: &[&Layout]) -> Result<(usize, usize, usize)> {
+        let n = layouts[0].shape().elem_count();
+        let (m, k) = layouts[1].shape().dims2()?;
+        let in_range = match &self.rows {
+            None => m == n,
+            Some(r) => r.len() == n && r.iter().all(|&r| (r as usize) < m),
+        };
+        if !in_range {
+            bail!(
+                "sampled softmax: {n} positions do not index the rows of scores {:?}",
+                layouts[1].shape()
+            );
+        }
+        Ok((n, m, k))
+    }
+}
+
+impl Kernel for SampledNll {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        let (pos, neg) = (inputs[0], inputs[1]);
+        let (n, _, k) = self.check(layouts)?;
+        let inv_t = T::from(1.0 / self.temperature).unwrap();
+        Ok((0..n)
+            .into_par_iter()
+            .map(|i| {
+                let r = self.row(i);
+                let (max, log_sum) = self.log_partition(pos[i], &neg[r * k..(r + 1) * k], inv_t);
+                max + log_sum - pos[i] * inv_t
+            })
+            .collect())
+    }
+}
+
+impl CustomOp2 for SampledNll {
+    fn name(&self) -> &'static str {
+        "sampled-softmax-nll"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        run_f32_f64(CustomOp2::name(self), self, &[(s1, l1), (s2, l2)])
+    }
+
+    fn bwd(
+        &self,
+        pos: &Tensor,
+        neg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grads = pos.apply_op3_no_bwd(
+            neg,
+            &grad.contiguous()?,
+            &SampledNllGrad {
+                nll: SampledNll {
+                    rows: self.rows.clone(),
+                    temperature: self.temperature,
+                },
+            },
+        )?;
+        let (m, k) = neg.dims2()?;
+        let d_neg = grads.narrow(0, 0, m * k)?.reshape((m, k))?;
+        let d_pos = grads
+            .narrow(0, m * k, pos.elem_count())?
+            .reshape(pos.shape())?;
+        Ok((Some(d_pos), Some(d_neg)))
+    }
+}
+
+/// `[d neg (m * k); d pos (n)]` flattened, from `pos`, `neg` and the output gradient.
+struct SampledNllGrad {
+    nll: SampledNll,
+}
+
+impl Kernel for SampledNllGrad {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        let (pos, neg, g) = (inputs[0], inputs[1], inputs[2]);
+        let nll = &self.nll;
+        let (n, m, k) = nll.check(layouts)?;
+        let inv_t = T::from(1.0 / nll.temperature).unwrap();
+        // Which position scores each row of `neg` (a row scored twice would need its two
+        // gradients added: positions are distinct flat indices, so it is an error).
+        let mut scored_by = vec![usize::MAX; m];
+        for i in 0..n {
+            let r = nll.row(i);
+            if scored_by[r] != usize::MAX {
+                bail!("sampled softmax: row {r} of the scores is scored twice");
+            }
+            scored_by[r] = i;
+        }
+        let mut out = map_rows(m * k, k, |r, o| {
+            let i = scored_by[r];
+            if i == usize::MAX {
+                return; // not scored: zero gradient
+            }
+            let neg = &neg[r * k..(r + 1) * k];
+            let (max, log_sum) = nll.log_partition(pos[i], neg, inv_t);
+            let shift = max + log_sum;
+            for (o, &v) in o.iter_mut().zip(neg) {
+                *o = g[i] * (v * inv_t - shift).vexp() * inv_t;
+            }
+        });
+        let d_pos: Vec<T> = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let r = nll.row(i);
+                let (max, log_sum) = nll.log_partition(pos[i], &neg[r * k..(r + 1) * k], inv_t);
+                let p0 = (pos[i] * inv_t - max - log_sum).vexp();
+                g[i] * (p0 - T::one()) * inv_t
+            })
+            .collect();
+        out.extend(d_pos);
+        Ok(out)
+    }
+
+    fn out_shape(&self, layouts: &[&Layout]) -> Shape {
+        Shape::from(layouts[1].shape().elem_count() + layouts[0].shape().elem_count())
+    }
+}
+
+impl CustomOp3 for SampledNllGrad {
+    fn name(&self) -> &'static str {
+        "sampled-softmax-nll-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        run_f32_f64(CustomOp3::name(self), self, &[(s1, l1), (s2, l2), (s3, l3)])
+    }
+}
+
+/// Sampled-softmax negative log-likelihood per scored position, in one graph node:
+/// `pos: [n]` the positive's score, `neg: [m, k]` negative scores, `rows: [n]` u32 picking the
+/// row of `neg` for each position (`None`: `m = n`, row i), `temperature` dividing all scores.
+/// Returns `[n]`: `logsumexp([pos[i], neg[row(i)]] / t) - pos[i] / t`.
+pub fn sampled_softmax_nll(
+    pos: &Tensor,
+    neg: &Tensor,
+    rows: Option<&Tensor>,
+    temperature: f64,
+) -> Result<Tensor> {
+    if temperature <= 0.0 {
+        bail!("sampled softmax: temperature {temperature} is not positive");
+    }
+    let rows = match rows {
+        Some(r) => Some(std::sync::Arc::new(
+            r.to_dtype(candle_core::DType::U32)?.to_vec1::<u32>()?,
+        )),
+        None => None,
+    };
+    pos.contiguous()?
+        .apply_op2(&neg.contiguous()?, SampledNll { rows, temperature })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -658,6 +973,18 @@ mod tests {
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
+    /// Largest absolute difference of two tensors of one shape.
+    fn gap(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    }
+
     /// The unfused reference: the chain of candle ops the fused kernel replaces.
     fn reference(scores: &Tensor, bias: &Tensor, scale: f64) -> Tensor {
         let s = (scores * scale).unwrap().broadcast_add(bias).unwrap();
@@ -672,6 +999,92 @@ mod tests {
             .max_keepdim(D::Minus1)
             .unwrap();
         p.broadcast_mul(&usable).unwrap()
+    }
+
+    #[test]
+    fn sampled_softmax_nll_and_its_gradients_equal_the_unfused_ops() {
+        let (m, k, t) = (7, 5, 0.75);
+        let rows = [4u32, 0, 6];
+        let pos = Var::from_tensor(&seeded(&[3], 20)).unwrap();
+        let neg = Var::from_tensor(&seeded(&[m, k], 21)).unwrap();
+        let w = seeded(&[3], 22);
+        let idx = Tensor::new(&rows, &Device::Cpu).unwrap();
+        let fused = sampled_softmax_nll(pos.as_tensor(), neg.as_tensor(), Some(&idx), t).unwrap();
+        // Reference: gather, concatenate, scale, log-softmax, take the positive's column.
+        let picked = neg.as_tensor().index_select(&idx, 0).unwrap();
+        let logits = (Tensor::cat(&[&pos.as_tensor().unsqueeze(1).unwrap(), &picked], 1).unwrap()
+            / t)
+            .unwrap();
+        let max = logits.max_keepdim(D::Minus1).unwrap().detach();
+        let lse = (logits
+            .broadcast_sub(&max)
+            .unwrap()
+            .exp()
+            .unwrap()
+            .sum_keepdim(D::Minus1))
+        .unwrap()
+        .log()
+        .unwrap()
+        .broadcast_add(&max)
+        .unwrap();
+        let reference = (lse - logits.narrow(1, 0, 1).unwrap())
+            .unwrap()
+            .squeeze(1)
+            .unwrap();
+        assert!(gap(&fused, &reference) < 1e-12);
+        let gf = (&fused * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gr = (&reference * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for v in [&pos, &neg] {
+            assert!(gap(gf.get(v).unwrap(), gr.get(v).unwrap()) < 1e-12);
+        }
+        // Rows no position scores get exactly zero gradient.
+        let d_neg: Vec<Vec<f64>> = gf.get(&neg).unwrap().to_vec2().unwrap();
+        for r in [1, 2, 3, 5] {
+            assert!(d_neg[r].iter().all(|&v| v == 0.0));
+        }
+        // Without rows, row i scores position i.
+        let direct = sampled_softmax_nll(pos.as_tensor(), &picked, None, t).unwrap();
+        assert!(gap(&direct, &reference) < 1e-12);
+        let twice = Tensor::new(&[4u32, 4, 6], &Device::Cpu).unwrap();
+        let err = sampled_softmax_nll(pos.as_tensor(), neg.as_tensor(), Some(&twice), t)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("row 4 of the scores is scored twice"), "{err}");
+        let out_of_range = Tensor::new(&[4u32, 0, 7], &Device::Cpu).unwrap();
+        assert!(
+            sampled_softmax_nll(pos.as_tensor(), neg.as_tensor(), Some(&out_of_range), t).is_err()
+        );
+    }
+
+    #[test]
+    fn exp_f32_is_within_two_ulp_of_libm_and_exact_at_the_edges() {
+        let ulps = |a: f32, b: f32| (a.to_bits() as i64 - b.to_bits() as i64).abs();
+        let mut worst = 0;
+        for i in 0..=2_000_000 {
+            let x = -87.3 + (88.72 + 87.3) * (i as f32 / 2_000_000.0);
+            worst = worst.max(ulps(exp_f32(x), x.exp()));
+        }
+        assert!(worst <= 2, "worst error {worst} ulp");
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert_eq!(exp_f32(-87.4), 0.0);
+        assert_eq!(exp_f32(-1e9), 0.0);
+        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_f32(89.0), f32::INFINITY);
+        assert!(exp_f32(f32::NAN).is_nan());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use candle_core::{
     bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
 };
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// The batch shape, matrix shape and strides of one operand.
 struct Operand {
@@ -93,20 +94,24 @@ fn product<T: WithDType + Send + Sync + 'static>(
 ) -> Vec<T> {
     let (m, k, n) = (la.rows, la.cols, lb.cols);
     let count: usize = la.batch.iter().product();
-    let mut out = vec![T::zero(); count * m * n];
-    if m * n == 0 {
-        return out;
+    let len = count * m * n;
+    if len == 0 || k == 0 {
+        return vec![T::zero(); len];
     }
+    // gemm overwrites the output without reading it (read_dst false), so it starts
+    // uninitialised instead of zeroed.
+    let mut out = Vec::with_capacity(len);
     let (pa, pb) = (SendPtr(a.as_ptr()), SendPtr(b.as_ptr()));
-    let one = |dst: &mut [T], i: usize, par: gemm::Parallelism| {
+    let one = |dst: &mut [MaybeUninit<T>], i: usize, par: gemm::Parallelism| {
         // SAFETY: the operands' layouts (checked by `Operand::of` and the shape checks in
-        // `cpu_fwd`) keep every read of matrix i inside `a` and `b`; `dst` is m x n.
+        // `cpu_fwd`) keep every read of matrix i inside `a` and `b`; `dst` is m x n, written
+        // and not read.
         unsafe {
             gemm::gemm(
                 m,
                 n,
                 k,
-                dst.as_mut_ptr(),
+                dst.as_mut_ptr().cast::<T>(),
                 1,
                 n as isize,
                 false,
@@ -126,18 +131,21 @@ fn product<T: WithDType + Send + Sync + 'static>(
         }
     };
     let threads = rayon::current_num_threads();
+    let dst = &mut out.spare_capacity_mut()[..len];
     if count == 1 {
         let par = if threads > 1 {
             gemm::Parallelism::Rayon(threads)
         } else {
             gemm::Parallelism::None
         };
-        one(&mut out, 0, par);
+        one(dst, 0, par);
     } else {
-        out.par_chunks_mut(m * n)
+        dst.par_chunks_mut(m * n)
             .enumerate()
             .for_each(|(i, dst)| one(dst, i, gemm::Parallelism::None));
     }
+    // SAFETY: gemm wrote all `count` m x n matrices.
+    unsafe { out.set_len(len) };
     out
 }
 
@@ -276,22 +284,34 @@ fn linear_forward<T: WithDType + Send + Sync + 'static>(
     b: Option<&[T]>,
     (rows, n, k): (usize, usize, usize),
 ) -> Vec<T> {
-    let mut out = vec![T::zero(); rows * n];
+    let len = rows * n;
+    if len == 0 || k == 0 {
+        return match b {
+            Some(b) => b.iter().copied().cycle().take(len).collect(),
+            None => vec![T::zero(); len],
+        };
+    }
+    // Uninitialised: each block is either set to the bias and accumulated into, or
+    // overwritten by gemm without being read.
+    let mut out = Vec::with_capacity(len);
     let w = SendPtr(w.as_ptr());
-    out.par_chunks_mut(ROWS_PER_BLOCK * n)
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(ROWS_PER_BLOCK * n)
         .zip(x.par_chunks(ROWS_PER_BLOCK * k))
         .for_each(|(o, x)| {
             if let Some(b) = b {
                 for r in o.chunks_mut(n) {
-                    r.copy_from_slice(b);
+                    for (o, &v) in r.iter_mut().zip(b) {
+                        o.write(v);
+                    }
                 }
             }
             // SAFETY: x block [r, k] row-major, W^T read as [k, n] with (column, row) strides
-            // (k, 1) inside w's n * k values, o is [r, n].
+            // (k, 1) inside w's n * k values, o is [r, n] (read only when set to the bias).
             unsafe {
                 gemm_into(
                     (o.len() / n, n, k),
-                    o.as_mut_ptr(),
+                    o.as_mut_ptr().cast::<T>(),
                     b.is_some(),
                     x.as_ptr(),
                     (1, k),
@@ -300,6 +320,8 @@ fn linear_forward<T: WithDType + Send + Sync + 'static>(
                 )
             }
         });
+    // SAFETY: every block was written (bias + product, or the product alone).
+    unsafe { out.set_len(len) };
     out
 }
 
@@ -310,9 +332,22 @@ fn linear_backward<T: WithDType + Send + Sync + 'static>(
     g: &[T],
     (rows, n, k): (usize, usize, usize),
 ) -> Vec<T> {
-    let mut dx = vec![T::zero(); rows * k];
+    if rows * n * k == 0 {
+        // Nothing to multiply: gemm would not write the (uninitialised) dx below.
+        let mut out = vec![T::zero(); rows * k + n * k + n];
+        if n > 0 {
+            for row in g.chunks(n) {
+                for (acc, &v) in out[rows * k + n * k..].iter_mut().zip(row) {
+                    *acc += v;
+                }
+            }
+        }
+        return out;
+    }
+    // dx starts uninitialised: gemm overwrites each block without reading it.
+    let mut dx = Vec::with_capacity(rows * k);
     let w = SendPtr(w.as_ptr());
-    let partials: Vec<Vec<T>> = dx
+    let partials: Vec<Vec<T>> = dx.spare_capacity_mut()[..rows * k]
         .par_chunks_mut(ROWS_PER_BLOCK * k)
         .zip(x.par_chunks(ROWS_PER_BLOCK * k))
         .zip(g.par_chunks(ROWS_PER_BLOCK * n))
@@ -324,7 +359,7 @@ fn linear_backward<T: WithDType + Send + Sync + 'static>(
             unsafe {
                 gemm_into(
                     (r, k, n),
-                    dx.as_mut_ptr(),
+                    dx.as_mut_ptr().cast::<T>(),
                     false,
                     g.as_ptr(),
                     (1, n),
@@ -349,6 +384,8 @@ fn linear_backward<T: WithDType + Send + Sync + 'static>(
             dwb
         })
         .collect();
+    // SAFETY: gemm wrote every block of dx.
+    unsafe { dx.set_len(rows * k) };
     let mut out = dx;
     let start = out.len();
     out.resize(start + n * k + n, T::zero());

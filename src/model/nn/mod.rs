@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 pub use candle_core::backprop::GradStore;
 pub use candle_core::{DType, Device, Tensor, Var, D};
-pub use fused::{dropout, layer_norm, mask_mul, masked_softmax, silu_mul};
+pub use fused::{dropout, layer_norm, mask_mul, masked_softmax, sampled_softmax_nll, silu_mul};
 pub use matmul::{bmm, linear};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -405,13 +405,6 @@ impl AttnMask {
             out_valid: Tensor::from_vec(row, (b, len_q, 1), &dev)?.to_dtype(dtype)?,
         })
     }
-}
-
-/// Log-softmax over the last axis.
-pub fn log_softmax_last(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let xc = x.broadcast_sub(&max)?;
-    xc.broadcast_sub(&xc.exp()?.sum_keepdim(D::Minus1)?.log()?)
 }
 
 /// Multi-head attention (PyTorch `nn.MultiheadAttention` layout: separate q/k/v/out
