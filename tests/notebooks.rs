@@ -98,7 +98,8 @@ fn cell_problems(executed: &Path) -> Vec<String> {
 /// Cargo profile for evcxr's build of the notebooks' dependencies (cargo reads it from the
 /// parent of `EVCXR_TMPDIR`; config beats evcxr's `[profile.dev]`): most of polars, arrow and
 /// the rest compile fastest at opt-level 0, while the tensor engine, its matrix kernels and the
-/// seeded RNG keep full optimisation and this crate gets the dev profile's opt-level 1.
+/// seeded RNG keep full optimisation, and this crate gets opt-level 1 (notebooks train small
+/// models; evcxr rebuilds the crate for each notebook, and opt-level 3 would lengthen that).
 const EVCXR_PROFILE: &str = r#"[profile.dev]
 opt-level = 0
 [profile.dev.package.cdsr-lab]

@@ -239,21 +239,30 @@ impl Kernel for MaskedSoftmax {
             if m.iter().all(|&v| v <= masked) {
                 return; // no usable key: the row stays 0
             }
-            let mut max = T::neg_infinity();
-            for (o, (&x, &m)) in o.iter_mut().zip(x.iter().zip(m)) {
-                *o = x * scale + m;
-                max = Float::max(max, *o);
-            }
-            let mut sum = T::zero();
-            for o in o.iter_mut() {
-                *o = (*o - max).vexp();
-                sum += *o;
-            }
-            let inv = T::one() / sum;
-            for o in o.iter_mut() {
-                *o *= inv;
-            }
+            softmax_row(o, x, m, scale);
         }))
+    }
+}
+
+// The row functions below are multiversioned like the per-task loops above: called from a
+// closure, which the compiler does not always inline into a clone.
+
+/// `softmax(scale * x + m)` of one row.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn softmax_row<T: Elem>(o: &mut [T], x: &[T], m: &[T], scale: T) {
+    let mut max = T::neg_infinity();
+    for (o, (&x, &m)) in o.iter_mut().zip(x.iter().zip(m)) {
+        *o = x * scale + m;
+        max = Float::max(max, *o);
+    }
+    let mut sum = T::zero();
+    for o in o.iter_mut() {
+        *o = (*o - max).vexp();
+        sum += *o;
+    }
+    let inv = T::one() / sum;
+    for o in o.iter_mut() {
+        *o *= inv;
     }
 }
 
@@ -295,12 +304,22 @@ impl Kernel for SoftmaxGrad {
         let k = *layouts[0].shape().dims().last().unwrap_or(&1);
         let scale = T::from(self.scale).unwrap();
         Ok(map_rows(p.len(), k, |row, o| {
-            let (p, g) = (&p[row * k..(row + 1) * k], &g[row * k..(row + 1) * k]);
-            let dot = p.iter().zip(g).fold(T::zero(), |acc, (&p, &g)| acc + p * g);
-            for (o, (&p, &g)) in o.iter_mut().zip(p.iter().zip(g)) {
-                *o = scale * p * (g - dot);
-            }
+            softmax_grad_row(
+                o,
+                &p[row * k..(row + 1) * k],
+                &g[row * k..(row + 1) * k],
+                scale,
+            )
         }))
+    }
+}
+
+/// `scale * p * (g - sum(g * p))` of one row.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn softmax_grad_row<T: Elem>(o: &mut [T], p: &[T], g: &[T], scale: T) {
+    let dot = p.iter().zip(g).fold(T::zero(), |acc, (&p, &g)| acc + p * g);
+    for (o, (&p, &g)) in o.iter_mut().zip(p.iter().zip(g)) {
+        *o = scale * p * (g - dot);
     }
 }
 
@@ -422,6 +441,7 @@ struct LayerNormOp {
 }
 
 /// Mean and `1 / sqrt(var + eps)` of one row.
+#[inline(always)]
 fn row_stats<T: Elem>(x: &[T], eps: T) -> (T, T) {
     let n = T::from(x.len()).unwrap();
     let mean = x.iter().fold(T::zero(), |a, &v| a + v) / n;
@@ -449,12 +469,16 @@ impl Kernel for LayerNormOp {
         let (x, w, b) = (inputs[0], inputs[1], inputs[2]);
         let eps = T::from(self.eps).unwrap();
         Ok(map_rows(x.len(), d, |row, o| {
-            let x = &x[row * d..(row + 1) * d];
-            let (mean, rstd) = row_stats(x, eps);
-            for (j, o) in o.iter_mut().enumerate() {
-                *o = (x[j] - mean) * rstd * w[j] + b[j];
-            }
+            layer_norm_row(o, &x[row * d..(row + 1) * d], w, b, eps)
         }))
+    }
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn layer_norm_row<T: Elem>(o: &mut [T], x: &[T], w: &[T], b: &[T], eps: T) {
+    let (mean, rstd) = row_stats(x, eps);
+    for (o, ((&x, &w), &b)) in o.iter_mut().zip(x.iter().zip(w).zip(b)) {
+        *o = (x - mean) * rstd * w + b;
     }
 }
 
@@ -503,19 +527,24 @@ impl Kernel for LayerNormGradX {
         let n = T::from(d).unwrap();
         Ok(map_rows(x.len(), d, |row, o| {
             let (x, g) = (&x[row * d..(row + 1) * d], &g[row * d..(row + 1) * d]);
-            let (mean, rstd) = row_stats(x, eps);
-            let (mut sum_gw, mut sum_gw_xhat) = (T::zero(), T::zero());
-            for j in 0..d {
-                let gw = g[j] * w[j];
-                sum_gw += gw;
-                sum_gw_xhat += gw * (x[j] - mean) * rstd;
-            }
-            let (mean_gw, mean_gw_xhat) = (sum_gw / n, sum_gw_xhat / n);
-            for (j, o) in o.iter_mut().enumerate() {
-                let xhat = (x[j] - mean) * rstd;
-                *o = rstd * (g[j] * w[j] - mean_gw - xhat * mean_gw_xhat);
-            }
+            layer_norm_grad_row(o, x, w, g, eps, n)
         }))
+    }
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn layer_norm_grad_row<T: Elem>(o: &mut [T], x: &[T], w: &[T], g: &[T], eps: T, n: T) {
+    let (mean, rstd) = row_stats(x, eps);
+    let (mut sum_gw, mut sum_gw_xhat) = (T::zero(), T::zero());
+    for ((&x, &w), &g) in x.iter().zip(w).zip(g) {
+        let gw = g * w;
+        sum_gw += gw;
+        sum_gw_xhat += gw * (x - mean) * rstd;
+    }
+    let (mean_gw, mean_gw_xhat) = (sum_gw / n, sum_gw_xhat / n);
+    for (o, ((&x, &w), &g)) in o.iter_mut().zip(x.iter().zip(w).zip(g)) {
+        let xhat = (x - mean) * rstd;
+        *o = rstd * (g * w - mean_gw - xhat * mean_gw_xhat);
     }
 }
 
@@ -761,6 +790,17 @@ pub fn dropout(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
     x.contiguous()?.apply_op1(Dropout { p, seed })
 }
 
+/// `(max, log sum exp(z - max))` of one position's logits `z = [pos, neg] / t`.
+#[inline(always)]
+fn log_partition<T: Elem>(pos: T, neg: &[T], inv_t: T) -> (T, T) {
+    let z0 = pos * inv_t;
+    let max = neg.iter().fold(z0, |m, &v| Float::max(m, v * inv_t));
+    let sum = neg
+        .iter()
+        .fold((z0 - max).vexp(), |acc, &v| acc + (v * inv_t - max).vexp());
+    (max, sum.ln())
+}
+
 /// The sampled-softmax negative log-likelihood of each scored position: with
 /// `z = [pos[i], neg[row(i), 0..k]] / t`, `nll[i] = logsumexp(z) - z[0]`. `neg` is `[m, k]`;
 /// `rows` picks its row for each i (`None`: row i, `m = n`), so the per-sequence negatives'
@@ -774,17 +814,6 @@ struct SampledNll {
 impl SampledNll {
     fn row(&self, i: usize) -> usize {
         self.rows.as_ref().map_or(i, |r| r[i] as usize)
-    }
-
-    /// `(max, log sum exp(z - max))` of position i's logits (see the type's doc).
-    #[inline(always)]
-    fn log_partition<T: Elem>(&self, pos: T, neg: &[T], inv_t: T) -> (T, T) {
-        let z0 = pos * inv_t;
-        let max = neg.iter().fold(z0, |m, &v| Float::max(m, v * inv_t));
-        let sum = neg
-            .iter()
-            .fold((z0 - max).vexp(), |acc, &v| acc + (v * inv_t - max).vexp());
-        (max, sum.ln())
     }
 
     fn check(&self, layouts: &[&Layout]) -> Result<(usize, usize, usize)> {
@@ -813,7 +842,7 @@ impl Kernel for SampledNll {
             .into_par_iter()
             .map(|i| {
                 let r = self.row(i);
-                let (max, log_sum) = self.log_partition(pos[i], &neg[r * k..(r + 1) * k], inv_t);
+                let (max, log_sum) = log_partition(pos[i], &neg[r * k..(r + 1) * k], inv_t);
                 max + log_sum - pos[i] * inv_t
             })
             .collect())
@@ -861,6 +890,16 @@ impl CustomOp2 for SampledNll {
     }
 }
 
+/// `g * softmax([pos, neg] / t)[1..] / t`: the gradient of one scored row of the negatives.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn sampled_nll_grad_row<T: Elem>(o: &mut [T], pos: T, neg: &[T], g: T, inv_t: T) {
+    let (max, log_sum) = log_partition(pos, neg, inv_t);
+    let shift = max + log_sum;
+    for (o, &v) in o.iter_mut().zip(neg) {
+        *o = g * (v * inv_t - shift).vexp() * inv_t;
+    }
+}
+
 /// `[d neg (m * k); d pos (n)]` flattened, from `pos`, `neg` and the output gradient.
 struct SampledNllGrad {
     nll: SampledNll,
@@ -887,18 +926,13 @@ impl Kernel for SampledNllGrad {
             if i == usize::MAX {
                 return; // not scored: zero gradient
             }
-            let neg = &neg[r * k..(r + 1) * k];
-            let (max, log_sum) = nll.log_partition(pos[i], neg, inv_t);
-            let shift = max + log_sum;
-            for (o, &v) in o.iter_mut().zip(neg) {
-                *o = g[i] * (v * inv_t - shift).vexp() * inv_t;
-            }
+            sampled_nll_grad_row(o, pos[i], &neg[r * k..(r + 1) * k], g[i], inv_t);
         });
         let d_pos: Vec<T> = (0..n)
             .into_par_iter()
             .map(|i| {
                 let r = nll.row(i);
-                let (max, log_sum) = nll.log_partition(pos[i], &neg[r * k..(r + 1) * k], inv_t);
+                let (max, log_sum) = log_partition(pos[i], &neg[r * k..(r + 1) * k], inv_t);
                 let p0 = (pos[i] * inv_t - max - log_sum).vexp();
                 g[i] * (p0 - T::one()) * inv_t
             })
