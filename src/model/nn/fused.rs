@@ -4,7 +4,8 @@
 //! buffers, and about twice as many in the backward pass), the SwiGLU gate `silu(a) * b`, layer
 //! normalisation (nine ops forward, about thirty backward) and the product with a constant
 //! mask (candle's backward also differentiates a binary op's constant side: three wasted
-//! full-size passes per padding mask). Dropout draws its mask from a counter-based hash of
+//! full-size passes per padding mask), and the sampled-softmax InfoNCE's per-position NLL
+//! (gather, concatenate, scale, log-softmax, pick). Dropout draws its mask from a counter-based hash of
 //! (seed, element index), so it is generated in parallel and recomputed in the backward pass
 //! instead of stored. One pass over the data instead of one per op. f32 and f64 (the gradient checks run in f64); inputs are made contiguous first.
 
@@ -805,7 +806,8 @@ fn log_partition<T: Elem>(pos: T, neg: &[T], inv_t: T) -> (T, T) {
 /// `z = [pos[i], neg[row(i), 0..k]] / t`, `nll[i] = logsumexp(z) - z[0]`. `neg` is `[m, k]`;
 /// `rows` picks its row for each i (`None`: row i, `m = n`), so the per-sequence negatives'
 /// scores `[b * l, k]` need no gather into a copy. Backward: `d pos[i] = g[i] (p0 - 1) / t`,
-/// `d neg[row(i), j] = g[i] p[j + 1] / t`, other rows of `neg` zero.
+/// `d neg[row(i), j] = g[i] p[j + 1] / t`, other rows of `neg` zero; the backward pass takes
+/// `log Z` and `p0` from the forward's result.
 struct SampledNll {
     rows: Option<std::sync::Arc<Vec<u32>>>,
     temperature: f64,
@@ -868,12 +870,17 @@ impl CustomOp2 for SampledNll {
         &self,
         pos: &Tensor,
         neg: &Tensor,
-        _res: &Tensor,
+        nll: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grads = pos.apply_op3_no_bwd(
+        // The forward's result gives each position's normaliser, so nothing is recomputed:
+        // log Z = nll + pos / t, and the positive's probability p0 = e^-nll.
+        let inv_t = 1.0 / self.temperature;
+        let log_z = (nll + (pos * inv_t)?)?;
+        let grad = grad.contiguous()?;
+        let d_neg = log_z.apply_op3_no_bwd(
             neg,
-            &grad.contiguous()?,
+            &grad,
             &SampledNllGrad {
                 nll: SampledNll {
                     rows: self.rows.clone(),
@@ -881,33 +888,29 @@ impl CustomOp2 for SampledNll {
                 },
             },
         )?;
-        let (m, k) = neg.dims2()?;
-        let d_neg = grads.narrow(0, 0, m * k)?.reshape((m, k))?;
-        let d_pos = grads
-            .narrow(0, m * k, pos.elem_count())?
-            .reshape(pos.shape())?;
+        let d_pos = ((((nll.neg()?.exp()? - 1.0)? * &grad)? * inv_t)?).reshape(pos.shape())?;
         Ok((Some(d_pos), Some(d_neg)))
     }
 }
 
-/// `g * softmax([pos, neg] / t)[1..] / t`: the gradient of one scored row of the negatives.
+/// `g * e^(neg / t - log Z) / t` (`g` times the negatives' softmax probabilities, over `t`): the
+/// gradient of one scored row of the negatives.
 #[multiversion(targets("x86_64+avx2+fma"))]
-fn sampled_nll_grad_row<T: Elem>(o: &mut [T], pos: T, neg: &[T], g: T, inv_t: T) {
-    let (max, log_sum) = log_partition(pos, neg, inv_t);
-    let shift = max + log_sum;
+fn sampled_nll_grad_row<T: Elem>(o: &mut [T], neg: &[T], log_z: T, g: T, inv_t: T) {
     for (o, &v) in o.iter_mut().zip(neg) {
-        *o = g * (v * inv_t - shift).vexp() * inv_t;
+        *o = g * (v * inv_t - log_z).vexp() * inv_t;
     }
 }
 
-/// `[d neg (m * k); d pos (n)]` flattened, from `pos`, `neg` and the output gradient.
+/// The gradient of `neg` (`[m, k]`), from each position's `log Z` (`[n]`), `neg` and the
+/// output gradient (`[n]`); rows no position scores are zero.
 struct SampledNllGrad {
     nll: SampledNll,
 }
 
 impl Kernel for SampledNllGrad {
     fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
-        let (pos, neg, g) = (inputs[0], inputs[1], inputs[2]);
+        let (log_z, neg, g) = (inputs[0], inputs[1], inputs[2]);
         let nll = &self.nll;
         let (n, m, k) = nll.check(layouts)?;
         let inv_t = T::from(1.0 / nll.temperature).unwrap();
@@ -921,28 +924,17 @@ impl Kernel for SampledNllGrad {
             }
             scored_by[r] = i;
         }
-        let mut out = map_rows(m * k, k, |r, o| {
+        Ok(map_rows(m * k, k, |r, o| {
             let i = scored_by[r];
             if i == usize::MAX {
                 return; // not scored: zero gradient
             }
-            sampled_nll_grad_row(o, pos[i], &neg[r * k..(r + 1) * k], g[i], inv_t);
-        });
-        let d_pos: Vec<T> = (0..n)
-            .into_par_iter()
-            .map(|i| {
-                let r = nll.row(i);
-                let (max, log_sum) = log_partition(pos[i], &neg[r * k..(r + 1) * k], inv_t);
-                let p0 = (pos[i] * inv_t - max - log_sum).vexp();
-                g[i] * (p0 - T::one()) * inv_t
-            })
-            .collect();
-        out.extend(d_pos);
-        Ok(out)
+            sampled_nll_grad_row(o, &neg[r * k..(r + 1) * k], log_z[i], g[i], inv_t);
+        }))
     }
 
     fn out_shape(&self, layouts: &[&Layout]) -> Shape {
-        Shape::from(layouts[1].shape().elem_count() + layouts[0].shape().elem_count())
+        layouts[1].shape().clone()
     }
 }
 
@@ -1098,6 +1090,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("row 4 of the scores is scored twice"), "{err}");
+        let err = sampled_softmax_nll(pos.as_tensor(), neg.as_tensor(), Some(&idx), 0.0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("temperature 0 is not positive"), "{err}");
         let out_of_range = Tensor::new(&[4u32, 0, 7], &Device::Cpu).unwrap();
         assert!(
             sampled_softmax_nll(pos.as_tensor(), neg.as_tensor(), Some(&out_of_range), t).is_err()

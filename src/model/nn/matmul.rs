@@ -220,6 +220,9 @@ fn linear_dims(name: &str, x: &Layout, w: &Layout) -> Result<(usize, usize, usiz
         &[n, k] => (n, k),
         d => bail!("{name}: weight of shape {d:?}, expected [out, in]"),
     };
+    if k == 0 {
+        bail!("{name}: weight {:?} has no input features", w.dims());
+    }
     let kx = x.dims().last().copied().unwrap_or(0);
     if kx != k || x.dims().len() < 2 {
         bail!(
@@ -285,11 +288,8 @@ fn linear_forward<T: WithDType + Send + Sync + 'static>(
     (rows, n, k): (usize, usize, usize),
 ) -> Vec<T> {
     let len = rows * n;
-    if len == 0 || k == 0 {
-        return match b {
-            Some(b) => b.iter().copied().cycle().take(len).collect(),
-            None => vec![T::zero(); len],
-        };
+    if len == 0 {
+        return Vec::new();
     }
     // Uninitialised: each block is either set to the bias and accumulated into, or
     // overwritten by gemm without being read.
@@ -332,17 +332,10 @@ fn linear_backward<T: WithDType + Send + Sync + 'static>(
     g: &[T],
     (rows, n, k): (usize, usize, usize),
 ) -> Vec<T> {
-    if rows * n * k == 0 {
-        // Nothing to multiply: gemm would not write the (uninitialised) dx below.
-        let mut out = vec![T::zero(); rows * k + n * k + n];
-        if n > 0 {
-            for row in g.chunks(n) {
-                for (acc, &v) in out[rows * k + n * k..].iter_mut().zip(row) {
-                    *acc += v;
-                }
-            }
-        }
-        return out;
+    if rows * n == 0 {
+        // No rows or no outputs (`linear_dims` rules out k = 0): every gradient is zero, and
+        // gemm would not write the uninitialised dx below.
+        return vec![T::zero(); rows * k + n * k + n];
     }
     // dx starts uninitialised: gemm overwrites each block without reading it.
     let mut dx = Vec::with_capacity(rows * k);
@@ -671,5 +664,32 @@ mod tests {
             err.contains("input [3, 4] does not fit weight [2, 5]"),
             "{err}"
         );
+        let err = linear(&ramp(&[3, 0], 0.), &ramp(&[2, 0], 0.), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("weight [2, 0] has no input features"), "{err}");
+    }
+
+    #[test]
+    fn linear_of_no_rows_is_empty_and_its_gradients_are_zero() {
+        let x = Var::from_tensor(&ramp(&[0, 4], 0.3)).unwrap();
+        let w = Var::from_tensor(&ramp(&[3, 4], 0.8)).unwrap();
+        let b = Var::from_tensor(&ramp(&[3], 1.1)).unwrap();
+        let y = linear(x.as_tensor(), w.as_tensor(), Some(b.as_tensor())).unwrap();
+        assert_eq!(y.dims(), [0, 3]);
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        for (v, dims) in [(&w, vec![3, 4]), (&b, vec![3])] {
+            let g = grads.get(v).expect("gradient");
+            assert_eq!(g.dims(), dims.as_slice());
+            assert_eq!(
+                g.abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap(),
+                0.0
+            );
+        }
     }
 }
