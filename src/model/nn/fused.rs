@@ -24,9 +24,9 @@ const ROWS_PER_TASK: usize = 64;
 const ELEMS_PER_TASK: usize = 4096;
 
 /// A bias at or below this marks a key a query may not use (`AttnMask` writes -1e9).
-const MASKED: f64 = -1e8;
+pub(super) const MASKED: f64 = -1e8;
 
-fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+pub(super) fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
         None => bail!("fused op: input is not contiguous"),
@@ -34,7 +34,7 @@ fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]
 }
 
 /// The element type of the kernels.
-trait Elem: Float + WithDType + Send + Sync {
+pub(super) trait Elem: Float + WithDType + Send + Sync {
     /// `e^x` in a form the kernels' loops can vectorise (the standard `exp` is a libm call,
     /// which keeps a loop scalar).
     fn vexp(self) -> Self;
@@ -250,7 +250,7 @@ impl Kernel for MaskedSoftmax {
 
 /// `softmax(scale * x + m)` of one row.
 #[multiversion(targets("x86_64+avx2+fma"))]
-fn softmax_row<T: Elem>(o: &mut [T], x: &[T], m: &[T], scale: T) {
+pub(super) fn softmax_row<T: Elem>(o: &mut [T], x: &[T], m: &[T], scale: T) {
     let mut max = T::neg_infinity();
     for (o, (&x, &m)) in o.iter_mut().zip(x.iter().zip(m)) {
         *o = x * scale + m;
@@ -317,7 +317,7 @@ impl Kernel for SoftmaxGrad {
 
 /// `scale * p * (g - sum(g * p))` of one row.
 #[multiversion(targets("x86_64+avx2+fma"))]
-fn softmax_grad_row<T: Elem>(o: &mut [T], p: &[T], g: &[T], scale: T) {
+pub(super) fn softmax_grad_row<T: Elem>(o: &mut [T], p: &[T], g: &[T], scale: T) {
     let dot = p.iter().zip(g).fold(T::zero(), |acc, (&p, &g)| acc + p * g);
     for (o, (&p, &g)) in o.iter_mut().zip(p.iter().zip(g)) {
         *o = scale * p * (g - dot);

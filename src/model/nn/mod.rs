@@ -8,11 +8,13 @@
 //! Everything here is differentiable with candle's autograd and works in f32 and f64 (the
 //! gradient checks run in f64).
 
+mod attention;
 mod fused;
 mod matmul;
 
 use std::collections::BTreeMap;
 
+pub use attention::attention;
 pub use candle_core::backprop::GradStore;
 pub use candle_core::{DType, Device, Tensor, Var, D};
 pub use fused::{dropout, layer_norm, mask_mul, masked_softmax, sampled_softmax_nll, silu_mul};
@@ -409,6 +411,8 @@ impl AttnMask {
 
 /// Multi-head attention (PyTorch `nn.MultiheadAttention` layout: separate q/k/v/out
 /// projections with biases). Self-attention passes the same tensor as query and key/value.
+/// The heads run as one fused node ([`attention`]); when the probabilities are asked for
+/// (AutoCDSR puts a loss on them) they are built from candle ops and returned as graph nodes.
 pub struct MultiHeadAttention {
     q: Linear,
     k: Linear,
@@ -454,17 +458,25 @@ impl MultiHeadAttention {
         let lk = xkv.dim(1)?;
         let h = self.heads;
         let dh = d / h;
-        let split = |t: Tensor, l: usize| t.reshape((b, l, h, dh))?.transpose(1, 2)?.contiguous();
-        let q = split(self.q.forward(xq)?, lq)?;
-        let k = split(self.k.forward(xkv)?, lk)?;
-        let v = split(self.v.forward(xkv)?, lk)?;
-        let probs = masked_softmax(&bmm(&q, &k.t()?)?, &mask.bias, 1.0 / (dh as f64).sqrt())?;
-        let ctx = bmm(&probs, &v)?.transpose(1, 2)?.reshape((b, lq, d))?;
+        let scale = 1.0 / (dh as f64).sqrt();
+        let (q, k, v) = (
+            self.q.forward(xq)?,
+            self.k.forward(xkv)?,
+            self.v.forward(xkv)?,
+        );
+        let (ctx, probs) = if want_probs {
+            // The probabilities as graph nodes, for a loss on them (AutoCDSR).
+            let split =
+                |t: Tensor, l: usize| t.reshape((b, l, h, dh))?.transpose(1, 2)?.contiguous();
+            let (q, k, v) = (split(q, lq)?, split(k, lk)?, split(v, lk)?);
+            let probs = masked_softmax(&bmm(&q, &k.t()?)?, &mask.bias, scale)?;
+            let ctx = bmm(&probs, &v)?.transpose(1, 2)?.reshape((b, lq, d))?;
+            (ctx, Some(probs))
+        } else {
+            (attention(&q, &k, &v, &mask.bias, h, scale)?, None)
+        };
         let out = mask_mul(&self.o.forward(&ctx)?, &mask.out_valid)?;
-        Ok(AttnOutput {
-            out,
-            probs: want_probs.then_some(probs),
-        })
+        Ok(AttnOutput { out, probs })
     }
 }
 

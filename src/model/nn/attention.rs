@@ -1,0 +1,651 @@
+//! Multi-head scaled dot-product attention as one autograd node: [`attention`].
+//!
+//! As candle ops, attention is a reshape, transpose and copy per head split of q, k and v, the
+//! score product, the masked softmax, the value product, and a transpose and reshape back; the
+//! probabilities `[b, heads, q, k]` are kept for the backward pass, and candle's backward fills
+//! and adds a full-size gradient buffer at each of those nodes. Here each batch item is one
+//! parallel task that reads its heads in place through strides (gemm on `[l, d]` rows with
+//! stride `d`), keeps scores and probabilities in a small scratch buffer, and writes its block
+//! of the `[b, q, d]` output; the backward recomputes the probabilities instead of storing
+//! them. Same masking rules as [`super::masked_softmax`]: a query row with no usable key gets
+//! zero probabilities, hence a zero output row and zero gradients. f32 and f64.
+//!
+//! The probabilities never leave the node, so a loss on them (AutoCDSR's cross-domain share)
+//! uses the unfused path of [`super::MultiHeadAttention`].
+
+use super::fused::{contiguous, softmax_grad_row, softmax_row, Elem, MASKED};
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    bail, CpuStorage, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor, WithDType,
+};
+use rayon::prelude::*;
+
+/// The shape of one attention call.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    batch: usize,
+    lq: usize,
+    lk: usize,
+    d: usize,
+    heads: usize,
+}
+
+impl Dims {
+    fn dh(&self) -> usize {
+        self.d / self.heads
+    }
+}
+
+/// One matrix operand inside a slice: element `(r, c)` at `offset + r * row + c * col`.
+#[derive(Clone, Copy)]
+struct View {
+    offset: usize,
+    row: usize,
+    col: usize,
+}
+
+impl View {
+    /// Rows of width `stride` starting at `offset` (a head's `[l, dh]` block of `[l, d]`).
+    fn rows(offset: usize, stride: usize) -> Self {
+        Self {
+            offset,
+            row: stride,
+            col: 1,
+        }
+    }
+
+    /// The transpose of [`View::rows`].
+    fn rows_t(offset: usize, stride: usize) -> Self {
+        Self {
+            offset,
+            row: 1,
+            col: stride,
+        }
+    }
+
+    /// One past the largest index of an `r x c` matrix (0 when it is empty).
+    fn end(&self, r: usize, c: usize) -> usize {
+        if r == 0 || c == 0 {
+            0
+        } else {
+            self.offset + (r - 1) * self.row + (c - 1) * self.col + 1
+        }
+    }
+}
+
+/// `dst (m x n) = lhs (m x k) @ rhs (k x n)`, single-threaded (the caller runs one task per
+/// batch item). Bounds are checked against the slices before gemm reads or writes through
+/// the strides.
+#[allow(clippy::too_many_arguments)]
+fn matmul<T: WithDType>(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [T],
+    dv: View,
+    lhs: &[T],
+    lv: View,
+    rhs: &[T],
+    rv: View,
+) {
+    assert!(
+        dv.end(m, n) <= dst.len() && lv.end(m, k) <= lhs.len() && rv.end(k, n) <= rhs.len(),
+        "attention: matrix view out of bounds"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for r in 0..m {
+            for c in 0..n {
+                dst[dv.offset + r * dv.row + c * dv.col] = T::zero();
+            }
+        }
+        return;
+    }
+    // SAFETY: the assert above keeps every element gemm touches inside the three slices; dst
+    // is borrowed mutably, so it does not overlap lhs or rhs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr().add(dv.offset),
+            dv.col as isize,
+            dv.row as isize,
+            false,
+            lhs.as_ptr().add(lv.offset),
+            lv.col as isize,
+            lv.row as isize,
+            rhs.as_ptr().add(rv.offset),
+            rv.col as isize,
+            rv.row as isize,
+            T::zero(),
+            T::one(),
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// The probabilities `p [lq, lk]` of head `h` of one batch item: `s` is scratch for the raw
+/// scores. `q`, `k`: the item's `[l, d]` rows; `bias`: its `[lq, lk]` mask bias.
+#[allow(clippy::too_many_arguments)]
+fn probabilities<T: Elem>(
+    dims: Dims,
+    h: usize,
+    q: &[T],
+    k: &[T],
+    bias: &[T],
+    scale: T,
+    s: &mut [T],
+    p: &mut [T],
+) {
+    let Dims { lq, lk, d, .. } = dims;
+    let dh = dims.dh();
+    // s = q_h k_h^T
+    matmul(
+        (lq, lk, dh),
+        s,
+        View::rows(0, lk),
+        q,
+        View::rows(h * dh, d),
+        k,
+        View::rows_t(h * dh, d),
+    );
+    let masked = T::from(MASKED).unwrap();
+    for i in 0..lq {
+        let r = i * lk..(i + 1) * lk;
+        let m = &bias[r.clone()];
+        if m.iter().all(|&v| v <= masked) {
+            p[r].fill(T::zero()); // no usable key
+        } else {
+            softmax_row(&mut p[r.clone()], &s[r.clone()], m, scale);
+        }
+    }
+}
+
+fn forward<T: Elem>(dims: Dims, q: &[T], k: &[T], v: &[T], bias: &[T], scale: T) -> Vec<T> {
+    let Dims { lq, lk, d, .. } = dims;
+    let dh = dims.dh();
+    let mut out = vec![T::zero(); dims.batch * lq * d];
+    if lq * d == 0 {
+        return out;
+    }
+    out.par_chunks_mut(lq * d).enumerate().for_each(|(b, o)| {
+        let (qb, kb, vb) = (
+            &q[b * lq * d..(b + 1) * lq * d],
+            &k[b * lk * d..(b + 1) * lk * d],
+            &v[b * lk * d..(b + 1) * lk * d],
+        );
+        let mb = &bias[b * lq * lk..(b + 1) * lq * lk];
+        let (mut s, mut p) = (vec![T::zero(); lq * lk], vec![T::zero(); lq * lk]);
+        for h in 0..dims.heads {
+            probabilities(dims, h, qb, kb, mb, scale, &mut s, &mut p);
+            // o_h = p v_h
+            matmul(
+                (lq, dh, lk),
+                o,
+                View::rows(h * dh, d),
+                &p,
+                View::rows(0, lk),
+                vb,
+                View::rows(h * dh, d),
+            );
+        }
+    });
+    out
+}
+
+/// `(dq, dk, dv)` from the output gradient `g [b, lq, d]`.
+#[allow(clippy::type_complexity)]
+fn backward<T: Elem>(
+    dims: Dims,
+    (q, k, v): (&[T], &[T], &[T]),
+    bias: &[T],
+    g: &[T],
+    scale: T,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let Dims {
+        batch, lq, lk, d, ..
+    } = dims;
+    let dh = dims.dh();
+    let mut dq = vec![T::zero(); batch * lq * d];
+    let mut dk = vec![T::zero(); batch * lk * d];
+    let mut dv = vec![T::zero(); batch * lk * d];
+    if lq * d == 0 || lk * d == 0 {
+        return (dq, dk, dv);
+    }
+    dq.par_chunks_mut(lq * d)
+        .zip(dk.par_chunks_mut(lk * d))
+        .zip(dv.par_chunks_mut(lk * d))
+        .enumerate()
+        .for_each(|(b, ((dqb, dkb), dvb))| {
+            let (qb, kb, vb, gb) = (
+                &q[b * lq * d..(b + 1) * lq * d],
+                &k[b * lk * d..(b + 1) * lk * d],
+                &v[b * lk * d..(b + 1) * lk * d],
+                &g[b * lq * d..(b + 1) * lq * d],
+            );
+            let mb = &bias[b * lq * lk..(b + 1) * lq * lk];
+            let n = lq * lk;
+            let (mut s, mut p, mut dp) =
+                (vec![T::zero(); n], vec![T::zero(); n], vec![T::zero(); n]);
+            for h in 0..dims.heads {
+                probabilities(dims, h, qb, kb, mb, scale, &mut s, &mut p);
+                // dv_h = p^T g_h
+                matmul(
+                    (lk, dh, lq),
+                    dvb,
+                    View::rows(h * dh, d),
+                    &p,
+                    View::rows_t(0, lk),
+                    gb,
+                    View::rows(h * dh, d),
+                );
+                // dp = g_h v_h^T
+                matmul(
+                    (lq, lk, dh),
+                    &mut dp,
+                    View::rows(0, lk),
+                    gb,
+                    View::rows(h * dh, d),
+                    vb,
+                    View::rows_t(h * dh, d),
+                );
+                // ds = scale * p * (dp - rowsum(dp * p)), into the score scratch
+                for i in 0..lq {
+                    let r = i * lk..(i + 1) * lk;
+                    softmax_grad_row(&mut s[r.clone()], &p[r.clone()], &dp[r], scale);
+                }
+                // dq_h = ds k_h, dk_h = ds^T q_h
+                matmul(
+                    (lq, dh, lk),
+                    dqb,
+                    View::rows(h * dh, d),
+                    &s,
+                    View::rows(0, lk),
+                    kb,
+                    View::rows(h * dh, d),
+                );
+                matmul(
+                    (lk, dh, lq),
+                    dkb,
+                    View::rows(h * dh, d),
+                    &s,
+                    View::rows_t(0, lk),
+                    qb,
+                    View::rows(h * dh, d),
+                );
+            }
+        });
+    (dq, dk, dv)
+}
+
+struct Attention {
+    /// `[b, 1, lq, lk]` (or `[b, lq, lk]`), contiguous: a constant of the node.
+    bias: Tensor,
+    heads: usize,
+    scale: f64,
+}
+
+impl Attention {
+    fn dims(&self, q: &Layout, k: &Layout, v: &Layout) -> Result<Dims> {
+        let (batch, lq, d) = q.shape().dims3()?;
+        let (bk, lk, dk) = k.shape().dims3()?;
+        if (bk, dk) != (batch, d) || v.shape() != k.shape() {
+            bail!(
+                "attention: query {:?}, key {:?} and value {:?} do not match",
+                q.dims(),
+                k.dims(),
+                v.dims()
+            );
+        }
+        if self.heads == 0 || d % self.heads != 0 {
+            bail!(
+                "attention: width {d} is not divisible by {} heads",
+                self.heads
+            );
+        }
+        if self.bias.elem_count() != batch * lq * lk {
+            bail!(
+                "attention: mask bias {:?} does not match {batch} x {lq} queries x {lk} keys",
+                self.bias.dims()
+            );
+        }
+        Ok(Dims {
+            batch,
+            lq,
+            lk,
+            d,
+            heads: self.heads,
+        })
+    }
+}
+
+/// The CPU storage behind a tensor.
+fn cpu(s: &Storage) -> Result<&CpuStorage> {
+    match s {
+        Storage::Cpu(c) => Ok(c),
+        _ => bail!("attention: CPU tensors only"),
+    }
+}
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = self.dims(l1, l2, l3)?;
+        let (bs, bl) = self.bias.storage_and_layout();
+        let bs = cpu(&bs)?;
+        let out = match (s1, bs) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(forward(
+                dims,
+                contiguous(s1, l1)?,
+                contiguous(s2, l2)?,
+                contiguous(s3, l3)?,
+                contiguous(bs, bl)?,
+                self.scale as f32,
+            )),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(forward(
+                dims,
+                contiguous(s1, l1)?,
+                contiguous(s2, l2)?,
+                contiguous(s3, l3)?,
+                contiguous(bs, bl)?,
+                self.scale,
+            )),
+            _ => bail!(
+                "attention: f32 or f64 inputs and mask of one dtype, got {:?} and {:?}",
+                s1.dtype(),
+                bs.dtype()
+            ),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let dims = self.dims(q.layout(), k.layout(), v.layout())?;
+        let guards = [q, k, v, &self.bias, &grad].map(|t| t.storage_and_layout());
+        let [sq, sk, sv, sb, sg] = [0, 1, 2, 3, 4].map(|i| cpu(&guards[i].0));
+        let [lq, lk, lv, lb, lg] = [0, 1, 2, 3, 4].map(|i| guards[i].1);
+        let (sq, sk, sv, sb, sg) = (sq?, sk?, sv?, sb?, sg?);
+        let dev = Device::Cpu;
+        fn tensors<T: WithDType>(
+            (dq, dk, dv): (Vec<T>, Vec<T>, Vec<T>),
+            shapes: (&Shape, &Shape),
+            dev: &Device,
+        ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+            Ok((
+                Some(Tensor::from_vec(dq, shapes.0, dev)?),
+                Some(Tensor::from_vec(dk, shapes.1, dev)?),
+                Some(Tensor::from_vec(dv, shapes.1, dev)?),
+            ))
+        }
+        let shapes = (q.shape(), k.shape());
+        match sq {
+            CpuStorage::F32(_) => tensors(
+                backward::<f32>(
+                    dims,
+                    (
+                        contiguous(sq, lq)?,
+                        contiguous(sk, lk)?,
+                        contiguous(sv, lv)?,
+                    ),
+                    contiguous(sb, lb)?,
+                    contiguous(sg, lg)?,
+                    self.scale as f32,
+                ),
+                shapes,
+                &dev,
+            ),
+            CpuStorage::F64(_) => tensors(
+                backward::<f64>(
+                    dims,
+                    (
+                        contiguous(sq, lq)?,
+                        contiguous(sk, lk)?,
+                        contiguous(sv, lv)?,
+                    ),
+                    contiguous(sb, lb)?,
+                    contiguous(sg, lg)?,
+                    self.scale,
+                ),
+                shapes,
+                &dev,
+            ),
+            other => bail!("attention: f32 or f64 inputs, got {:?}", other.dtype()),
+        }
+    }
+}
+
+/// `softmax(scale * q_h k_h^T + bias) v_h` for every head `h`, heads side by side in the
+/// output: `q: [b, lq, d]`, `k`, `v: [b, lk, d]`, `bias: [b, 1, lq, lk]` (0 where a key may be
+/// used, -1e9 where not), `d` divisible by `heads`. Returns `[b, lq, d]`; a query row without
+/// a usable key gets zeros. Differentiable in q, k and v (the bias is a constant).
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: &Tensor,
+    heads: usize,
+    scale: f64,
+) -> Result<Tensor> {
+    let op = Attention {
+        bias: bias.contiguous()?,
+        heads,
+        scale,
+    };
+    q.contiguous()?
+        .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{bmm, masked_softmax, AttnMask};
+    use super::*;
+    use candle_core::{DType, Var};
+
+    fn seeded(shape: &[usize], seed: u64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let v: Vec<f64> = (0..n)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((x >> 11) as f64 / (1u64 << 53) as f64) * 4.0 - 2.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn gap(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    }
+
+    /// The unfused candle ops (head split, score product, masked softmax, value product,
+    /// merge) the node replaces.
+    fn reference(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, heads: usize) -> Tensor {
+        let (b, lq, d) = q.dims3().unwrap();
+        let lk = k.dim(1).unwrap();
+        let dh = d / heads;
+        let split = |t: &Tensor, l: usize| {
+            t.reshape((b, l, heads, dh))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
+        let (qh, kh, vh) = (split(q, lq), split(k, lk), split(v, lk));
+        let p = masked_softmax(
+            &bmm(&qh, &kh.t().unwrap()).unwrap(),
+            bias,
+            1.0 / (dh as f64).sqrt(),
+        )
+        .unwrap();
+        bmm(&p, &vh)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b, lq, d))
+            .unwrap()
+    }
+
+    /// Causal self-attention with padding (one sequence fully padded: its rows have no key)
+    /// and cross-attention with more keys than queries: values and all three gradients match
+    /// the unfused ops in f64.
+    #[test]
+    fn attention_and_its_gradients_equal_the_unfused_ops() {
+        let cases = [
+            // (batch, lq, lk, d, heads, causal, key validity per sequence)
+            (
+                3,
+                5,
+                5,
+                8,
+                2,
+                true,
+                vec![
+                    vec![false, false, true, true, true],
+                    vec![false; 5],
+                    vec![true; 5],
+                ],
+            ),
+            (
+                2,
+                3,
+                6,
+                12,
+                4,
+                false,
+                vec![
+                    vec![true, false, true, false, true, true],
+                    vec![false, false, false, false, false, true],
+                ],
+            ),
+        ];
+        for (i, (b, lq, lk, d, heads, causal, valid)) in cases.into_iter().enumerate() {
+            let seed = 10 * i as u64;
+            let q = Var::from_tensor(&seeded(&[b, lq, d], seed)).unwrap();
+            let k = Var::from_tensor(&seeded(&[b, lk, d], seed + 1)).unwrap();
+            let v = Var::from_tensor(&seeded(&[b, lk, d], seed + 2)).unwrap();
+            let w = seeded(&[b, lq, d], seed + 3);
+            let mask = AttnMask::new(&valid, lq, causal, DType::F64).unwrap();
+            let scale = 1.0 / ((d / heads) as f64).sqrt();
+            let fused = attention(
+                q.as_tensor(),
+                k.as_tensor(),
+                v.as_tensor(),
+                &mask.bias,
+                heads,
+                scale,
+            )
+            .unwrap();
+            let unfused = reference(
+                q.as_tensor(),
+                k.as_tensor(),
+                v.as_tensor(),
+                &mask.bias,
+                heads,
+            );
+            assert!(gap(&fused, &unfused) < 1e-12, "case {i}: values differ");
+            let gf = (&fused * &w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let gu = (&unfused * &w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+                let (a, r) = (gf.get(x).unwrap(), gu.get(x).unwrap());
+                assert!(
+                    gap(a, r) < 1e-12,
+                    "case {i}: d{name} differs by {}",
+                    gap(a, r)
+                );
+            }
+            // A sequence without a usable key outputs zeros and passes no gradient.
+            if i == 0 {
+                let row = fused.get(1).unwrap();
+                assert_eq!(
+                    row.abs()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f64>()
+                        .unwrap(),
+                    0.0
+                );
+                let dq = gf.get(&q).unwrap().get(1).unwrap();
+                assert_eq!(
+                    dq.abs()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f64>()
+                        .unwrap(),
+                    0.0
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn attention_in_f32_is_close_to_f64_and_rejects_mismatched_inputs() {
+        let (b, l, d, heads) = (2, 7, 16, 4);
+        let valid = vec![
+            vec![true; l],
+            vec![false, false, false, true, true, true, true],
+        ];
+        let mask64 = AttnMask::new(&valid, l, true, DType::F64).unwrap();
+        let mask32 = AttnMask::new(&valid, l, true, DType::F32).unwrap();
+        let x: Vec<Tensor> = (0..3).map(|s| seeded(&[b, l, d], 40 + s)).collect();
+        let f64_out = attention(&x[0], &x[1], &x[2], &mask64.bias, heads, 0.5).unwrap();
+        let x32: Vec<Tensor> = x.iter().map(|t| t.to_dtype(DType::F32).unwrap()).collect();
+        let f32_out = attention(&x32[0], &x32[1], &x32[2], &mask32.bias, heads, 0.5)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap();
+        assert!(gap(&f64_out, &f32_out) < 1e-5);
+        let err = attention(&x[0], &x[1], &x[2], &mask64.bias, 3, 0.5).unwrap_err();
+        assert!(
+            err.to_string().contains("not divisible by 3 heads"),
+            "{err}"
+        );
+        let short = seeded(&[b, l - 1, d], 50);
+        let err = attention(&x[0], &short, &x[2], &mask64.bias, heads, 0.5).unwrap_err();
+        assert!(err.to_string().contains("do not match"), "{err}");
+    }
+}
