@@ -44,6 +44,10 @@ fn study_table_and_report_of_gca_baseline_and_autocdsr_runs() {
         base.model.d_model = d;
         run(&base, runs);
     }
+    // The width-16 baseline also with GCA's second seed, so the two pair up by seed.
+    base.model.d_model = 16;
+    base.train.seed = 8;
+    run(&base, runs);
     let mut auto = smoke();
     auto.name = Some("auto".into());
     auto.model.kind = ModelKind::Sasrec;
@@ -55,10 +59,10 @@ fn study_table_and_report_of_gca_baseline_and_autocdsr_runs() {
     run(&auto, runs);
 
     let set = load_runs(runs, LoadOptions::default()).unwrap();
-    assert_eq!(set.len(), 6);
+    assert_eq!(set.len(), 7);
     let (frame, report) = study_frame(&set).unwrap();
     assert!(report.skipped.is_empty(), "{report:?}");
-    assert_eq!(frame.height(), 12, "one row per run and domain");
+    assert_eq!(frame.height(), 14, "one row per run and domain");
     let col = |c: &str| -> Vec<Option<String>> {
         frame
             .column(c)
@@ -115,7 +119,48 @@ fn study_table_and_report_of_gca_baseline_and_autocdsr_runs() {
         .param_summary
         .iter()
         .all(|p| p.setting == "+GCA_stack sigmoid LN" && p.n == 2));
+    // GCA_stack against the width-16 baseline, paired by the two seeds, per domain; the other
+    // baselines' widths and the SASRec AutoCDSR run have nothing to pair with.
+    assert_eq!(
+        r.baseline_comparisons.len(),
+        2,
+        "{:?}",
+        r.baseline_comparisons
+    );
+    let acc = frame.column("ndcg@10").unwrap().f64().unwrap().to_vec();
+    let mean_of = |prefix: &str, d: &str, width: i64| {
+        let dm = frame.column("d_model").unwrap().i64().unwrap().to_vec();
+        let doms = col("domain");
+        let v: Vec<f64> = (0..frame.height())
+            .filter(|&i| {
+                ids[i].as_deref().unwrap().starts_with(prefix)
+                    && doms[i].as_deref() == Some(d)
+                    && dm[i] == Some(width)
+            })
+            .map(|i| acc[i].unwrap())
+            .collect();
+        assert_eq!(v.len(), 2);
+        (v[0] + v[1]) / 2.0
+    };
+    for c in &r.baseline_comparisons {
+        assert_eq!(
+            (c.model.as_str(), c.setting.as_str(), c.d_model),
+            ("abxi", "+GCA_stack sigmoid LN", Some(16))
+        );
+        assert!(c.paired && c.n == 2 && c.n_baseline == 2, "{c:?}");
+        let (g, b) = (
+            mean_of("gca-", &c.domain, 16),
+            mean_of("base-", &c.domain, 16),
+        );
+        assert!((c.mean - g).abs() < 1e-12 && (c.baseline_mean - b).abs() < 1e-12);
+        assert!((c.test.mean_difference - (g - b)).abs() < 1e-12);
+        assert!(c.test.p_value > 0.0 && c.test.p_value <= 1.0);
+    }
     let text = r.to_string();
+    assert!(
+        text.contains("against the baseline of the same width"),
+        "{text}"
+    );
     assert!(
         text.contains("AutoCDSR fixed") && text.contains("a_cd"),
         "{text}"

@@ -53,7 +53,7 @@ impl LogLinearFit {
         let my = points.iter().map(|(_, a)| a).sum::<f64>() / n;
         let sxx: f64 = lx.iter().map(|x| (x - mx).powi(2)).sum();
         if sxx == 0.0 {
-            return Err(StatsError::Constant("parameter counts"));
+            return Err(StatsError::Constant("the parameter count"));
         }
         let sxy: f64 = lx
             .iter()

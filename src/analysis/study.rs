@@ -294,12 +294,41 @@ pub struct CosCorrelation {
     pub spearman: crate::analysis::stats::Correlation,
 }
 
-/// The paper's tables over a study frame: per-variant means, the |cos|–accuracy correlation and
-/// the parameter-matched comparison, all on one metric (NDCG@10 by default).
+/// One setting against the plain baseline of the same model, width and domain, over seeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaselineComparison {
+    pub model: String,
+    pub setting: String,
+    pub d_model: Option<i64>,
+    pub domain: String,
+    /// The setting's runs and the baseline's runs in the test.
+    pub n: usize,
+    pub n_baseline: usize,
+    pub mean: f64,
+    pub baseline_mean: f64,
+    /// Paired by seed (both sides ran the same seeds), else Welch's test over all runs.
+    pub paired: bool,
+    /// `mean_difference` is the setting's mean minus the baseline's.
+    pub test: crate::analysis::stats::TTest,
+}
+
+impl BaselineComparison {
+    /// The difference relative to the baseline's mean.
+    pub fn relative_gain(&self) -> f64 {
+        self.test.mean_difference / self.baseline_mean
+    }
+}
+
+/// The paper's tables over a study frame: per-variant means, each setting against the baseline of
+/// its width, the |cos|–accuracy correlation and the parameter-matched comparison, all on one
+/// metric (NDCG@10 by default).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StudyReport {
     pub metric: String,
     pub variants: Vec<VariantSummary>,
+    /// Every non-baseline setting against the plain baseline of the same model, `d_model` and
+    /// domain, where both have at least two runs.
+    pub baseline_comparisons: Vec<BaselineComparison>,
     pub correlations: Vec<CosCorrelation>,
     /// Per (model, domain): the GCA runs matched against that model's baselines.
     pub param_matches: Vec<(
@@ -356,6 +385,10 @@ impl StudyReport {
             .i64()?
             .to_vec();
         let (params, acc, cos) = (f("params")?, f(metric)?, f("cos_x_xprime")?);
+        let seed: Vec<Option<i64>> = crate::runs::frames::column(study, "seed")?
+            .cast(&DataType::Int64)?
+            .i64()?
+            .to_vec();
         let mut notes = Vec::new();
         // Per (model, setting, d_model, domain) cell: metric values, params, a_cd, wall time.
         type Cell = (Vec<f64>, f64, Vec<f64>, Vec<f64>);
@@ -394,6 +427,8 @@ impl StudyReport {
                 })
             })
             .collect();
+        let baseline_comparisons =
+            baseline_comparisons(&model, &setting, &d_model, &domain, &seed, &acc, &mut notes);
         // |cos| vs metric over GCA runs, per (model, domain).
         let mut pairs: BTreeMap<(String, String), (Vec<f64>, Vec<f64>)> = BTreeMap::new();
         for i in 0..n {
@@ -488,12 +523,86 @@ impl StudyReport {
         Ok(StudyReport {
             metric: metric.to_owned(),
             variants,
+            baseline_comparisons,
             correlations,
             param_matches,
             param_summary,
             notes,
         })
     }
+}
+
+/// Each non-baseline setting against the plain baseline (`setting` = `baseline`) of the same
+/// (model, d_model, domain): a paired t-test over seeds when both ran the same seeds (at least
+/// two), else Welch's test. Pairs that cannot be tested go to `notes` with the reason.
+fn baseline_comparisons(
+    model: &[String],
+    setting: &[String],
+    d_model: &[Option<i64>],
+    domain: &[String],
+    seed: &[Option<i64>],
+    acc: &[Option<f64>],
+    notes: &mut Vec<String>,
+) -> Vec<BaselineComparison> {
+    use crate::analysis::stats::{paired_t, welch_t};
+    type Key = (String, Option<i64>, String);
+    // (model, d_model, domain) -> setting -> seed -> metric (a repeated seed keeps its runs
+    // apart under a unique negative key, which then fails the paired test's seed match).
+    let mut cells: BTreeMap<Key, BTreeMap<&str, BTreeMap<i64, f64>>> = BTreeMap::new();
+    for i in 0..model.len() {
+        let Some(a) = acc[i].filter(|a| a.is_finite()) else {
+            continue;
+        };
+        let runs = cells
+            .entry((model[i].clone(), d_model[i], domain[i].clone()))
+            .or_default()
+            .entry(setting[i].as_str())
+            .or_default();
+        let key = match seed[i] {
+            Some(s) if !runs.contains_key(&s) => s,
+            _ => -1 - runs.len() as i64,
+        };
+        runs.insert(key, a);
+    }
+    let mut out = Vec::new();
+    for ((model, d_model, domain), settings) in cells {
+        let Some(base) = settings.get("baseline") else {
+            continue;
+        };
+        for (setting, runs) in settings.iter().filter(|(s, _)| **s != "baseline") {
+            let paired =
+                runs.len() >= 2 && runs.keys().eq(base.keys()) && runs.keys().all(|&s| s >= 0);
+            let (a, b): (Vec<f64>, Vec<f64>) = (
+                runs.values().copied().collect(),
+                base.values().copied().collect(),
+            );
+            let test = if paired {
+                paired_t(&a, &b)
+            } else {
+                welch_t(&a, &b)
+            };
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            match test {
+                Ok(test) => out.push(BaselineComparison {
+                    model: model.clone(),
+                    setting: (*setting).to_owned(),
+                    d_model,
+                    domain: domain.clone(),
+                    n: a.len(),
+                    n_baseline: b.len(),
+                    mean: mean(&a),
+                    baseline_mean: mean(&b),
+                    paired,
+                    test,
+                }),
+                Err(e) => notes.push(format!(
+                    "{setting} against the baseline, {model} d {} {domain}: {e}",
+                    d_model.map_or("-".into(), |d| d.to_string())
+                )),
+            }
+        }
+    }
+    out
 }
 
 impl std::fmt::Display for StudyReport {
@@ -519,6 +628,36 @@ impl std::fmt::Display for StudyReport {
                 v.sd.map_or("-".into(), |s| format!("{s:.4}")),
                 v.a_cd.map_or("-".into(), |a| format!("{a:.4}")),
                 v.wall_time_s.map_or("-".into(), |t| format!("{t:.0}")),
+            )?;
+        }
+        writeln!(
+            f,
+            "\n{m} against the baseline of the same width (n: seeds paired by a paired t-test (p), or runs / baseline runs for Welch's test)"
+        )?;
+        writeln!(
+            f,
+            "{:<13} {:<24} {:>5} {:>6} {:>5} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9}",
+            "model", "setting", "d", "domain", "n", "mean", "baseline", "diff", "rel", "t", "p"
+        )?;
+        for c in &self.baseline_comparisons {
+            writeln!(
+                f,
+                "{:<13} {:<24} {:>5} {:>6} {:>5} {:>8.4} {:>8.4} {:>+8.4} {:>+6.1}% {:>7.2} {:>9.2e}",
+                c.model,
+                c.setting,
+                c.d_model.map_or("-".into(), |d| d.to_string()),
+                c.domain,
+                if c.paired {
+                    format!("{}p", c.n)
+                } else {
+                    format!("{}/{}", c.n, c.n_baseline)
+                },
+                c.mean,
+                c.baseline_mean,
+                c.test.mean_difference,
+                100.0 * c.relative_gain(),
+                c.test.t,
+                c.test.p_value,
             )?;
         }
         writeln!(f, "\n|cos(X, X')| against {m} over GCA runs")?;
@@ -562,5 +701,56 @@ impl std::fmt::Display for StudyReport {
             writeln!(f, "note: {n}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pairing rule: the same seeds on both sides give a paired test, other seeds Welch's
+    /// test, a setting of another width or model none (p-values from scipy's `ttest_rel` and
+    /// `ttest_ind(equal_var=False)`).
+    #[test]
+    fn settings_are_paired_with_the_baseline_by_seed_or_else_compared_by_welch() {
+        let rows: [(&str, &str, i64, i64, f64); 11] = [
+            ("abxi", "baseline", 16, 1, 0.20),
+            ("abxi", "baseline", 16, 2, 0.25),
+            ("abxi", "baseline", 16, 3, 0.21),
+            ("abxi", "+GCA_early", 16, 1, 0.30),
+            ("abxi", "+GCA_early", 16, 2, 0.34),
+            ("abxi", "+GCA_early", 16, 3, 0.31),
+            ("abxi", "+GCA_stack", 16, 1, 0.30),
+            ("abxi", "+GCA_stack", 16, 5, 0.34),
+            ("abxi", "+GCA_stack", 32, 1, 0.40),
+            ("abxi", "+GCA_stack", 32, 2, 0.41),
+            ("sasrec", "+GCA_early", 16, 1, 0.5),
+        ];
+        let model: Vec<String> = rows.iter().map(|r| r.0.to_owned()).collect();
+        let setting: Vec<String> = rows.iter().map(|r| r.1.to_owned()).collect();
+        let d_model: Vec<Option<i64>> = rows.iter().map(|r| Some(r.2)).collect();
+        let domain = vec!["A".to_owned(); rows.len()];
+        let seed: Vec<Option<i64>> = rows.iter().map(|r| Some(r.3)).collect();
+        let acc: Vec<Option<f64>> = rows.iter().map(|r| Some(r.4)).collect();
+        let mut notes = Vec::new();
+        let c = baseline_comparisons(&model, &setting, &d_model, &domain, &seed, &acc, &mut notes);
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert!(notes.is_empty(), "{notes:?}");
+        let early = &c[0];
+        assert_eq!(
+            (early.setting.as_str(), early.paired, early.n),
+            ("+GCA_early", true, 3)
+        );
+        assert!((early.test.t - 29.0).abs() < 1e-9);
+        assert!((early.test.p_value - 0.001_186_944_038_478_553).abs() < 1e-9);
+        assert!((early.relative_gain() - (0.95 - 0.66) / 0.66).abs() < 1e-12);
+        let stack = &c[1];
+        assert_eq!(
+            (stack.setting.as_str(), stack.paired),
+            ("+GCA_stack", false)
+        );
+        assert_eq!((stack.n, stack.n_baseline), (2, 3));
+        assert!((stack.test.t - 3.973_597_071_195_13).abs() < 1e-9);
+        assert!((stack.test.p_value - 0.051_637_339_107_371_31).abs() < 1e-6);
     }
 }
