@@ -119,6 +119,52 @@ fn run_f32_f64<K: Kernel>(
     Ok((out, kernel.out_shape(&layouts)))
 }
 
+/// The `name` and `cpu_fwd` of a `CustomOpN` whose forward pass is the type's [`Kernel`]
+/// (run on f32 or f64 by [`run_f32_f64`]); `N` is the number of arguments.
+macro_rules! kernel_op {
+    (1, $name:literal) => {
+        fn name(&self) -> &'static str {
+            $name
+        }
+
+        fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> Result<(CpuStorage, Shape)> {
+            run_f32_f64($name, self, &[(s1, l1)])
+        }
+    };
+    (2, $name:literal) => {
+        fn name(&self) -> &'static str {
+            $name
+        }
+
+        fn cpu_fwd(
+            &self,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            run_f32_f64($name, self, &[(s1, l1), (s2, l2)])
+        }
+    };
+    (3, $name:literal) => {
+        fn name(&self) -> &'static str {
+            $name
+        }
+
+        fn cpu_fwd(
+            &self,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            run_f32_f64($name, self, &[(s1, l1), (s2, l2), (s3, l3)])
+        }
+    };
+}
+
 /// A vector of `len` values filled in parallel tasks of [`ELEMS_PER_TASK`] elements:
 /// `fill(task, chunk)` gets its chunk uninitialised, so no memset precedes the kernel.
 ///
@@ -268,19 +314,7 @@ pub(super) fn softmax_row<T: Elem>(o: &mut [T], x: &[T], m: &[T], scale: T) {
 }
 
 impl CustomOp2 for MaskedSoftmax {
-    fn name(&self) -> &'static str {
-        "masked-softmax"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        run_f32_f64(CustomOp2::name(self), self, &[(s1, l1), (s2, l2)])
-    }
+    kernel_op!(2, "masked-softmax");
 
     fn bwd(
         &self,
@@ -325,19 +359,7 @@ pub(super) fn softmax_grad_row<T: Elem>(o: &mut [T], p: &[T], g: &[T], scale: T)
 }
 
 impl CustomOp2 for SoftmaxGrad {
-    fn name(&self) -> &'static str {
-        "masked-softmax-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        run_f32_f64(CustomOp2::name(self), self, &[(s1, l1), (s2, l2)])
-    }
+    kernel_op!(2, "masked-softmax-grad");
 }
 
 /// Attention probabilities `softmax(scale * scores + bias)` over the last axis, rows whose
@@ -370,19 +392,7 @@ impl Kernel for SiluMul {
 }
 
 impl CustomOp2 for SiluMul {
-    fn name(&self) -> &'static str {
-        "silu-mul"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        run_f32_f64(CustomOp2::name(self), self, &[(s1, l1), (s2, l2)])
-    }
+    kernel_op!(2, "silu-mul");
 
     fn bwd(
         &self,
@@ -413,21 +423,7 @@ impl Kernel for SiluMulGradA {
 }
 
 impl CustomOp3 for SiluMulGradA {
-    fn name(&self) -> &'static str {
-        "silu-mul-grad-a"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        run_f32_f64(CustomOp3::name(self), self, &[(s1, l1), (s2, l2), (s3, l3)])
-    }
+    kernel_op!(3, "silu-mul-grad-a");
 }
 
 /// `silu(a) * b` (SwiGLU's gate) in one pass, with its analytic backward.
@@ -484,21 +480,7 @@ fn layer_norm_row<T: Elem>(o: &mut [T], x: &[T], w: &[T], b: &[T], eps: T) {
 }
 
 impl CustomOp3 for LayerNormOp {
-    fn name(&self) -> &'static str {
-        "layer-norm"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        run_f32_f64(CustomOp3::name(self), self, &[(s1, l1), (s2, l2), (s3, l3)])
-    }
+    kernel_op!(3, "layer-norm");
 
     fn bwd(
         &self,
@@ -550,21 +532,7 @@ fn layer_norm_grad_row<T: Elem>(o: &mut [T], x: &[T], w: &[T], g: &[T], eps: T, 
 }
 
 impl CustomOp3 for LayerNormGradX {
-    fn name(&self) -> &'static str {
-        "layer-norm-grad-x"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        run_f32_f64(CustomOp3::name(self), self, &[(s1, l1), (s2, l2), (s3, l3)])
-    }
+    kernel_op!(3, "layer-norm-grad-x");
 }
 
 /// `[sum over rows of g * xhat; sum over rows of g]`: the weight and bias gradients, `[2, d]`.
@@ -615,19 +583,7 @@ impl Kernel for LayerNormGradParams {
 }
 
 impl CustomOp2 for LayerNormGradParams {
-    fn name(&self) -> &'static str {
-        "layer-norm-grad-params"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        run_f32_f64(CustomOp2::name(self), self, &[(s1, l1), (s2, l2)])
-    }
+    kernel_op!(2, "layer-norm-grad-params");
 }
 
 /// Layer normalisation of `x` over its last axis with weight and bias `[d]` (eps as given), in
@@ -666,19 +622,7 @@ impl Kernel for MaskMul {
 }
 
 impl CustomOp2 for MaskMul {
-    fn name(&self) -> &'static str {
-        "mask-mul"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        run_f32_f64(CustomOp2::name(self), self, &[(s1, l1), (s2, l2)])
-    }
+    kernel_op!(2, "mask-mul");
 
     fn bwd(
         &self,
@@ -763,13 +707,7 @@ fn dropout_task<T: Elem>(
 }
 
 impl CustomOp1 for Dropout {
-    fn name(&self) -> &'static str {
-        "dropout"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        run_f32_f64(CustomOp1::name(self), self, &[(s, l)])
-    }
+    kernel_op!(1, "dropout");
 
     fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         // The same mask and scale: recomputed from the seed, never stored.
@@ -852,19 +790,7 @@ impl Kernel for SampledNll {
 }
 
 impl CustomOp2 for SampledNll {
-    fn name(&self) -> &'static str {
-        "sampled-softmax-nll"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        run_f32_f64(CustomOp2::name(self), self, &[(s1, l1), (s2, l2)])
-    }
+    kernel_op!(2, "sampled-softmax-nll");
 
     fn bwd(
         &self,
@@ -939,21 +865,7 @@ impl Kernel for SampledNllGrad {
 }
 
 impl CustomOp3 for SampledNllGrad {
-    fn name(&self) -> &'static str {
-        "sampled-softmax-nll-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        run_f32_f64(CustomOp3::name(self), self, &[(s1, l1), (s2, l2), (s3, l3)])
-    }
+    kernel_op!(3, "sampled-softmax-nll-grad");
 }
 
 /// Sampled-softmax negative log-likelihood per scored position, in one graph node:
