@@ -13,11 +13,9 @@
 //! The probabilities never leave the node, so a loss on them (AutoCDSR's cross-domain share)
 //! uses the unfused path of [`super::MultiHeadAttention`].
 
-use super::fused::{contiguous, softmax_grad_row, softmax_row, Elem, MASKED};
-use candle_core::backend::BackendStorage;
-use candle_core::{
-    bail, CpuStorage, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor, WithDType,
-};
+use super::fused::{run_f32_f64, softmax_grad_row, softmax_row, Elem, Kernel, MASKED};
+use super::matmul::gemm_into;
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor, WithDType};
 use rayon::prelude::*;
 
 /// The shape of one attention call.
@@ -73,57 +71,42 @@ impl View {
     }
 }
 
-/// `dst (m x n) = lhs (m x k) @ rhs (k x n)`, single-threaded (the caller runs one task per
-/// batch item). Bounds are checked against the slices before gemm reads or writes through
-/// the strides.
-#[allow(clippy::too_many_arguments)]
+/// `dst (m x n) = lhs (m x k) @ rhs (k x n)` on [`gemm_into`], single-threaded (the caller
+/// runs one task per batch item); `dst`'s rows start at `offset`, `row` apart. Bounds are
+/// checked against the slices before gemm reads or writes through the strides. `k > 0`: the
+/// callers' early returns rule out empty sums (gemm would leave `dst` unwritten).
 fn matmul<T: WithDType>(
     (m, n, k): (usize, usize, usize),
     dst: &mut [T],
-    dv: View,
+    (offset, row): (usize, usize),
     lhs: &[T],
     lv: View,
     rhs: &[T],
     rv: View,
 ) {
+    let dv = View::rows(offset, row);
     assert!(
-        dv.end(m, n) <= dst.len() && lv.end(m, k) <= lhs.len() && rv.end(k, n) <= rhs.len(),
-        "attention: matrix view out of bounds"
+        k > 0
+            && dv.end(m, n) <= dst.len()
+            && lv.end(m, k) <= lhs.len()
+            && rv.end(k, n) <= rhs.len(),
+        "attention: empty product or matrix view out of bounds"
     );
     if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        for r in 0..m {
-            for c in 0..n {
-                dst[dv.offset + r * dv.row + c * dv.col] = T::zero();
-            }
-        }
         return;
     }
     // SAFETY: the assert above keeps every element gemm touches inside the three slices; dst
     // is borrowed mutably, so it does not overlap lhs or rhs.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr().add(dv.offset),
-            dv.col as isize,
-            dv.row as isize,
+        gemm_into(
+            (m, n, k),
+            dst.as_mut_ptr().add(offset),
+            row,
             false,
             lhs.as_ptr().add(lv.offset),
-            lv.col as isize,
-            lv.row as isize,
+            (lv.col, lv.row),
             rhs.as_ptr().add(rv.offset),
-            rv.col as isize,
-            rv.row as isize,
-            T::zero(),
-            T::one(),
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
+            (rv.col, rv.row),
         )
     }
 }
@@ -147,7 +130,7 @@ fn probabilities<T: Elem>(
     matmul(
         (lq, lk, dh),
         s,
-        View::rows(0, lk),
+        (0, lk),
         q,
         View::rows(h * dh, d),
         k,
@@ -169,8 +152,8 @@ fn forward<T: Elem>(dims: Dims, q: &[T], k: &[T], v: &[T], bias: &[T], scale: T)
     let Dims { lq, lk, d, .. } = dims;
     let dh = dims.dh();
     let mut out = vec![T::zero(); dims.batch * lq * d];
-    if lq * d == 0 {
-        return out;
+    if lq * d == 0 || lk == 0 {
+        return out; // no keys: every row is zero
     }
     out.par_chunks_mut(lq * d).enumerate().for_each(|(b, o)| {
         let (qb, kb, vb) = (
@@ -186,7 +169,7 @@ fn forward<T: Elem>(dims: Dims, q: &[T], k: &[T], v: &[T], bias: &[T], scale: T)
             matmul(
                 (lq, dh, lk),
                 o,
-                View::rows(h * dh, d),
+                (h * dh, d),
                 &p,
                 View::rows(0, lk),
                 vb,
@@ -197,25 +180,25 @@ fn forward<T: Elem>(dims: Dims, q: &[T], k: &[T], v: &[T], bias: &[T], scale: T)
     out
 }
 
-/// `(dq, dk, dv)` from the output gradient `g [b, lq, d]`.
-#[allow(clippy::type_complexity)]
+/// `[dq, dk, dv]` flattened into one vector, from the output gradient `g [b, lq, d]`.
 fn backward<T: Elem>(
     dims: Dims,
     (q, k, v): (&[T], &[T], &[T]),
     bias: &[T],
     g: &[T],
     scale: T,
-) -> (Vec<T>, Vec<T>, Vec<T>) {
+) -> Vec<T> {
     let Dims {
         batch, lq, lk, d, ..
     } = dims;
     let dh = dims.dh();
-    let mut dq = vec![T::zero(); batch * lq * d];
-    let mut dk = vec![T::zero(); batch * lk * d];
-    let mut dv = vec![T::zero(); batch * lk * d];
+    let (nq, nk) = (batch * lq * d, batch * lk * d);
+    let mut flat = vec![T::zero(); nq + 2 * nk];
     if lq * d == 0 || lk * d == 0 {
-        return (dq, dk, dv);
+        return flat;
     }
+    let (dq, dkv) = flat.split_at_mut(nq);
+    let (dk, dv) = dkv.split_at_mut(nk);
     dq.par_chunks_mut(lq * d)
         .zip(dk.par_chunks_mut(lk * d))
         .zip(dv.par_chunks_mut(lk * d))
@@ -237,7 +220,7 @@ fn backward<T: Elem>(
                 matmul(
                     (lk, dh, lq),
                     dvb,
-                    View::rows(h * dh, d),
+                    (h * dh, d),
                     &p,
                     View::rows_t(0, lk),
                     gb,
@@ -247,7 +230,7 @@ fn backward<T: Elem>(
                 matmul(
                     (lq, lk, dh),
                     &mut dp,
-                    View::rows(0, lk),
+                    (0, lk),
                     gb,
                     View::rows(h * dh, d),
                     vb,
@@ -262,7 +245,7 @@ fn backward<T: Elem>(
                 matmul(
                     (lq, dh, lk),
                     dqb,
-                    View::rows(h * dh, d),
+                    (h * dh, d),
                     &s,
                     View::rows(0, lk),
                     kb,
@@ -271,7 +254,7 @@ fn backward<T: Elem>(
                 matmul(
                     (lk, dh, lq),
                     dkb,
-                    View::rows(h * dh, d),
+                    (h * dh, d),
                     &s,
                     View::rows_t(0, lk),
                     qb,
@@ -279,9 +262,10 @@ fn backward<T: Elem>(
                 );
             }
         });
-    (dq, dk, dv)
+    flat
 }
 
+#[derive(Clone)]
 struct Attention {
     /// `[b, 1, lq, lk]` (or `[b, lq, lk]`), contiguous: a constant of the node.
     bias: Tensor,
@@ -323,11 +307,22 @@ impl Attention {
     }
 }
 
-/// The CPU storage behind a tensor.
+/// The CPU storage behind a tensor the op holds (the mask, the output gradient).
 fn cpu(s: &Storage) -> Result<&CpuStorage> {
     match s {
         Storage::Cpu(c) => Ok(c),
         _ => bail!("attention: CPU tensors only"),
+    }
+}
+
+/// Arguments q, k, v and the mask bias.
+impl Kernel for Attention {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        let dims = self.dims(layouts[0], layouts[1], layouts[2])?;
+        let scale = T::from(self.scale).unwrap();
+        Ok(forward(
+            dims, inputs[0], inputs[1], inputs[2], inputs[3], scale,
+        ))
     }
 }
 
@@ -345,33 +340,9 @@ impl CustomOp3 for Attention {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let dims = self.dims(l1, l2, l3)?;
         let (bs, bl) = self.bias.storage_and_layout();
-        let bs = cpu(&bs)?;
-        let out = match (s1, bs) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(forward(
-                dims,
-                contiguous(s1, l1)?,
-                contiguous(s2, l2)?,
-                contiguous(s3, l3)?,
-                contiguous(bs, bl)?,
-                self.scale as f32,
-            )),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(forward(
-                dims,
-                contiguous(s1, l1)?,
-                contiguous(s2, l2)?,
-                contiguous(s3, l3)?,
-                contiguous(bs, bl)?,
-                self.scale,
-            )),
-            _ => bail!(
-                "attention: f32 or f64 inputs and mask of one dtype, got {:?} and {:?}",
-                s1.dtype(),
-                bs.dtype()
-            ),
-        };
-        Ok((out, l1.shape().clone()))
+        let args = [(s1, l1), (s2, l2), (s3, l3), (cpu(&bs)?, bl)];
+        run_f32_f64("attention", self, &args)
     }
 
     fn bwd(
@@ -382,58 +353,74 @@ impl CustomOp3 for Attention {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let dims = self.dims(q.layout(), k.layout(), v.layout())?;
-        let guards = [q, k, v, &self.bias, &grad].map(|t| t.storage_and_layout());
-        let [sq, sk, sv, sb, sg] = [0, 1, 2, 3, 4].map(|i| cpu(&guards[i].0));
-        let [lq, lk, lv, lb, lg] = [0, 1, 2, 3, 4].map(|i| guards[i].1);
-        let (sq, sk, sv, sb, sg) = (sq?, sk?, sv?, sb?, sg?);
-        let dev = Device::Cpu;
-        fn tensors<T: WithDType>(
-            (dq, dk, dv): (Vec<T>, Vec<T>, Vec<T>),
-            shapes: (&Shape, &Shape),
-            dev: &Device,
-        ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-            Ok((
-                Some(Tensor::from_vec(dq, shapes.0, dev)?),
-                Some(Tensor::from_vec(dk, shapes.1, dev)?),
-                Some(Tensor::from_vec(dv, shapes.1, dev)?),
-            ))
+        let op = AttentionGrad {
+            attention: self.clone(),
+            grad: grad.contiguous()?,
+        };
+        let flat = q.apply_op3_no_bwd(k, v, &op)?;
+        let (nq, nk) = (q.elem_count(), k.elem_count());
+        Ok((
+            Some(flat.narrow(0, 0, nq)?.reshape(q.shape())?),
+            Some(flat.narrow(0, nq, nk)?.reshape(k.shape())?),
+            Some(flat.narrow(0, nq + nk, nk)?.reshape(v.shape())?),
+        ))
+    }
+}
+
+/// The backward pass of [`Attention`] over its arguments q, k, v: `[dq, dk, dv]` flattened into
+/// one vector, from the output gradient it holds.
+struct AttentionGrad {
+    attention: Attention,
+    grad: Tensor,
+}
+
+/// Arguments q, k, v, the mask bias and the output gradient.
+impl Kernel for AttentionGrad {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        let a = &self.attention;
+        let dims = a.dims(layouts[0], layouts[1], layouts[2])?;
+        if layouts[4].shape() != layouts[0].shape() {
+            bail!(
+                "attention gradient: output gradient {:?} does not match the query {:?}",
+                layouts[4].dims(),
+                layouts[0].dims()
+            );
         }
-        let shapes = (q.shape(), k.shape());
-        match sq {
-            CpuStorage::F32(_) => tensors(
-                backward::<f32>(
-                    dims,
-                    (
-                        contiguous(sq, lq)?,
-                        contiguous(sk, lk)?,
-                        contiguous(sv, lv)?,
-                    ),
-                    contiguous(sb, lb)?,
-                    contiguous(sg, lg)?,
-                    self.scale as f32,
-                ),
-                shapes,
-                &dev,
-            ),
-            CpuStorage::F64(_) => tensors(
-                backward::<f64>(
-                    dims,
-                    (
-                        contiguous(sq, lq)?,
-                        contiguous(sk, lk)?,
-                        contiguous(sv, lv)?,
-                    ),
-                    contiguous(sb, lb)?,
-                    contiguous(sg, lg)?,
-                    self.scale,
-                ),
-                shapes,
-                &dev,
-            ),
-            other => bail!("attention: f32 or f64 inputs, got {:?}", other.dtype()),
-        }
+        let (q, k, v) = (inputs[0], inputs[1], inputs[2]);
+        let scale = T::from(a.scale).unwrap();
+        Ok(backward(dims, (q, k, v), inputs[3], inputs[4], scale))
+    }
+
+    fn out_shape(&self, layouts: &[&Layout]) -> Shape {
+        let n: usize = layouts[..3].iter().map(|l| l.shape().elem_count()).sum();
+        Shape::from(n)
+    }
+}
+
+impl CustomOp3 for AttentionGrad {
+    fn name(&self) -> &'static str {
+        "attention-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (bs, bl) = self.attention.bias.storage_and_layout();
+        let (gs, gl) = self.grad.storage_and_layout();
+        let args = [
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            (cpu(&bs)?, bl),
+            (cpu(&gs)?, gl),
+        ];
+        run_f32_f64("attention gradient", self, &args)
     }
 }
 
@@ -460,34 +447,10 @@ pub fn attention(
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_tensors::{gap, seeded};
     use super::super::{bmm, masked_softmax, AttnMask};
     use super::*;
     use candle_core::{DType, Var};
-
-    fn seeded(shape: &[usize], seed: u64) -> Tensor {
-        let n: usize = shape.iter().product();
-        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        let v: Vec<f64> = (0..n)
-            .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((x >> 11) as f64 / (1u64 << 53) as f64) * 4.0 - 2.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn gap(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    }
 
     /// The unfused candle ops (head split, score product, masked softmax, value product,
     /// merge) the node replaces.
@@ -647,5 +610,15 @@ mod tests {
         let short = seeded(&[b, l - 1, d], 50);
         let err = attention(&x[0], &short, &x[2], &mask64.bias, heads, 0.5).unwrap_err();
         assert!(err.to_string().contains("do not match"), "{err}");
+        let op = AttentionGrad {
+            attention: Attention {
+                bias: mask64.bias.clone(),
+                heads,
+                scale: 0.5,
+            },
+            grad: seeded(&[b, l, d + 1], 51),
+        };
+        let err = x[0].apply_op3_no_bwd(&x[1], &x[2], &op).unwrap_err();
+        assert!(err.to_string().contains("output gradient"), "{err}");
     }
 }

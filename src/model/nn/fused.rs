@@ -26,7 +26,7 @@ const ELEMS_PER_TASK: usize = 4096;
 /// A bias at or below this marks a key a query may not use (`AttnMask` writes -1e9).
 pub(super) const MASKED: f64 = -1e8;
 
-pub(super) fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
         None => bail!("fused op: input is not contiguous"),
@@ -86,7 +86,7 @@ fn exp_f32(x: f32) -> f32 {
 }
 
 /// A fused kernel over inputs of one float dtype; [`run_f32_f64`] runs it for f32 and f64.
-trait Kernel {
+pub(super) trait Kernel {
     /// `inputs` are the contiguous data of the op's arguments, `layouts` their layouts; the
     /// output has the first argument's shape.
     fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>>;
@@ -98,7 +98,7 @@ trait Kernel {
 }
 
 /// The CPU forward pass of a [`Kernel`] over `args` (storage, layout) pairs of one dtype.
-fn run_f32_f64<K: Kernel>(
+pub(super) fn run_f32_f64<K: Kernel>(
     name: &str,
     kernel: &K,
     args: &[(&CpuStorage, &Layout)],
@@ -893,35 +893,9 @@ pub fn sampled_softmax_nll(
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_tensors::{gap, seeded};
     use super::*;
     use candle_core::{DType, Device, Var, D};
-
-    fn seeded(shape: &[usize], seed: u64) -> Tensor {
-        // A small deterministic generator: the test needs varied values, not randomness.
-        let n: usize = shape.iter().product();
-        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        let v: Vec<f64> = (0..n)
-            .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((x >> 11) as f64 / (1u64 << 53) as f64) * 4.0 - 2.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    /// Largest absolute difference of two tensors of one shape.
-    fn gap(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    }
 
     /// The unfused reference: the chain of candle ops the fused kernel replaces.
     fn reference(scores: &Tensor, bias: &Tensor, scale: f64) -> Tensor {

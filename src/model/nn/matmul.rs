@@ -241,14 +241,16 @@ fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, name: &str) -> Result<
     }
 }
 
-/// `dst (+)= lhs @ rhs` single-threaded, strides as (column, row) pairs.
+/// `dst (+)= lhs @ rhs` single-threaded, `dst` rows `dst_rs` apart, the operands' strides as
+/// (column, row) pairs.
 ///
 /// # Safety
 /// The strides must keep every access inside the buffers the pointers come from.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_into<T: WithDType + 'static>(
+pub(super) unsafe fn gemm_into<T: WithDType + 'static>(
     (m, n, k): (usize, usize, usize),
     dst: *mut T,
+    dst_rs: usize,
     accumulate: bool,
     lhs: *const T,
     (lhs_cs, lhs_rs): (usize, usize),
@@ -262,7 +264,7 @@ unsafe fn gemm_into<T: WithDType + 'static>(
             k,
             dst,
             1,
-            n as isize,
+            dst_rs as isize,
             accumulate,
             lhs,
             lhs_cs as isize,
@@ -312,6 +314,7 @@ fn linear_forward<T: WithDType + Send + Sync + 'static>(
                 gemm_into(
                     (o.len() / n, n, k),
                     o.as_mut_ptr().cast::<T>(),
+                    n,
                     b.is_some(),
                     x.as_ptr(),
                     (1, k),
@@ -353,6 +356,7 @@ fn linear_backward<T: WithDType + Send + Sync + 'static>(
                 gemm_into(
                     (r, k, n),
                     dx.as_mut_ptr().cast::<T>(),
+                    k,
                     false,
                     g.as_ptr(),
                     (1, n),
@@ -362,6 +366,7 @@ fn linear_backward<T: WithDType + Send + Sync + 'static>(
                 gemm_into(
                     (n, k, r),
                     dwb.as_mut_ptr(),
+                    k,
                     false,
                     g.as_ptr(),
                     (n, 1),
@@ -545,6 +550,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_tensors::gap;
     use super::*;
     use candle_core::{Device, Var};
 
@@ -554,17 +560,6 @@ mod tests {
             .map(|i| (i as f64 * 0.37 + seed).sin() * 2.0)
             .collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn gap(x: &Tensor, y: &Tensor) -> f64 {
-        (x - y)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
     }
 
     #[test]

@@ -11,6 +11,8 @@
 mod attention;
 mod fused;
 mod matmul;
+#[cfg(test)]
+mod test_tensors;
 
 use std::collections::BTreeMap;
 
