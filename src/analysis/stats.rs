@@ -70,7 +70,7 @@ fn check_pair(x: &[f64], y: &[f64], need: usize) -> Result<(), StatsError> {
     Ok(())
 }
 
-fn mean(x: &[f64]) -> f64 {
+pub(crate) fn mean(x: &[f64]) -> f64 {
     x.iter().sum::<f64>() / x.len() as f64
 }
 

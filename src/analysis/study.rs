@@ -544,7 +544,7 @@ fn baseline_comparisons(
     acc: &[Option<f64>],
     notes: &mut Vec<String>,
 ) -> Vec<BaselineComparison> {
-    use crate::analysis::stats::{paired_t, welch_t};
+    use crate::analysis::stats::{mean, paired_t, welch_t};
     type Key = (String, Option<i64>, String);
     // (model, d_model, domain) -> setting -> seed -> metric (a repeated seed keeps its runs
     // apart under a unique negative key, which then fails the paired test's seed match).
@@ -581,7 +581,6 @@ fn baseline_comparisons(
             } else {
                 welch_t(&a, &b)
             };
-            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
             match test {
                 Ok(test) => out.push(BaselineComparison {
                     model: model.clone(),
