@@ -295,6 +295,7 @@ fn training_curves_from_metrics_rows() {
     .unwrap();
     let fig = plot::training_curves(&df, &["loss", "ndcg@10"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // Runs are named by run_id when there is no label column; the domain names the panel.
     check_written(
         &fig,
         dir.path(),
@@ -302,16 +303,64 @@ fn training_curves_from_metrics_rows() {
         &[
             "epoch",
             "loss",
-            "ndcg@10",
+            "ndcg@10 · A",
             "r1 · train",
             "r2 · train",
-            "r1 · valid · A",
+            "r1 · valid",
         ],
     );
     let msg = plot::training_curves(&df, &["mrr"])
         .unwrap_err()
         .to_string();
     assert!(msg.contains("missing column `mrr`"), "{msg}");
+}
+
+#[test]
+fn training_curves_give_each_domain_a_panel_and_name_runs_by_label() {
+    // Two runs, validation every epoch and test at improving epochs, both domains.
+    let mut label = Vec::new();
+    let (mut epoch, mut split, mut domain, mut ndcg) = (vec![], vec![], vec![], vec![]);
+    for (run, scale) in [("d_model 64", 1.0), ("d_model 256", 1.2)] {
+        for e in 1..=4i64 {
+            for (s, d) in [("valid", "A"), ("valid", "B"), ("test", "A"), ("test", "B")] {
+                if s == "test" && e % 2 == 1 {
+                    continue;
+                }
+                label.push(run);
+                epoch.push(e);
+                split.push(s);
+                domain.push(d);
+                ndcg.push(scale * 0.05 * e as f64);
+            }
+        }
+    }
+    let n = label.len();
+    let df = df!(
+        "run_id" => vec!["unused"; n],
+        "label" => label,
+        "epoch" => epoch,
+        "split" => split,
+        "domain" => domain,
+        "ndcg@10" => ndcg,
+    )
+    .unwrap();
+    let fig = plot::training_curves(&df, &["ndcg@10"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    check_written(
+        &fig,
+        dir.path(),
+        (1280, 490),
+        &[
+            "ndcg@10 · A",
+            "ndcg@10 · B",
+            "d_model 64 · valid",
+            "d_model 64 · test",
+            "d_model 256 · valid",
+            "d_model 256 · test",
+        ],
+    );
+    let svg = std::fs::read_to_string(dir.path().join("training_curves.svg")).unwrap();
+    assert!(!svg.contains("unused"), "the label column names the runs");
 }
 
 #[test]

@@ -324,7 +324,16 @@ fn load_tree_skips_bad_runs_with_reasons_and_builds_frames() {
         .iter()
         .map(|s| s.as_str())
         .collect::<Vec<_>>();
-    assert_eq!(&names[..4], ["run_id", "epoch", "split", "domain"]);
+    assert_eq!(&names[..5], ["run_id", "label", "epoch", "split", "domain"]);
+    // The runs' configs differ in GCA positions and width: the labels name those.
+    assert_eq!(
+        set.labels(),
+        [
+            "positions [0], hidden 64",
+            "positions [], hidden 64",
+            "positions [0,1], hidden 96"
+        ]
+    );
     assert!(names.contains(&"loss") && names.contains(&"ndcg@10") && names.contains(&"mrr"));
     // Train rows have no domain and no ndcg; valid rows have no loss.
     let train = epochs

@@ -73,6 +73,110 @@ pub fn json_column(name: &str, values: &[Option<&serde_json::Value>]) -> Column 
     Column::new(name, data)
 }
 
+/// Config keys that set how a run executes, not what it computes: runs that differ only in
+/// these are the same experiment, so [`config_labels`] leaves them out.
+const EXECUTION_KEYS: [&str; 2] = ["train.threads", "train.eval_batch_size"];
+
+/// What tells each run of a set apart, for legends: the config values that differ across the
+/// runs, as `key value` pairs joined by `, ` (`d_model 256, lr 0.0001`). `runs` holds each run's
+/// id and config.
+///
+/// A key is named by its last part (`d_model`) unless two differing keys share it. Keys whose
+/// values really differ come first, those with more distinct values before those with fewer
+/// (`d_model 16, seed 1, gate tanh`); a key that only some runs have (a `gca` section against
+/// `gca = none`) is named once per top-level section, so a GCA run reads `positions [0]` rather
+/// than every setting its section holds. Thread count and evaluation batch size are left out (they do not
+/// change results). A run with nothing to tell it apart (a set of one) is labelled by its id,
+/// and runs with equal labels get their ids added.
+///
+/// ```
+/// use cdsr_lab::runs::frames::config_labels;
+/// use serde_json::json;
+/// let base = json!({"model": {"d_model": 64}, "optim": {"lr": 1e-3}, "train": {"seed": 1}});
+/// let wide = json!({"model": {"d_model": 256}, "optim": {"lr": 1e-3}, "train": {"seed": 1}});
+/// let slow = json!({"model": {"d_model": 256}, "optim": {"lr": 1e-4}, "train": {"seed": 1}});
+/// let labels = config_labels(&[("r1", &base), ("r2", &wide), ("r3", &slow)]);
+/// assert_eq!(labels, ["d_model 64, lr 0.001", "d_model 256, lr 0.001", "d_model 256, lr 0.0001"]);
+/// assert_eq!(config_labels(&[("only", &base)]), ["only"]);
+/// ```
+pub fn config_labels(runs: &[(&str, &serde_json::Value)]) -> Vec<String> {
+    use serde_json::Value;
+    let flat: Vec<BTreeMap<String, Value>> = runs.iter().map(|(_, c)| flatten_json(c)).collect();
+    let keys: BTreeSet<&String> = flat
+        .iter()
+        .flat_map(|f| f.keys())
+        .filter(|k| !EXECUTION_KEYS.contains(&k.as_str()))
+        .collect();
+    // (key, whether two runs that have it hold different values), most distinct values first
+    let mut varying: Vec<(&String, usize)> = keys
+        .into_iter()
+        .filter(|k| flat.iter().any(|f| f.get(*k) != flat[0].get(*k)))
+        .map(|k| (k, distinct(flat.iter().filter_map(|f| f.get(k))).len()))
+        .collect();
+    varying.sort_by_key(|&(_, values)| std::cmp::Reverse(values));
+    let varying: Vec<(&String, bool)> = varying.into_iter().map(|(k, v)| (k, v > 1)).collect();
+    let last = |k: &str| k.rsplit('.').next().unwrap_or(k).to_owned();
+    let name = |k: &String| {
+        let short = last(k);
+        let shared = varying.iter().filter(|(o, _)| last(o) == short).count() > 1;
+        if shared {
+            k.clone()
+        } else {
+            short
+        }
+    };
+    // The top-level section (`gca`, `autocdsr`): a run that has a section others lack is told
+    // apart by one of its keys, however deeply the section nests.
+    let section = |k: &str| k.split('.').next().unwrap_or(k).to_owned();
+    let mut labels: Vec<String> = flat
+        .iter()
+        .zip(runs)
+        .map(|(f, (id, _))| {
+            let mut parts = Vec::new();
+            let mut named_sections = BTreeSet::new();
+            for (k, differs) in &varying {
+                let Some(v) = f.get(*k) else { continue };
+                if !differs && named_sections.contains(&section(k)) {
+                    continue;
+                }
+                named_sections.insert(section(k));
+                let shown = match v {
+                    Value::Null => "none".to_owned(),
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                parts.push(format!("{} {shown}", name(k)));
+            }
+            if parts.is_empty() {
+                (*id).to_owned()
+            } else {
+                parts.join(", ")
+            }
+        })
+        .collect();
+    let counts = labels.iter().fold(HashMap::new(), |mut m, l| {
+        *m.entry(l.clone()).or_insert(0usize) += 1;
+        m
+    });
+    for (label, (id, _)) in labels.iter_mut().zip(runs) {
+        if counts[label.as_str()] > 1 {
+            *label = format!("{label} ({id})");
+        }
+    }
+    labels
+}
+
+/// Distinct values in first-appearance order.
+pub(crate) fn distinct<T: PartialEq + Clone>(values: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
+    for v in values {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
 fn str_col<'a>(name: &str, it: impl Iterator<Item = &'a str>) -> Column {
     Column::new(name.into(), it.collect::<Vec<&str>>())
 }
@@ -223,6 +327,16 @@ impl RunSet {
         )
     }
 
+    /// Per run, what tells it apart from the other runs of the set ([`config_labels`]).
+    pub fn labels(&self) -> Vec<String> {
+        let runs: Vec<(&str, &serde_json::Value)> = self
+            .runs
+            .iter()
+            .map(|r| (r.manifest.run_id.as_str(), &r.manifest.config))
+            .collect();
+        config_labels(&runs)
+    }
+
     /// One row per (run, epoch, split, domain) with one Float64 column per metric key.
     pub fn epochs_frame(&self) -> PolarsResult<DataFrame> {
         let n: usize = self.runs.iter().map(|r| r.metrics.len()).sum();
@@ -232,15 +346,18 @@ impl RunSet {
                 keys.extend(row.values.keys().map(String::as_str));
             }
         }
+        let run_labels = self.labels();
         let mut id = Vec::with_capacity(n);
+        let mut label = Vec::with_capacity(n);
         let mut epoch = Vec::with_capacity(n);
         let mut split = Vec::with_capacity(n);
         let mut domain: Vec<Option<&str>> = Vec::with_capacity(n);
         let mut values: HashMap<&str, Vec<Option<f64>>> =
             keys.iter().map(|k| (*k, Vec::with_capacity(n))).collect();
-        for r in &self.runs {
+        for (r, run_label) in self.runs.iter().zip(&run_labels) {
             for row in &r.metrics {
                 id.push(r.manifest.run_id.as_str());
+                label.push(run_label.as_str());
                 epoch.push(i64::from(row.epoch));
                 split.push(row.split.as_str());
                 domain.push(row.domain.map(|d| match d {
@@ -257,6 +374,7 @@ impl RunSet {
         }
         let mut cols = vec![
             Column::new("run_id".into(), id),
+            Column::new("label".into(), label),
             Column::new("epoch".into(), epoch),
             Column::new("split".into(), split),
             Column::new("domain".into(), domain),
@@ -418,5 +536,64 @@ impl RunSet {
             ],
         )?;
         Ok((df, report))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::config_labels;
+    use serde_json::json;
+
+    #[test]
+    fn labels_name_a_gca_section_once_and_leave_execution_settings_out() {
+        let gca = |positions: serde_json::Value| {
+            json!({"gca": {"positions": positions, "gate": "sigmoid", "heads": 4},
+                   "train": {"seed": 1, "threads": 2}})
+        };
+        let base = json!({"gca": null, "train": {"seed": 1, "threads": 1}});
+        let early = gca(json!([0]));
+        let stack = gca(json!([0, 1]));
+        let labels = config_labels(&[("b", &base), ("e", &early), ("s", &stack)]);
+        assert_eq!(labels, ["gca none", "positions [0]", "positions [0,1]"]);
+
+        // GCA runs that agree on every GCA setting are named by one of them.
+        let labels = config_labels(&[("b", &base), ("e", &early), ("e2", &early)]);
+        assert_eq!(
+            labels,
+            ["gca none", "gate sigmoid (e)", "gate sigmoid (e2)"]
+        );
+
+        // A nested section only some runs have (AutoCDSR+'s bottleneck tokens inside AutoCDSR's
+        // section, which the baseline lacks) is named once, by its first key.
+        let seed = |s: u64| json!({"seed": s});
+        let plain = json!({"train": seed(1)});
+        let auto = json!({"train": seed(1), "autocdsr": {"ib": null, "pareto": {"max_iter": 250}}});
+        let plus = json!({"train": seed(1),
+                          "autocdsr": {"ib": {"tokens": 4}, "pareto": {"max_iter": 250}}});
+        let plain2 = json!({"train": seed(2)});
+        let labels = config_labels(&[("p", &plain), ("a", &auto), ("x", &plus), ("q", &plain2)]);
+        assert_eq!(
+            labels,
+            ["seed 1", "seed 1, ib none", "seed 1, tokens 4", "seed 2"]
+        );
+    }
+
+    #[test]
+    fn labels_order_keys_by_their_distinct_values_and_qualify_shared_names() {
+        let a = json!({"model": {"d": 1, "heads": 2, "layers": 1, "dropout": 0.1},
+                       "gca": {"heads": 4}, "optim": {"lr": 0.001}});
+        let b = json!({"model": {"d": 2, "heads": 4, "layers": 2, "dropout": 0.5},
+                       "gca": {"heads": 8}, "optim": {"lr": 0.0001}});
+        let c = json!({"model": {"d": 3, "heads": 4, "layers": 2, "dropout": 0.5},
+                       "gca": {"heads": 8}, "optim": {"lr": 0.0001}});
+        let labels = config_labels(&[("a", &a), ("b", &b), ("c", &c)]);
+        assert_eq!(
+            labels,
+            [
+                "d 1, gca.heads 4, dropout 0.1, model.heads 2, layers 1, lr 0.001",
+                "d 2, gca.heads 8, dropout 0.5, model.heads 4, layers 2, lr 0.0001",
+                "d 3, gca.heads 8, dropout 0.5, model.heads 4, layers 2, lr 0.0001",
+            ]
+        );
     }
 }

@@ -30,7 +30,8 @@
 //! `value` (Float64).
 //!
 //! [`RunSet::epochs_frame`]: one row per `metrics.jsonl` line = (run, epoch, split, domain):
-//! `run_id` (String), `epoch` (Int64), `split` (`"train"`/`"valid"`/`"test"`),
+//! `run_id` (String), `label` (String: what tells the run apart from the others of the set,
+//! [`RunSet::labels`]), `epoch` (Int64), `split` (`"train"`/`"valid"`/`"test"`),
 //! `domain` (String, null for whole-model rows), then one Float64 column per metric key found
 //! in any run (`loss`, `ndcg@10`, `mrr`, `a_cd`, `wall_time_s`, ...), null where a row lacks it.
 //!

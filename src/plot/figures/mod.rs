@@ -46,16 +46,7 @@ pub(crate) fn category_label(names: &[String], x: f64) -> String {
     }
 }
 
-/// Distinct values in first-appearance order.
-pub(crate) fn distinct<T: PartialEq + Clone>(values: impl IntoIterator<Item = T>) -> Vec<T> {
-    let mut out: Vec<T> = Vec::new();
-    for v in values {
-        if !out.contains(&v) {
-            out.push(v);
-        }
-    }
-    out
-}
+pub(crate) use crate::runs::frames::distinct;
 
 /// Wraps a [`FrameError`] with the figure's name.
 pub(crate) fn frame_err(figure: &'static str) -> impl Fn(FrameError) -> PlotError {
