@@ -25,6 +25,8 @@ enum Command {
     Train(cdsr_lab::train::cli::TrainArgs),
     /// The main demo: train a small real study on food-kitchen, analyse it, write the figures.
     Demo(cdsr_lab::demo::DemoArgs),
+    /// The results of a tree of runs as one table, each run labelled by what sets it apart.
+    Runs(cdsr_lab::runs::cli::RunsArgs),
     /// Regenerate every figure (PNG and SVG) from a tree of runs.
     Figures(cdsr_lab::plot::cli::FiguresArgs),
     /// AutoCDSR's diagnostic: per test case, single-domain vs cross-domain hits and a_cd.
@@ -37,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         Command::Sweep(cmd) => cdsr_lab::sweep::cli::run(cmd),
         Command::Train(args) => cdsr_lab::train::cli::run(args),
         Command::Demo(args) => cdsr_lab::demo::run(args),
+        Command::Runs(args) => cdsr_lab::runs::cli::run(args),
         Command::Figures(args) => cdsr_lab::plot::cli::run(args),
         Command::Diagnose(args) => cdsr_lab::analysis::cli::run(args),
     }

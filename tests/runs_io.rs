@@ -346,3 +346,75 @@ fn load_tree_skips_bad_runs_with_reasons_and_builds_frames() {
     assert_eq!(train.column("domain").unwrap().null_count(), 6);
     assert_eq!(train.column("ndcg@10").unwrap().null_count(), 6);
 }
+
+/// `cdsr-lab runs` on three committed real runs (the width and epoch-budget gap experiments):
+/// each row is labelled by what differs in its config, the CSV holds the same table, and a
+/// metric no run recorded is an error that lists the recorded ones.
+#[test]
+fn cli_runs_tabulates_real_runs_by_what_sets_them_apart() {
+    let root = tempfile::tempdir().unwrap();
+    let results = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results/abxi-cpu");
+    for run in ["2026-11-23-simd", "2026-11-23-24-epochs", "2026-11-23-d256"] {
+        let dst = root.path().join(run);
+        std::fs::create_dir_all(&dst).unwrap();
+        for f in ["run.json", "metrics.jsonl", "config.toml"] {
+            std::fs::copy(results.join(run).join(f), dst.join(f)).unwrap();
+        }
+    }
+    let csv = root.path().join("table.csv");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cdsr-lab"))
+        .arg("runs")
+        .arg(root.path())
+        .args(["--full-ranking", "--csv"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let wide = text
+        .lines()
+        .find(|l| l.starts_with("d_model 256, ffn_hidden 680, epochs 12 "))
+        .unwrap_or_else(|| panic!("no d 256 row in\n{text}"));
+    // params, epochs run, best epoch, then test NDCG@10 / HR@10 of Food and Kitchen.
+    let cells: Vec<&str> = wide
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(&cells[1..4], ["9582336", "12", "10"], "{wide}");
+    assert_eq!(
+        &cells[5..9],
+        ["0.1804", "0.2943", "0.1259", "0.2271"],
+        "{wide}"
+    );
+    assert!(
+        text.contains("d_model 64, ffn_hidden 170, epochs 24 "),
+        "{text}"
+    );
+    assert!(text.contains("test_full.B.hr@10"), "{text}");
+
+    let table = CsvReadOptions::default()
+        .try_into_reader_with_file_path(Some(csv))
+        .unwrap()
+        .finish()
+        .unwrap();
+    assert_eq!(table.height(), 3);
+    assert_eq!(table.width(), 5 + 2 * 2 * 2);
+
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_cdsr-lab"))
+        .arg("runs")
+        .arg(root.path())
+        .args(["--metrics", "ndcg@11"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("test.A.ndcg@11") && err.contains("mrr"),
+        "{err}"
+    );
+}

@@ -166,6 +166,76 @@ pub fn config_labels(runs: &[(&str, &serde_json::Value)]) -> Vec<String> {
     labels
 }
 
+/// `df` as a plain-text table for a terminal or a log: every row and column, whole strings,
+/// floats with `decimals` digits (nulls as `-`), text left-aligned and numbers right-aligned.
+/// (Polars' own display previews: it elides rows, columns and long strings.)
+///
+/// ```
+/// use cdsr_lab::runs::frames::text_table;
+/// use polars::prelude::*;
+/// let df = df!("label" => ["d_model 64", "d_model 256"], "ndcg" => [Some(0.16712), None]).unwrap();
+/// assert_eq!(
+///     text_table(&df, 3),
+///     "label         ndcg\nd_model 64   0.167\nd_model 256      -\n"
+/// );
+/// ```
+pub fn text_table(df: &DataFrame, decimals: usize) -> String {
+    let columns: Vec<(String, bool, Vec<String>)> = df
+        .columns()
+        .iter()
+        .map(|c| {
+            let numeric = c.dtype().is_primitive_numeric();
+            let cells = (0..df.height())
+                .map(|i| match c.get(i) {
+                    Ok(AnyValue::Null) | Err(_) => "-".to_owned(),
+                    Ok(AnyValue::Float64(v)) => format!("{v:.decimals$}"),
+                    Ok(AnyValue::Float32(v)) => format!("{v:.decimals$}"),
+                    Ok(AnyValue::String(v)) => v.to_owned(),
+                    Ok(v) => v.to_string(),
+                })
+                .collect();
+            (c.name().to_string(), numeric, cells)
+        })
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .map(|(name, _, cells)| {
+            cells
+                .iter()
+                .map(|c| c.chars().count())
+                .chain([name.chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cell: &dyn Fn(usize) -> (String, bool)| {
+        let mut out = String::new();
+        for (j, w) in widths.iter().enumerate() {
+            let (text, right) = cell(j);
+            if j > 0 {
+                out.push_str("  ");
+            }
+            let pad = " ".repeat(w - text.chars().count());
+            if right {
+                out.push_str(&pad);
+                out.push_str(&text);
+            } else {
+                out.push_str(&text);
+                if j + 1 < widths.len() {
+                    out.push_str(&pad);
+                }
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(&|j| (columns[j].0.clone(), columns[j].1));
+    for i in 0..df.height() {
+        out.push_str(&line(&|j| (columns[j].2[i].clone(), columns[j].1)));
+    }
+    out
+}
+
 /// Distinct values in first-appearance order.
 pub(crate) fn distinct<T: PartialEq + Clone>(values: impl IntoIterator<Item = T>) -> Vec<T> {
     let mut out: Vec<T> = Vec::new();
@@ -215,8 +285,10 @@ impl RunSet {
     /// One row per run (wide); see the schema in [`crate::runs`].
     pub fn runs_frame(&self) -> PolarsResult<DataFrame> {
         let runs = &self.runs;
+        let labels = self.labels();
         let mut cols = vec![
             str_col("run_id", runs.iter().map(|r| r.manifest.run_id.as_str())),
+            str_col("label", labels.iter().map(String::as_str)),
             Column::new(
                 "path".into(),
                 runs.iter()
@@ -287,6 +359,63 @@ impl RunSet {
             r.manifest.test_full.as_ref()
         }));
         DataFrame::new(runs.len(), cols)
+    }
+
+    /// The results at a glance, one row per run: `label`, `params`, `epochs_run`, `best_epoch`,
+    /// `wall_time_s`, then `test.D.METRIC` for each of `metrics` and both domains, and the
+    /// full-ranking `test_full.D.METRIC` when `full_ranking` is set. What `cdsr-lab runs` prints.
+    /// A metric that no run recorded is an error naming the metrics there are.
+    ///
+    /// ```
+    /// use cdsr_lab::runs::{load_runs, LoadOptions};
+    /// let root = tempfile::tempdir().unwrap();
+    /// let set = load_runs(root.path(), LoadOptions::default()).unwrap();
+    /// let err = set.results_frame(&["ndcg@10"], false).unwrap_err().to_string();
+    /// assert!(err.contains("test.A.ndcg@10"), "{err}");
+    /// ```
+    pub fn results_frame(&self, metrics: &[&str], full_ranking: bool) -> PolarsResult<DataFrame> {
+        let all = self.runs_frame()?;
+        let mut names = vec![
+            "label",
+            "params.total",
+            "epochs_run",
+            "best_epoch",
+            "wall_time_s",
+        ];
+        let mut wanted = Vec::new();
+        let evals: &[&str] = if full_ranking {
+            &["test", "test_full"]
+        } else {
+            &["test"]
+        };
+        for eval in evals {
+            for d in ["A", "B"] {
+                for m in metrics {
+                    wanted.push(format!("{eval}.{d}.{m}"));
+                }
+            }
+        }
+        let recorded = |prefix: &str| {
+            all.get_column_names()
+                .iter()
+                .filter_map(|c| c.as_str().strip_prefix(prefix).map(str::to_owned))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for w in &wanted {
+            if column(&all, w).is_err() {
+                let eval = w.split('.').next().unwrap_or("test");
+                polars_bail!(ColumnNotFound: "{w}: no run recorded it (recorded: {})", recorded(&format!("{eval}.A.")));
+            }
+        }
+        names.extend(wanted.iter().map(String::as_str));
+        let cols = names
+            .iter()
+            .map(|n| column(&all, n).cloned())
+            .collect::<PolarsResult<Vec<_>>>()?;
+        let mut df = DataFrame::new(all.height(), cols)?;
+        df.rename("params.total", "params".into())?;
+        Ok(df)
     }
 
     /// One row per (run, evaluation, domain, metric) of the final results (long form).

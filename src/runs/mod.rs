@@ -16,6 +16,7 @@
 //! | column | type | meaning |
 //! |---|---|---|
 //! | `run_id`, `path`, `model`, `dataset`, `status` | String | identity; `path` = run directory |
+//! | `label` | String | what tells the run apart from the others of the set ([`RunSet::labels`]) |
 //! | `seed`, `epochs_run`, `params.total` | Int64 | |
 //! | `best_epoch` | Int64 (nullable) | |
 //! | `wall_time_s` | Float64 (nullable) | |
@@ -54,6 +55,7 @@
 //! let frame = set.runs_frame().unwrap();
 //! assert_eq!(frame.height(), 0);
 //! ```
+pub mod cli;
 pub mod error;
 pub mod foreign;
 pub mod format;

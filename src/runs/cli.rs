@@ -1,0 +1,48 @@
+//! `cdsr-lab runs RUNS_DIR`: the results of a tree of runs as one table, each run labelled by
+//! what tells it apart from the others.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use polars::prelude::{CsvWriter, SerWriter};
+
+use super::{load_runs, write_atomic, LoadOptions};
+
+/// Arguments of `cdsr-lab runs`.
+#[derive(clap::Args, Debug)]
+pub struct RunsArgs {
+    /// Directory holding run directories (searched recursively).
+    pub runs_dir: PathBuf,
+    /// Test metrics to show, per domain (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "ndcg@10,hr@10")]
+    pub metrics: Vec<String>,
+    /// Add the full-ranking test metrics.
+    #[arg(long)]
+    pub full_ranking: bool,
+    /// Also write the table as CSV to this file.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+}
+
+pub fn run(args: RunsArgs) -> anyhow::Result<()> {
+    let set = load_runs(&args.runs_dir, LoadOptions::default())?;
+    for (path, reason) in &set.report.skipped {
+        eprintln!("skipped run {}: {reason}", path.display());
+    }
+    anyhow::ensure!(
+        !set.is_empty(),
+        "no complete run under {}",
+        args.runs_dir.display()
+    );
+    let metrics: Vec<&str> = args.metrics.iter().map(String::as_str).collect();
+    let mut table = set
+        .results_frame(&metrics, args.full_ranking)
+        .with_context(|| format!("runs under {}", args.runs_dir.display()))?;
+    if let Some(path) = &args.csv {
+        let mut csv = Vec::new();
+        CsvWriter::new(&mut csv).finish(&mut table)?;
+        write_atomic(path, &csv)?;
+    }
+    println!("{} runs from {}", set.len(), args.runs_dir.display());
+    print!("{}", super::frames::text_table(&table, 4));
+    Ok(())
+}
