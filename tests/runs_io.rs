@@ -385,9 +385,9 @@ fn cli_runs_tabulates_real_runs_by_what_sets_them_apart() {
         .map(str::trim)
         .filter(|c| !c.is_empty())
         .collect();
-    assert_eq!(&cells[1..4], ["9582336", "12", "10"], "{wide}");
+    assert_eq!(&cells[1..5], ["complete", "9582336", "12", "10"], "{wide}");
     assert_eq!(
-        &cells[5..9],
+        &cells[6..10],
         ["0.1804", "0.2943", "0.1259", "0.2271"],
         "{wide}"
     );
@@ -403,7 +403,7 @@ fn cli_runs_tabulates_real_runs_by_what_sets_them_apart() {
         .finish()
         .unwrap();
     assert_eq!(table.height(), 3);
-    assert_eq!(table.width(), 5 + 2 * 2 * 2);
+    assert_eq!(table.width(), 6 + 2 * 2 * 2);
 
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_cdsr-lab"))
         .arg("runs")
@@ -417,4 +417,60 @@ fn cli_runs_tabulates_real_runs_by_what_sets_them_apart() {
         err.contains("test.A.ndcg@11") && err.contains("mrr"),
         "{err}"
     );
+}
+
+/// A run still training shows, with `include_incomplete`, the epochs logged so far and the test
+/// metrics of its best epoch so far (the last test rows); once finished, the manifest's.
+#[test]
+fn results_of_a_running_run_are_its_best_epoch_so_far() {
+    let root = tempfile::tempdir().unwrap();
+    let id = |run_id: &str| RunIdentity {
+        run_id: run_id.into(),
+        model: "abxi".into(),
+        dataset: "food-kitchen".into(),
+        seed: 1,
+    };
+    let config = serde_json::json!({"optim": {"lr": 0.0001}});
+    let mut run = RunWriter::create(root.path(), id("slow"), &config).unwrap();
+    for (epoch, ndcg) in [(1, 0.05), (2, 0.08), (3, 0.07)] {
+        run.log_metrics(epoch, Split::Train, None, [("loss", 9.0)])
+            .unwrap();
+        for d in [Domain::A, Domain::B] {
+            run.log_metrics(epoch, Split::Valid, Some(d), [("ndcg@10", ndcg)])
+                .unwrap();
+        }
+        if epoch < 3 {
+            // Test rows are written at the epochs that improve validation.
+            for d in [Domain::A, Domain::B] {
+                run.log_metrics(epoch, Split::Test, Some(d), [("ndcg@10", ndcg / 2.0)])
+                    .unwrap();
+            }
+        }
+    }
+    let running = LoadOptions {
+        include_incomplete: true,
+        ..LoadOptions::default()
+    };
+    let set = load_runs(root.path(), running).unwrap();
+    let table = set.results_frame(&["ndcg@10"], false).unwrap();
+    let get_i = |c: &str| table.column(c).unwrap().i64().unwrap().get(0);
+    assert_eq!(
+        table.column("status").unwrap().str().unwrap().get(0),
+        Some("running")
+    );
+    assert_eq!(
+        (get_i("epochs_run"), get_i("best_epoch")),
+        (Some(3), Some(2))
+    );
+    let ndcg_b = table
+        .column("test.B.ndcg@10")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .get(0);
+    assert_eq!(ndcg_b, Some(0.04));
+    // Without the option the running run is skipped, saying why.
+    let complete_only = load_runs(root.path(), LoadOptions::default()).unwrap();
+    assert!(complete_only.is_empty());
+    assert!(complete_only.report.skipped[0].1.contains("running"));
 }

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::analysis::attention::load_samples;
 use crate::analysis::study::study_frame;
-use crate::runs::{load_runs, LoadOptions};
+use crate::runs::{load_runs, LoadOptions, RunSet};
 
 /// What happened to one figure.
 #[derive(Debug)]
@@ -60,7 +60,15 @@ pub fn figures_from_runs(runs_dir: &Path, out_dir: &Path) -> anyhow::Result<Figu
             set.report.skipped.len()
         );
     }
-    let (study, tensor_report) = study_frame(&set)?;
+    figures_of_runs(&set, out_dir)
+}
+
+/// [`figures_from_runs`] for runs already loaded, e.g. with
+/// [`LoadOptions::include_incomplete`](crate::runs::LoadOptions) to watch runs still training:
+/// their curves are drawn up to the last epoch written, while the figures of final results
+/// (which read the manifest's test metrics) leave them out.
+pub fn figures_of_runs(set: &RunSet, out_dir: &Path) -> anyhow::Result<FiguresReport> {
+    let (study, tensor_report) = study_frame(set)?;
     let mut figures = Vec::new();
     let mut emit = |name: &str, plot: Result<Option<Plot>, PlotError>, why: &str| {
         let outcome = match plot? {
@@ -99,7 +107,7 @@ pub fn figures_from_runs(runs_dir: &Path, out_dir: &Path) -> anyhow::Result<Figu
         metrics_by_gca_positions(&study, &["ndcg@10", "hr@10"]).map(Some),
         "",
     )?;
-    let (samples, samples_report) = load_samples(&set)?;
+    let (samples, samples_report) = load_samples(set)?;
     emit(
         "attention_share",
         (samples.height() > 0)

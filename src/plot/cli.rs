@@ -1,6 +1,8 @@
 //! `cdsr-lab figures RUNS_DIR --out DIR`: regenerate every figure from a tree of runs.
 use std::path::PathBuf;
 
+use crate::runs::{load_runs, LoadOptions};
+
 /// Arguments of `cdsr-lab figures`.
 #[derive(clap::Args, Debug)]
 pub struct FiguresArgs {
@@ -9,10 +11,23 @@ pub struct FiguresArgs {
     /// Where the PNG and SVG files go.
     #[arg(long, default_value = "figures")]
     pub out: PathBuf,
+    /// Also draw the curves of runs still training (or failed), up to their last epoch.
+    #[arg(long)]
+    pub include_incomplete: bool,
 }
 
 pub fn run(args: FiguresArgs) -> anyhow::Result<()> {
-    let report = super::figures_from_runs(&args.runs_dir, &args.out)?;
+    let report = if args.include_incomplete {
+        let options = LoadOptions {
+            include_incomplete: true,
+            ..LoadOptions::default()
+        };
+        let set = load_runs(&args.runs_dir, options)?;
+        anyhow::ensure!(!set.is_empty(), "no run under {}", args.runs_dir.display());
+        super::figures_of_runs(&set, &args.out)?
+    } else {
+        super::figures_from_runs(&args.runs_dir, &args.out)?
+    };
     println!("{} runs from {}", report.runs, args.runs_dir.display());
     for f in &report.figures {
         println!("{f}");

@@ -33,7 +33,7 @@ mod frame;
 mod render;
 mod style;
 
-pub use all::{figures_from_runs, FigureOutcome, FiguresReport};
+pub use all::{figures_from_runs, figures_of_runs, FigureOutcome, FiguresReport};
 pub use figures::*;
 pub use frame::FrameError;
 pub use render::{register_font, Figure, Plot};

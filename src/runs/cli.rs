@@ -18,19 +18,32 @@ pub struct RunsArgs {
     /// Add the full-ranking test metrics.
     #[arg(long)]
     pub full_ranking: bool,
+    /// Also list runs still training (or failed), with the test metrics of their best epoch
+    /// so far.
+    #[arg(long)]
+    pub include_incomplete: bool,
     /// Also write the table as CSV to this file.
     #[arg(long)]
     pub csv: Option<PathBuf>,
 }
 
 pub fn run(args: RunsArgs) -> anyhow::Result<()> {
-    let set = load_runs(&args.runs_dir, LoadOptions::default())?;
+    let options = LoadOptions {
+        include_incomplete: args.include_incomplete,
+        ..LoadOptions::default()
+    };
+    let set = load_runs(&args.runs_dir, options)?;
     for (path, reason) in &set.report.skipped {
         eprintln!("skipped run {}: {reason}", path.display());
     }
     anyhow::ensure!(
         !set.is_empty(),
-        "no complete run under {}",
+        "no {}run under {}",
+        if args.include_incomplete {
+            ""
+        } else {
+            "complete "
+        },
         args.runs_dir.display()
     );
     let metrics: Vec<&str> = args.metrics.iter().map(String::as_str).collect();

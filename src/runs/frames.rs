@@ -252,26 +252,19 @@ fn str_col<'a>(name: &str, it: impl Iterator<Item = &'a str>) -> Column {
 }
 
 /// Wide per-domain final metric columns: `PREFIX.DOMAIN.METRIC`.
-fn metric_columns(
-    prefix: &str,
-    runs: &[LoadedRun],
-    get: impl Fn(&LoadedRun) -> Option<&DomainMetrics>,
-) -> Vec<Column> {
+fn metric_columns(prefix: &str, per_run: &[Option<&DomainMetrics>]) -> Vec<Column> {
     let mut keys = BTreeSet::new();
-    for r in runs {
-        for (d, m) in get(r).into_iter().flatten() {
-            for k in m.keys() {
-                keys.insert((*d, k.clone()));
-            }
+    for (d, m) in per_run.iter().flatten().flat_map(|dm| dm.iter()) {
+        for k in m.keys() {
+            keys.insert((*d, k.clone()));
         }
     }
     keys.into_iter()
         .map(|(d, k)| {
-            let data: Vec<Option<f64>> = runs
+            let data: Vec<Option<f64>> = per_run
                 .iter()
-                .map(|r| {
-                    get(r)
-                        .and_then(|dm| dm.get(&d))
+                .map(|dm| {
+                    dm.and_then(|dm| dm.get(&d))
                         .and_then(|m| m.get(&k))
                         .map(|v| v.0)
                 })
@@ -286,6 +279,9 @@ impl RunSet {
     pub fn runs_frame(&self) -> PolarsResult<DataFrame> {
         let runs = &self.runs;
         let labels = self.labels();
+        // Complete runs: the final results; running ones: their best epoch so far.
+        let best: Vec<Option<(Option<u32>, DomainMetrics)>> =
+            runs.iter().map(LoadedRun::best_so_far).collect();
         let mut cols = vec![
             str_col("run_id", runs.iter().map(|r| r.manifest.run_id.as_str())),
             str_col("label", labels.iter().map(String::as_str)),
@@ -311,14 +307,23 @@ impl RunSet {
             ),
             Column::new(
                 "best_epoch".into(),
-                runs.iter()
-                    .map(|r| r.manifest.best_epoch.map(i64::from))
+                best.iter()
+                    .map(|b| b.as_ref().and_then(|b| b.0).map(i64::from))
                     .collect::<Vec<_>>(),
             ),
             Column::new(
                 "epochs_run".into(),
                 runs.iter()
-                    .map(|r| i64::from(r.manifest.epochs_run))
+                    .map(|r| match r.manifest.status {
+                        RunStatus::Complete => i64::from(r.manifest.epochs_run),
+                        // The manifest counts epochs when the run ends; until then, the log does.
+                        _ => r
+                            .metrics
+                            .iter()
+                            .map(|m| i64::from(m.epoch))
+                            .max()
+                            .unwrap_or(0),
+                    })
                     .collect::<Vec<_>>(),
             ),
             Column::new(
@@ -354,16 +359,18 @@ impl RunSet {
             let values: Vec<Option<&serde_json::Value>> = flat.iter().map(|f| f.get(k)).collect();
             cols.push(json_column(&format!("config.{k}"), &values));
         }
-        cols.extend(metric_columns("test", runs, |r| Some(&r.manifest.test)));
-        cols.extend(metric_columns("test_full", runs, |r| {
-            r.manifest.test_full.as_ref()
-        }));
+        let test: Vec<Option<&DomainMetrics>> =
+            best.iter().map(|b| b.as_ref().map(|b| &b.1)).collect();
+        cols.extend(metric_columns("test", &test));
+        let full: Vec<_> = runs.iter().map(|r| r.manifest.test_full.as_ref()).collect();
+        cols.extend(metric_columns("test_full", &full));
         DataFrame::new(runs.len(), cols)
     }
 
-    /// The results at a glance, one row per run: `label`, `params`, `epochs_run`, `best_epoch`,
-    /// `wall_time_s`, then `test.D.METRIC` for each of `metrics` and both domains, and the
+    /// The results at a glance, one row per run: `label`, `status`, `params`, `epochs_run`,
+    /// `best_epoch`, `wall_time_s`, then `test.D.METRIC` for each of `metrics` and both domains, and the
     /// full-ranking `test_full.D.METRIC` when `full_ranking` is set. What `cdsr-lab runs` prints.
+    /// A run still training shows its best epoch so far ([`LoadedRun::best_so_far`]).
     /// A metric that no run recorded is an error naming the metrics there are.
     ///
     /// ```
@@ -377,6 +384,7 @@ impl RunSet {
         let all = self.runs_frame()?;
         let mut names = vec![
             "label",
+            "status",
             "params.total",
             "epochs_run",
             "best_epoch",

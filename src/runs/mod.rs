@@ -18,11 +18,11 @@
 //! | `run_id`, `path`, `model`, `dataset`, `status` | String | identity; `path` = run directory |
 //! | `label` | String | what tells the run apart from the others of the set ([`RunSet::labels`]) |
 //! | `seed`, `epochs_run`, `params.total` | Int64 | |
-//! | `best_epoch` | Int64 (nullable) | |
+//! | `best_epoch` | Int64 (nullable) | for a run still training, the best so far |
 //! | `wall_time_s` | Float64 (nullable) | |
 //! | `params.MODULE` | Int64 (nullable) | one column per module in any run (`params.gca.0`) |
 //! | `config.KEY.SUBKEY` | inferred | the config flattened to dotted keys: Boolean, Int64, Float64 or String; arrays and mixed types as compact JSON String (`config.gca.positions` = `"[0,1]"`) |
-//! | `test.D.METRIC` | Float64 (nullable) | final test metric, e.g. `test.A.ndcg@10` |
+//! | `test.D.METRIC` | Float64 (nullable) | final test metric, e.g. `test.A.ndcg@10`; for a run still training, at its best epoch so far ([`LoadedRun::best_so_far`]) |
 //! | `test_full.D.METRIC` | Float64 (nullable) | full-ranking test metric when recorded |
 //!
 //! [`RunSet::final_metrics_frame`]: the final metrics in long form, one row per

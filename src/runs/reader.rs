@@ -31,6 +31,31 @@ impl LoadedRun {
     pub fn test_cases_path(&self) -> PathBuf {
         self.dir.join(TEST_CASES_PARQUET)
     }
+
+    /// The best epoch and its test metrics: the manifest's once the run is complete; while it
+    /// runs (or after it failed), the last `test` rows of `metrics.jsonl`, since the trainer
+    /// evaluates the test split at every epoch that improves validation (for a complete run the
+    /// two agree; a complete run written elsewhere may name no best epoch). `None` before the
+    /// first such epoch.
+    pub fn best_so_far(&self) -> Option<(Option<u32>, DomainMetrics)> {
+        let m = &self.manifest;
+        if m.status == RunStatus::Complete {
+            return Some((m.best_epoch, m.test.clone()));
+        }
+        let epoch = self
+            .metrics
+            .iter()
+            .filter(|r| r.split == Split::Test)
+            .map(|r| r.epoch)
+            .max()?;
+        let test = self
+            .metrics
+            .iter()
+            .filter(|r| r.split == Split::Test && r.epoch == epoch)
+            .filter_map(|r| Some((r.domain?, r.values.clone())))
+            .collect();
+        Some((Some(epoch), test))
+    }
 }
 
 /// What to do with non-finite (NaN / infinite, stored as `null`) metric values.
