@@ -5,6 +5,8 @@ use cdsr_lab::data::{
     self, abxi, DatasetStats, EvalLayout, LayoutConfig, Part, Split, TrainLayout,
 };
 
+mod common;
+
 fn food_kitchen() -> data::Dataset {
     let dir = data::shared_data_dir()
         .expect("../shared/data not found (set CDSR_SHARED_DATA)")
@@ -123,17 +125,7 @@ fn layouts_match_the_numpy_fixture() {
 #[test]
 fn cli_data_stats() {
     let dir = data::shared_data_dir().unwrap().join("food-kitchen");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cdsr-lab"))
-        .args(["data", "stats"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = common::stdout_of(common::cdsr_lab().args(["data", "stats"]).arg(&dir));
     assert_eq!(
         text,
         "format        abxi\n\
@@ -143,7 +135,7 @@ fn cli_data_stats() {
          interactions  173,548 (A 83,663 / B 89,885)\n\
          length        min 10 / median 20 / mean 24.3 / max 50\n"
     );
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_cdsr-lab"))
+    let bad = common::cdsr_lab()
         .args(["data", "stats", "/no/such/dir"])
         .output()
         .unwrap();

@@ -6,6 +6,8 @@ use cdsr_lab::data::Domain;
 use cdsr_lab::runs::*;
 use polars::prelude::*;
 
+mod common;
+
 fn spec(
     id: &str,
     model: &str,
@@ -353,7 +355,7 @@ fn load_tree_skips_bad_runs_with_reasons_and_builds_frames() {
 #[test]
 fn cli_runs_tabulates_real_runs_by_what_sets_them_apart() {
     let root = tempfile::tempdir().unwrap();
-    let results = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results/abxi-cpu");
+    let results = common::project_root().join("results/abxi-cpu");
     for run in ["2026-11-23-simd", "2026-11-23-24-epochs", "2026-11-23-d256"] {
         let dst = root.path().join(run);
         std::fs::create_dir_all(&dst).unwrap();
@@ -362,19 +364,13 @@ fn cli_runs_tabulates_real_runs_by_what_sets_them_apart() {
         }
     }
     let csv = root.path().join("table.csv");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cdsr-lab"))
-        .arg("runs")
-        .arg(root.path())
-        .args(["--full-ranking", "--csv"])
-        .arg(&csv)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = common::stdout_of(
+        common::cdsr_lab()
+            .arg("runs")
+            .arg(root.path())
+            .args(["--full-ranking", "--csv"])
+            .arg(&csv),
     );
-    let text = String::from_utf8(out.stdout).unwrap();
     let wide = text
         .lines()
         .find(|l| l.starts_with("d_model 256, ffn_hidden 680, epochs 12 "))
@@ -405,7 +401,7 @@ fn cli_runs_tabulates_real_runs_by_what_sets_them_apart() {
     assert_eq!(table.height(), 3);
     assert_eq!(table.width(), 6 + 2 * 2 * 2);
 
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_cdsr-lab"))
+    let bad = common::cdsr_lab()
         .arg("runs")
         .arg(root.path())
         .args(["--metrics", "ndcg@11"])

@@ -12,6 +12,17 @@ pub fn cdsr_lab() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cdsr-lab"))
 }
 
+/// Runs `cmd`, asserts it succeeded (showing its stderr if not) and returns its stdout.
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// The project root (relative data paths in configs resolve against it).
 pub fn project_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -36,17 +47,7 @@ pub fn smoke_sweep(dir: &Path, seeds: &[i64]) -> (PathBuf, Vec<String>) {
     );
     let file = dir.join("smoke-sweep.toml");
     std::fs::write(&file, text).unwrap();
-    let out = cdsr_lab()
-        .args(["sweep", "plan"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ids = String::from_utf8_lossy(&out.stdout)
+    let ids = stdout_of(cdsr_lab().args(["sweep", "plan"]).arg(&file))
         .lines()
         .filter_map(|l| {
             // `  INDEX  ID  SETTINGS`; the closing "N runs in sweep ..." line is not a run.
