@@ -26,6 +26,9 @@ fn main() -> anyhow::Result<()> {
     let epochs = set.epochs_frame()?;
     println!("{epochs}");
 
+    let results = set.results_frame(&["ndcg@10", "hr@10"], false)?;
+    print!("{}", cdsr_lab::runs::frames::text_table(&results, 4));
+
     let _shown = cdsr_lab::plot::training_curves(&epochs, &["loss", "ndcg@10"])?;
 
     Ok(())
