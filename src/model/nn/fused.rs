@@ -26,10 +26,15 @@ const ELEMS_PER_TASK: usize = 4096;
 /// A bias at or below this marks a key a query may not use (`AttnMask` writes -1e9).
 pub(super) const MASKED: f64 = -1e8;
 
-fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+/// The elements of a contiguous input of op `name` (a strided one is an error naming it).
+pub(super) fn contiguous<'a, T: WithDType>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    name: &str,
+) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
-        None => bail!("fused op: input is not contiguous"),
+        None => bail!("{name}: input is not contiguous"),
     }
 }
 
@@ -103,8 +108,13 @@ pub(super) fn run_f32_f64<K: Kernel>(
     kernel: &K,
     args: &[(&CpuStorage, &Layout)],
 ) -> Result<(CpuStorage, Shape)> {
-    fn data<'a, T: WithDType>(args: &[(&'a CpuStorage, &Layout)]) -> Result<Vec<&'a [T]>> {
-        args.iter().map(|(s, l)| contiguous::<T>(s, l)).collect()
+    fn data<'a, T: WithDType>(
+        args: &[(&'a CpuStorage, &Layout)],
+        name: &str,
+    ) -> Result<Vec<&'a [T]>> {
+        args.iter()
+            .map(|(s, l)| contiguous::<T>(s, l, name))
+            .collect()
     }
     let layouts: Vec<&Layout> = args.iter().map(|(_, l)| *l).collect();
     let dtypes: Vec<_> = args.iter().map(|(s, _)| s.dtype()).collect();
@@ -112,8 +122,8 @@ pub(super) fn run_f32_f64<K: Kernel>(
         bail!("{name}: inputs of different dtypes {dtypes:?}");
     }
     let out = match args[0].0 {
-        CpuStorage::F32(_) => CpuStorage::F32(kernel.run(&data::<f32>(args)?, &layouts)?),
-        CpuStorage::F64(_) => CpuStorage::F64(kernel.run(&data::<f64>(args)?, &layouts)?),
+        CpuStorage::F32(_) => CpuStorage::F32(kernel.run(&data::<f32>(args, name)?, &layouts)?),
+        CpuStorage::F64(_) => CpuStorage::F64(kernel.run(&data::<f64>(args, name)?, &layouts)?),
         _ => bail!("{name}: f32 or f64 inputs, got {:?}", dtypes[0]),
     };
     Ok((out, kernel.out_shape(&layouts)))

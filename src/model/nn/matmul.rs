@@ -22,6 +22,8 @@ use candle_core::{
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
+use super::fused::contiguous;
+
 /// The batch shape, matrix shape and strides of one operand.
 struct Operand {
     batch: Vec<usize>,
@@ -234,13 +236,6 @@ fn linear_dims(name: &str, x: &Layout, w: &Layout) -> Result<(usize, usize, usiz
     Ok((x.shape().elem_count() / k, n, k))
 }
 
-fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, name: &str) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
-        None => bail!("{name}: input is not contiguous"),
-    }
-}
-
 /// `dst (+)= lhs @ rhs` single-threaded, `dst` rows `dst_rs` apart, the operands' strides as
 /// (column, row) pairs.
 ///
@@ -411,10 +406,10 @@ impl LinearOp {
         *dims.last_mut().expect("checked rank") = n;
         macro_rules! run {
             ($t:ty, $wrap:path) => {{
-                let x = slice::<$t>(args[0].0, args[0].1, name)?;
-                let w = slice::<$t>(args[1].0, args[1].1, name)?;
+                let x = contiguous::<$t>(args[0].0, args[0].1, name)?;
+                let w = contiguous::<$t>(args[1].0, args[1].1, name)?;
                 let b = match args.get(2) {
-                    Some((s, l)) => Some(slice::<$t>(s, l, name)?),
+                    Some((s, l)) => Some(contiguous::<$t>(s, l, name)?),
                     None => None,
                 };
                 $wrap(linear_forward(x, w, b, (rows, n, k)))
@@ -523,9 +518,9 @@ impl CustomOp3 for LinearGrad {
         }
         macro_rules! run {
             ($t:ty, $wrap:path) => {{
-                let x = slice::<$t>(s1, l1, name)?;
-                let w = slice::<$t>(s2, l2, name)?;
-                let g = slice::<$t>(s3, l3, name)?;
+                let x = contiguous::<$t>(s1, l1, name)?;
+                let w = contiguous::<$t>(s2, l2, name)?;
+                let g = contiguous::<$t>(s3, l3, name)?;
                 $wrap(linear_backward(x, w, g, dims))
             }};
         }
