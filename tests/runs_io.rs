@@ -373,7 +373,7 @@ fn cli_runs_tabulates_real_runs_by_what_sets_them_apart() {
     );
     let wide = text
         .lines()
-        .find(|l| l.starts_with("d_model 256, ffn_hidden 680, epochs 12 "))
+        .find(|l| l.starts_with("d_model 256 (+1), epochs 12 "))
         .unwrap_or_else(|| panic!("no d 256 row in\n{text}"));
     // params, epochs run, best epoch, then test NDCG@10 / HR@10 of Food and Kitchen.
     let cells: Vec<&str> = wide
@@ -387,10 +387,7 @@ fn cli_runs_tabulates_real_runs_by_what_sets_them_apart() {
         ["0.1804", "0.2943", "0.1259", "0.2271"],
         "{wide}"
     );
-    assert!(
-        text.contains("d_model 64, ffn_hidden 170, epochs 24 "),
-        "{text}"
-    );
+    assert!(text.contains("d_model 64 (+1), epochs 24 "), "{text}");
     assert!(text.contains("test_full.B.hr@10"), "{text}");
 
     let table = CsvReadOptions::default()

@@ -83,7 +83,9 @@ const EXECUTION_KEYS: [&str; 2] = ["train.threads", "train.eval_batch_size"];
 ///
 /// A key is named by its last part (`d_model`) unless two differing keys share it. Keys whose
 /// values really differ come first, those with more distinct values before those with fewer
-/// (`d_model 16, seed 1, gate tanh`); a key that only some runs have (a `gca` section against
+/// (`d_model 16, seed 1, gate tanh`); keys that split the runs into the same groups are named
+/// by the first, with the count of the others (`d_model 256 (+1)` where `ffn_hidden` changes
+/// with it); a key that only some runs have (a `gca` section against
 /// `gca = none`) is named once per top-level section, so a GCA run reads `positions [0]` rather
 /// than every setting its section holds. Thread count and evaluation batch size are left out (they do not
 /// change results). A run with nothing to tell it apart (a set of one) is labelled by its id,
@@ -114,11 +116,38 @@ pub fn config_labels(runs: &[(&str, &serde_json::Value)]) -> Vec<String> {
         .map(|k| (k, distinct(flat.iter().filter_map(|f| f.get(k))).len()))
         .collect();
     varying.sort_by_key(|&(_, values)| std::cmp::Reverse(values));
-    let varying: Vec<(&String, bool)> = varying.into_iter().map(|(k, v)| (k, v > 1)).collect();
+    // Keys that split the runs into the same groups (`d_model` and `ffn_hidden`; `lr`,
+    // `weight_decay` and the patiences of one optimiser schedule) tell the same runs apart:
+    // the first names them, with the count of the others (`d_model 256 (+1)`).
+    let groups = |k: &String| {
+        let values: Vec<Option<&Value>> = flat.iter().map(|f| f.get(k)).collect();
+        let seen = distinct(values.iter().copied());
+        values
+            .iter()
+            .map(|v| seen.iter().position(|s| s == v))
+            .collect::<Vec<_>>()
+    };
+    let all_varying: Vec<&String> = varying.iter().map(|(k, _)| *k).collect();
+    let mut kept: Vec<(&String, bool, usize, Vec<Option<usize>>)> = Vec::new();
+    for (k, values) in varying {
+        let differs = values > 1;
+        let g = groups(k);
+        match kept
+            .iter_mut()
+            .find(|(_, d, _, kg)| differs && *d && *kg == g)
+        {
+            Some(first) => first.2 += 1,
+            None => kept.push((k, differs, 0, g)),
+        }
+    }
+    let varying: Vec<(&String, bool, usize)> = kept
+        .into_iter()
+        .map(|(k, d, more, _)| (k, d, more))
+        .collect();
     let last = |k: &str| k.rsplit('.').next().unwrap_or(k).to_owned();
     let name = |k: &String| {
         let short = last(k);
-        let shared = varying.iter().filter(|(o, _)| last(o) == short).count() > 1;
+        let shared = all_varying.iter().filter(|o| last(o) == short).count() > 1;
         if shared {
             k.clone()
         } else {
@@ -134,7 +163,7 @@ pub fn config_labels(runs: &[(&str, &serde_json::Value)]) -> Vec<String> {
         .map(|(f, (id, _))| {
             let mut parts = Vec::new();
             let mut named_sections = BTreeSet::new();
-            for (k, differs) in &varying {
+            for (k, differs, more) in &varying {
                 let Some(v) = f.get(*k) else { continue };
                 if !differs && named_sections.contains(&section(k)) {
                     continue;
@@ -145,7 +174,12 @@ pub fn config_labels(runs: &[(&str, &serde_json::Value)]) -> Vec<String> {
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                parts.push(format!("{} {shown}", name(k)));
+                let more = if *more > 0 {
+                    format!(" (+{more})")
+                } else {
+                    String::new()
+                };
+                parts.push(format!("{} {shown}{more}", name(k)));
             }
             if parts.is_empty() {
                 (*id).to_owned()
@@ -727,9 +761,9 @@ mod tests {
         assert_eq!(
             labels,
             [
-                "d 1, gca.heads 4, dropout 0.1, model.heads 2, layers 1, lr 0.001",
-                "d 2, gca.heads 8, dropout 0.5, model.heads 4, layers 2, lr 0.0001",
-                "d 3, gca.heads 8, dropout 0.5, model.heads 4, layers 2, lr 0.0001",
+                "d 1, gca.heads 4 (+4)",
+                "d 2, gca.heads 8 (+4)",
+                "d 3, gca.heads 8 (+4)",
             ]
         );
     }
