@@ -1032,8 +1032,7 @@ mod tests {
         let w = seeded(&[b, h, q, k], 2);
         let fused = masked_softmax(scores.as_tensor(), &bias, 0.7).unwrap();
         let refr = reference(scores.as_tensor(), &bias, 0.7);
-        let diff = (&fused - &refr).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(diff.to_scalar::<f64>().unwrap() < 1e-12);
+        assert!(gap(&fused, &refr) < 1e-12);
         let row = fused.narrow(0, 1, 1).unwrap().narrow(2, 0, 1).unwrap();
         assert_eq!(
             row.abs()
@@ -1051,13 +1050,7 @@ mod tests {
             .backward()
             .unwrap();
         let gr = (&refr * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        let d = (gf.get(&scores).unwrap() - gr.get(&scores).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
-        assert!(d.to_scalar::<f64>().unwrap() < 1e-12);
+        assert!(gap(gf.get(&scores).unwrap(), gr.get(&scores).unwrap()) < 1e-12);
     }
 
     #[test]
@@ -1067,18 +1060,7 @@ mod tests {
         let w = seeded(&[7, 9], 5);
         let fused = silu_mul(a.as_tensor(), b.as_tensor()).unwrap();
         let refr = (a.as_tensor().silu().unwrap() * b.as_tensor()).unwrap();
-        let close = |x: &Tensor, y: &Tensor| {
-            (x - y)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap()
-                < 1e-12
-        };
-        assert!(close(&fused, &refr));
+        assert!(gap(&fused, &refr) < 1e-12);
         let gf = (&fused * &w)
             .unwrap()
             .sum_all()
@@ -1087,7 +1069,7 @@ mod tests {
             .unwrap();
         let gr = (&refr * &w).unwrap().sum_all().unwrap().backward().unwrap();
         for v in [&a, &b] {
-            assert!(close(gf.get(v).unwrap(), gr.get(v).unwrap()));
+            assert!(gap(gf.get(v).unwrap(), gr.get(v).unwrap()) < 1e-12);
         }
     }
 
@@ -1109,16 +1091,6 @@ mod tests {
             .unwrap()
             .broadcast_add(bt)
             .unwrap();
-        let gap = |p: &Tensor, q: &Tensor| {
-            (p - q)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap()
-        };
         assert!(gap(&fused, &refr) < 1e-12);
         let gf = (&fused * &gw)
             .unwrap()
@@ -1146,12 +1118,10 @@ mod tests {
         for m in [&rows, &full] {
             let fused = mask_mul(x.as_tensor(), m).unwrap();
             let refr = x.as_tensor().broadcast_mul(m).unwrap();
-            let d = (&fused - &refr).unwrap().abs().unwrap().max_all().unwrap();
-            assert_eq!(d.to_scalar::<f64>().unwrap(), 0.0);
+            assert_eq!(gap(&fused, &refr), 0.0);
             let g = fused.sum_all().unwrap().backward().unwrap();
             let want = m.broadcast_as((2, 3, 4)).unwrap();
-            let d = (g.get(&x).unwrap() - want).unwrap().abs().unwrap();
-            assert_eq!(d.max_all().unwrap().to_scalar::<f64>().unwrap(), 0.0);
+            assert_eq!(gap(g.get(&x).unwrap(), &want), 0.0);
         }
         let bad = Tensor::zeros((2, 1, 4), DType::F64, &Device::Cpu).unwrap();
         let err = mask_mul(x.as_tensor(), &bad).unwrap_err().to_string();
