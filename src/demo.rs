@@ -11,12 +11,11 @@ use anyhow::{bail, Context, Result};
 
 use crate::analysis::study::{study_frame, StudyReport};
 use crate::plot::{figures_from_runs, FiguresReport};
-use crate::runs::{load_runs, write_atomic, LoadOptions};
+use crate::runs::{load_runs, write_atomic, write_csv, LoadOptions};
 use crate::sweep::engine::check_run_config;
 use crate::sweep::local::{run_local, LocalOptions};
 use crate::sweep::plan::SweepDir;
 use crate::sweep::spec::SweepSpec;
-use polars::prelude::{CsvWriter, SerWriter};
 
 /// Where the demo reads and writes.
 #[derive(Debug, Clone)]
@@ -74,9 +73,7 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoReport> {
     let (mut study, _) = study_frame(&set)?;
     let report = StudyReport::of(&study, "ndcg@10")?;
     // The tables next to the runs: the study frame as CSV and the report as text.
-    let mut csv = Vec::new();
-    CsvWriter::new(&mut csv).finish(&mut study)?;
-    write_atomic(&dir.root.join("study.csv"), &csv)?;
+    write_csv(&dir.root.join("study.csv"), &mut study)?;
     write_atomic(&dir.root.join("report.txt"), report.to_string().as_bytes())?;
     let figures = figures_from_runs(&dir.runs(), &opts.figures)
         .with_context(|| format!("drawing figures into {}", opts.figures.display()))?;

@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use polars::prelude::{CsvWriter, SerWriter};
 
-use super::{load_runs, write_atomic, LoadOptions};
+use super::{load_runs, write_csv, LoadOptions};
 
 /// Arguments of `cdsr-lab runs`.
 #[derive(clap::Args, Debug)]
@@ -51,9 +50,7 @@ pub fn run(args: RunsArgs) -> anyhow::Result<()> {
         .results_frame(&metrics, args.full_ranking)
         .with_context(|| format!("runs under {}", args.runs_dir.display()))?;
     if let Some(path) = &args.csv {
-        let mut csv = Vec::new();
-        CsvWriter::new(&mut csv).finish(&mut table)?;
-        write_atomic(path, &csv)?;
+        write_csv(path, &mut table)?;
     }
     println!("{} runs from {}", set.len(), args.runs_dir.display());
     print!("{}", super::frames::text_table(&table, 4));

@@ -76,4 +76,4 @@ pub use reader::{
     LoadReport, LoadedRun, NanPolicy, RunSet,
 };
 pub use tensors::{MappedTensors, Tensor, TensorData, TensorSet};
-pub use writer::{write_atomic, write_parquet, RunWriter};
+pub use writer::{write_atomic, write_csv, write_parquet, RunWriter};

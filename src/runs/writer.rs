@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use polars::prelude::{DataFrame, ParquetWriter};
+use polars::prelude::{CsvWriter, DataFrame, ParquetWriter, SerWriter};
 use serde::Serialize;
 
 use super::error::RunError;
@@ -18,6 +18,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
     let tmp = tmp_path(path);
     std::fs::write(&tmp, bytes).map_err(|e| RunError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| RunError::io(path, e))
+}
+
+/// Writes `df` as CSV (with a header) to `path` through a temporary file and a rename.
+pub fn write_csv(path: &Path, df: &mut DataFrame) -> Result<(), RunError> {
+    let mut bytes = Vec::new();
+    CsvWriter::new(&mut bytes)
+        .finish(df)
+        .map_err(|e| RunError::Polars {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+    write_atomic(path, &bytes)
 }
 
 /// Writes `df` as Parquet to `path` through a temporary file and a rename.
