@@ -75,7 +75,7 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoReport> {
     // The tables next to the runs: the study frame as CSV and the report as text.
     write_csv(&dir.root.join("study.csv"), &mut study)?;
     write_atomic(&dir.root.join("report.txt"), report.to_string().as_bytes())?;
-    let figures = figures_from_runs(&dir.runs(), &opts.figures)
+    let figures = figures_from_runs(&dir.runs(), &opts.figures, LoadOptions::default())
         .with_context(|| format!("drawing figures into {}", opts.figures.display()))?;
     Ok(DemoReport {
         trained_now: local.completed.len(),

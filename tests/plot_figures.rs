@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use cdsr_lab::plot::{self, Plot, PlotError};
+use cdsr_lab::runs::LoadOptions;
 use polars::prelude::*;
 
 /// Saves `plot` into `dir` and checks both files: PNG decodes to `size` with real pixel
@@ -376,7 +377,7 @@ fn evcxr_display_wraps_the_svg() {
 fn figures_from_an_empty_runs_dir_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("figures");
-    let err = plot::figures_from_runs(dir.path(), &out)
+    let err = plot::figures_from_runs(dir.path(), &out, LoadOptions::default())
         .unwrap_err()
         .to_string();
     assert!(
@@ -387,4 +388,12 @@ fn figures_from_an_empty_runs_dir_is_an_error_naming_it() {
         !out.exists(),
         "nothing is written when there is nothing to draw"
     );
+    let watching = LoadOptions {
+        include_incomplete: true,
+        ..LoadOptions::default()
+    };
+    let err = plot::figures_from_runs(dir.path(), &out, watching)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("no run under"), "{err}");
 }

@@ -410,6 +410,20 @@ fn cli_runs_tabulates_real_runs_by_what_sets_them_apart() {
         err.contains("test.A.ndcg@11") && err.contains("mrr"),
         "{err}"
     );
+
+    let empty = tempfile::tempdir().unwrap();
+    let none = common::cdsr_lab()
+        .arg("runs")
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert!(!none.status.success());
+    let err = String::from_utf8_lossy(&none.stderr);
+    let dir = empty.path().display().to_string();
+    assert!(
+        err.contains("no complete run under") && err.contains(&dir),
+        "{err}"
+    );
 }
 
 /// A run still training shows, with `include_incomplete`, the epochs logged so far and the test

@@ -49,13 +49,23 @@ fn non_null(df: &DataFrame, col: &str) -> PolarsResult<DataFrame> {
         .collect()
 }
 
-/// Loads every complete run under `runs_dir` and writes figures 1-6 into `out_dir` as PNG and
-/// SVG. A figure whose input is absent is skipped with the reason; drawing errors are errors.
-pub fn figures_from_runs(runs_dir: &Path, out_dir: &Path) -> anyhow::Result<FiguresReport> {
-    let set = load_runs(runs_dir, LoadOptions::default())?;
+/// Loads the runs under `runs_dir` (complete ones only unless `options` includes runs still
+/// training) and writes figures 1-6 into `out_dir` as PNG and SVG. A figure whose input is
+/// absent is skipped with the reason; drawing errors are errors.
+pub fn figures_from_runs(
+    runs_dir: &Path,
+    out_dir: &Path,
+    options: LoadOptions,
+) -> anyhow::Result<FiguresReport> {
+    let set = load_runs(runs_dir, options)?;
     if set.is_empty() {
         anyhow::bail!(
-            "no complete run under {} ({} skipped)",
+            "no {}run under {} ({} skipped)",
+            if options.include_incomplete {
+                ""
+            } else {
+                "complete "
+            },
             runs_dir.display(),
             set.report.skipped.len()
         );
@@ -63,10 +73,10 @@ pub fn figures_from_runs(runs_dir: &Path, out_dir: &Path) -> anyhow::Result<Figu
     figures_of_runs(&set, out_dir)
 }
 
-/// [`figures_from_runs`] for runs already loaded, e.g. with
-/// [`LoadOptions::include_incomplete`](crate::runs::LoadOptions) to watch runs still training:
-/// their curves are drawn up to the last epoch written, while the figures of final results
-/// (which read the manifest's test metrics) leave them out.
+/// [`figures_from_runs`] for runs already loaded. Runs still training (loaded with
+/// [`LoadOptions::include_incomplete`](crate::runs::LoadOptions)) have their curves drawn up to
+/// the last epoch written, while the figures of final results (which read the manifest's test
+/// metrics) leave them out.
 pub fn figures_of_runs(set: &RunSet, out_dir: &Path) -> anyhow::Result<FiguresReport> {
     let (study, tensor_report) = study_frame(set)?;
     let mut figures = Vec::new();

@@ -1,7 +1,7 @@
 //! `cdsr-lab figures RUNS_DIR --out DIR`: regenerate every figure from a tree of runs.
 use std::path::PathBuf;
 
-use crate::runs::{load_runs, LoadOptions};
+use crate::runs::LoadOptions;
 
 /// Arguments of `cdsr-lab figures`.
 #[derive(clap::Args, Debug)]
@@ -17,17 +17,11 @@ pub struct FiguresArgs {
 }
 
 pub fn run(args: FiguresArgs) -> anyhow::Result<()> {
-    let report = if args.include_incomplete {
-        let options = LoadOptions {
-            include_incomplete: true,
-            ..LoadOptions::default()
-        };
-        let set = load_runs(&args.runs_dir, options)?;
-        anyhow::ensure!(!set.is_empty(), "no run under {}", args.runs_dir.display());
-        super::figures_of_runs(&set, &args.out)?
-    } else {
-        super::figures_from_runs(&args.runs_dir, &args.out)?
+    let options = LoadOptions {
+        include_incomplete: args.include_incomplete,
+        ..LoadOptions::default()
     };
+    let report = super::figures_from_runs(&args.runs_dir, &args.out, options)?;
     println!("{} runs from {}", report.runs, args.runs_dir.display());
     for f in &report.figures {
         println!("{f}");
