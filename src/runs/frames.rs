@@ -214,58 +214,41 @@ pub fn config_labels(runs: &[(&str, &serde_json::Value)]) -> Vec<String> {
 /// );
 /// ```
 pub fn text_table(df: &DataFrame, decimals: usize) -> String {
-    let columns: Vec<(String, bool, Vec<String>)> = df
+    let cell = |v: PolarsResult<AnyValue>| match v {
+        Ok(AnyValue::Null) | Err(_) => "-".to_owned(),
+        Ok(AnyValue::Float64(v)) => format!("{v:.decimals$}"),
+        Ok(AnyValue::Float32(v)) => format!("{v:.decimals$}"),
+        Ok(AnyValue::String(v)) => v.to_owned(),
+        Ok(v) => v.to_string(),
+    };
+    let right: Vec<bool> = df
         .columns()
         .iter()
-        .map(|c| {
-            let numeric = c.dtype().is_primitive_numeric();
-            let cells = (0..df.height())
-                .map(|i| match c.get(i) {
-                    Ok(AnyValue::Null) | Err(_) => "-".to_owned(),
-                    Ok(AnyValue::Float64(v)) => format!("{v:.decimals$}"),
-                    Ok(AnyValue::Float32(v)) => format!("{v:.decimals$}"),
-                    Ok(AnyValue::String(v)) => v.to_owned(),
-                    Ok(v) => v.to_string(),
-                })
-                .collect();
-            (c.name().to_string(), numeric, cells)
-        })
+        .map(|c| c.dtype().is_primitive_numeric())
         .collect();
-    let widths: Vec<usize> = columns
-        .iter()
-        .map(|(name, _, cells)| {
-            cells
-                .iter()
-                .map(|c| c.chars().count())
-                .chain([name.chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
+    // The header, then one row of cells per frame row.
+    let mut rows: Vec<Vec<String>> =
+        vec![df.columns().iter().map(|c| c.name().to_string()).collect()];
+    rows.extend((0..df.height()).map(|i| df.columns().iter().map(|c| cell(c.get(i))).collect()));
+    let widths: Vec<usize> = (0..right.len())
+        .map(|j| rows.iter().map(|r| r[j].chars().count()).max().unwrap_or(0))
         .collect();
-    let line = |cell: &dyn Fn(usize) -> (String, bool)| {
-        let mut out = String::new();
-        for (j, w) in widths.iter().enumerate() {
-            let (text, right) = cell(j);
-            if j > 0 {
-                out.push_str("  ");
-            }
-            let pad = " ".repeat(w - text.chars().count());
-            if right {
-                out.push_str(&pad);
-                out.push_str(&text);
-            } else {
-                out.push_str(&text);
-                if j + 1 < widths.len() {
-                    out.push_str(&pad);
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .zip(&right)
+            .map(|((text, &w), &right)| {
+                if right {
+                    format!("{text:>w$}")
+                } else {
+                    format!("{text:<w$}")
                 }
-            }
-        }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
         out.push('\n');
-        out
-    };
-    let mut out = line(&|j| (columns[j].0.clone(), columns[j].1));
-    for i in 0..df.height() {
-        out.push_str(&line(&|j| (columns[j].2[i].clone(), columns[j].1)));
     }
     out
 }

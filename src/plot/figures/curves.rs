@@ -38,7 +38,11 @@ pub fn training_curves(df: &DataFrame, metrics: &[&str]) -> Result<Plot, PlotErr
     }
     let n = df.height();
     let epochs = f64s(df, "epoch").map_err(&err)?;
-    let splits = labels(df, "split").map_err(&err)?;
+    let splits: Vec<String> = labels(df, "split")
+        .map_err(&err)?
+        .into_iter()
+        .map(|s| s.unwrap_or_else(|| "?".into()))
+        .collect();
     let runs = match ["label", "run_id"].into_iter().find(|c| has(df, c)) {
         Some(c) => labels(df, c).map_err(&err)?,
         None => vec![None; n],
@@ -49,7 +53,6 @@ pub fn training_curves(df: &DataFrame, metrics: &[&str]) -> Result<Plot, PlotErr
         vec![None; n]
     };
     let run_names = distinct(runs.iter().cloned());
-    let split_of = |i: usize| splits[i].clone().unwrap_or_else(|| "?".into());
 
     let mut panels = Vec::new();
     for &metric in metrics {
@@ -68,25 +71,25 @@ pub fn training_curves(df: &DataFrame, metrics: &[&str]) -> Result<Plot, PlotErr
                 .copied()
                 .filter(|&i| domains[i] == domain)
                 .collect();
-            let mut panel_splits = distinct(in_panel.iter().map(|&i| split_of(i)));
+            let mut panel_splits = distinct(in_panel.iter().map(|&i| &splits[i]));
             panel_splits.sort_by_key(|s| SPLIT_ORDER.iter().position(|o| o == s).unwrap_or(3));
-            let keys = distinct(in_panel.iter().map(|&i| (runs[i].clone(), split_of(i))));
+            let keys = distinct(in_panel.iter().map(|&i| (&runs[i], &splits[i])));
             let lines = keys
                 .into_iter()
                 .map(|(run, split)| {
                     let mut points: Vec<(f64, f64)> = in_panel
                         .iter()
-                        .filter(|&&i| runs[i] == run && split_of(i) == split)
+                        .filter(|&&i| runs[i] == *run && splits[i] == *split)
                         .map(|&i| (epochs[i].unwrap_or(0.0), values[i].unwrap_or(0.0)))
                         .collect();
                     points.sort_by(|a, b| a.0.total_cmp(&b.0));
-                    let name = match &run {
+                    let name = match run {
                         Some(r) => format!("{r} · {split}"),
                         None => split.clone(),
                     };
                     Line {
                         name,
-                        color: color(run_names.iter().position(|r| *r == run).unwrap_or(0)),
+                        color: color(run_names.iter().position(|r| r == run).unwrap_or(0)),
                         dash: panel_splits.iter().position(|s| *s == split).unwrap_or(0),
                         points,
                     }
