@@ -17,6 +17,8 @@ if ! command -v slurmctld >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v ap
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; } \
         || echo "warning: could not install Slurm; tests/sweep_slurm.rs will skip" >&2
 fi
+# With Slurm here, tests/sweep_slurm.rs must run: a cluster that fails to start fails it.
+if command -v slurmctld >/dev/null 2>&1; then export CDSR_EXPECT_SLURM=1; fi
 
 # --- tests ----------------------------------------------------------------------------------
 if [ -z "${CDSR_SHARED_DATA:-}" ] && [ ! -d ../shared/data ]; then

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::analysis::study::{study_frame, StudyReport};
-use crate::plot::{figures_from_runs, FiguresReport};
+use crate::plot::{figures_of_study, FiguresReport};
 use crate::runs::{load_runs, write_atomic, write_csv, LoadOptions};
 use crate::sweep::engine::check_run_config;
 use crate::sweep::local::{run_local, LocalOptions};
@@ -70,12 +70,12 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoReport> {
         );
     }
     let set = load_runs(&dir.runs(), LoadOptions::default())?;
-    let (mut study, _) = study_frame(&set)?;
+    let (mut study, tensor_report) = study_frame(&set)?;
     let report = StudyReport::of(&study, "ndcg@10")?;
     // The tables next to the runs: the study frame as CSV and the report as text.
     write_csv(&dir.root.join("study.csv"), &mut study)?;
     write_atomic(&dir.root.join("report.txt"), report.to_string().as_bytes())?;
-    let figures = figures_from_runs(&dir.runs(), &opts.figures, LoadOptions::default())
+    let figures = figures_of_study(&set, &study, tensor_report, &opts.figures)
         .with_context(|| format!("drawing figures into {}", opts.figures.display()))?;
     Ok(DemoReport {
         trained_now: local.completed.len(),
@@ -116,8 +116,6 @@ pub fn run(args: DemoArgs) -> Result<()> {
         r.trained_now, r.already_complete
     );
     println!("{}", r.report);
-    for f in &r.figures.figures {
-        println!("{f}");
-    }
+    r.figures.print();
     Ok(())
 }

@@ -55,12 +55,16 @@ fn killed_sweep_finishes_with_the_results_of_an_uninterrupted_one() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Kill once some run has a checkpoint, i.e. is part-way through training.
+    // Kill once some run has a checkpoint file (not just its folder), i.e. is part-way
+    // through training with something to resume from.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !ids
-        .iter()
-        .any(|id| broken.join("runs").join(id).join("checkpoint").is_dir())
-    {
+    while !ids.iter().any(|id| {
+        broken
+            .join("runs")
+            .join(id)
+            .join("checkpoint/state.safetensors")
+            .is_file()
+    }) {
         assert!(Instant::now() < deadline, "no run wrote a checkpoint");
         std::thread::sleep(Duration::from_millis(20));
     }

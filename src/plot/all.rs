@@ -11,7 +11,7 @@ use super::{
 };
 use crate::analysis::attention::load_samples;
 use crate::analysis::study::study_frame;
-use crate::runs::{load_runs, LoadOptions, RunSet};
+use crate::runs::{load_runs, LoadOptions, LoadReport, RunSet};
 
 /// What happened to one figure.
 #[derive(Debug)]
@@ -40,6 +40,19 @@ pub struct FiguresReport {
     pub figures: Vec<FigureOutcome>,
     /// Runs skipped by the loader or whose tensors could not be read, with reasons.
     pub skipped_runs: Vec<(PathBuf, String)>,
+}
+
+impl FiguresReport {
+    /// Prints what `cdsr-lab figures` and the demo print: each figure written or skipped on
+    /// stdout, each run that could not be read on stderr.
+    pub fn print(&self) {
+        for f in &self.figures {
+            println!("{f}");
+        }
+        for (path, reason) in &self.skipped_runs {
+            eprintln!("skipped run {}: {reason}", path.display());
+        }
+    }
 }
 
 fn non_null(df: &DataFrame, col: &str) -> PolarsResult<DataFrame> {
@@ -79,6 +92,18 @@ pub fn figures_from_runs(
 /// metrics) leave them out.
 pub fn figures_of_runs(set: &RunSet, out_dir: &Path) -> anyhow::Result<FiguresReport> {
     let (study, tensor_report) = study_frame(set)?;
+    figures_of_study(set, &study, tensor_report, out_dir)
+}
+
+/// [`figures_of_runs`] for a caller that already built the set's
+/// [`study_frame`](crate::analysis::study::study_frame) (the demo writes it as CSV too), so the
+/// captured tensors are read once; `tensor_report` is the study frame's list of unreadable runs.
+pub fn figures_of_study(
+    set: &RunSet,
+    study: &DataFrame,
+    tensor_report: LoadReport,
+    out_dir: &Path,
+) -> anyhow::Result<FiguresReport> {
     let mut figures = Vec::new();
     let mut emit = |name: &str, plot: Result<Option<Plot>, PlotError>, why: &str| {
         let outcome = match plot? {
@@ -94,7 +119,7 @@ pub fn figures_of_runs(set: &RunSet, out_dir: &Path) -> anyhow::Result<FiguresRe
         figures.push(outcome);
         Ok::<_, anyhow::Error>(())
     };
-    let with_cos = non_null(&study, "cos_x_xprime")?;
+    let with_cos = non_null(study, "cos_x_xprime")?;
     let no_capture = "no run has captured GCA tensors";
     emit(
         "orthogonality_vs_ndcg",
@@ -103,7 +128,7 @@ pub fn figures_of_runs(set: &RunSet, out_dir: &Path) -> anyhow::Result<FiguresRe
             .transpose(),
         no_capture,
     )?;
-    emit("ndcg_vs_params", ndcg_vs_params(&study).map(Some), "")?;
+    emit("ndcg_vs_params", ndcg_vs_params(study).map(Some), "")?;
     let with_y = non_null(&with_cos, "cos_x_y")?;
     emit(
         "cos_boxplots",
@@ -114,7 +139,7 @@ pub fn figures_of_runs(set: &RunSet, out_dir: &Path) -> anyhow::Result<FiguresRe
     )?;
     emit(
         "metrics_by_gca_positions",
-        metrics_by_gca_positions(&study, &["ndcg@10", "hr@10"]).map(Some),
+        metrics_by_gca_positions(study, &["ndcg@10", "hr@10"]).map(Some),
         "",
     )?;
     let (samples, samples_report) = load_samples(set)?;

@@ -23,11 +23,6 @@ pub fn run(args: FiguresArgs) -> anyhow::Result<()> {
     };
     let report = super::figures_from_runs(&args.runs_dir, &args.out, options)?;
     println!("{} runs from {}", report.runs, args.runs_dir.display());
-    for f in &report.figures {
-        println!("{f}");
-    }
-    for (path, reason) in &report.skipped_runs {
-        eprintln!("skipped run {}: {reason}", path.display());
-    }
+    report.print();
     Ok(())
 }

@@ -33,7 +33,7 @@ mod frame;
 mod render;
 mod style;
 
-pub use all::{figures_from_runs, figures_of_runs, FigureOutcome, FiguresReport};
+pub use all::{figures_from_runs, figures_of_runs, figures_of_study, FigureOutcome, FiguresReport};
 pub use figures::*;
 pub use frame::FrameError;
 pub use render::{register_font, Figure, Plot};
@@ -57,11 +57,14 @@ pub enum PlotError {
     /// plotters failed while drawing.
     #[error("figure `{figure}`: drawing failed: {message}")]
     Draw { figure: String, message: String },
-    /// Writing an output file failed.
+    /// Creating the output folder failed.
     #[error("writing {path}: {source}")]
     Io {
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },
+    /// Writing an output file failed (the error names the file).
+    #[error("writing {0}")]
+    Write(#[from] crate::runs::RunError),
 }

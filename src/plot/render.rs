@@ -1,6 +1,5 @@
 //! One drawing, two formats: renders a [`Figure`] to SVG text and to an RGB bitmap, writes
 //! both atomically, and shows the SVG inline in evcxr.
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -8,6 +7,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::PlotError;
+use crate::runs::write_atomic;
 
 /// DejaVu Sans (Bitstream Vera licence, `assets/fonts/DejaVuSans-LICENSE.txt`).
 static DEJAVU_SANS: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
@@ -155,20 +155,4 @@ impl Plot {
             self.svg.trim_end()
         )
     }
-}
-
-/// Writes `bytes` to `path` via `path.tmp` + rename, so a kill never leaves half a file.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PlotError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let io = |source| PlotError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io)
 }

@@ -143,12 +143,12 @@ impl TensorSet {
 
     /// Writes the set as safetensors, atomically (a temporary sibling file, then a rename).
     pub fn write(&self, path: &Path) -> Result<(), RunError> {
-        safetensors::serialize_to_file(self.tensors.iter(), None, path).map_err(|e| {
-            RunError::Tensors {
+        let bytes =
+            safetensors::serialize(self.tensors.iter(), None).map_err(|e| RunError::Tensors {
                 path: path.to_owned(),
                 reason: e.to_string(),
-            }
-        })
+            })?;
+        super::write_atomic(path, &bytes)
     }
 }
 

@@ -12,11 +12,16 @@ use super::error::RunError;
 use super::format::*;
 use super::tensors::TensorSet;
 
-/// Writes `bytes` to `path` through `path.tmp` and a rename, so a reader (or a kill) never
-/// sees a half-written file.
+/// Writes `bytes` to `path` through `path.tmp`, a sync and a rename, so a reader (or a kill,
+/// or a power cut) never sees a half-written file. The project's one atomic writer: run
+/// directories, sweeps, checkpoints and figures all go through it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
     let tmp = tmp_path(path);
-    std::fs::write(&tmp, bytes).map_err(|e| RunError::io(&tmp, e))?;
+    let mut file = File::create(&tmp).map_err(|e| RunError::io(&tmp, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| RunError::io(&tmp, e))?;
+    drop(file);
     std::fs::rename(&tmp, path).map_err(|e| RunError::io(path, e))
 }
 

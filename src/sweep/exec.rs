@@ -27,9 +27,6 @@ pub enum ExecOutcome {
     Resumed,
 }
 
-/// Folder inside a run directory that holds the trainer's resume state.
-pub const CHECKPOINT_DIR: &str = "checkpoint";
-
 /// Runs `run` into `dir.run(id)` with `train`, recording the attempt as `executor`.
 pub fn exec_run(
     dir: &SweepDir,
@@ -47,7 +44,9 @@ pub fn exec_run(
         }
         return Ok(ExecOutcome::AlreadyComplete);
     }
-    let resume = run_dir.join(CHECKPOINT_DIR).is_dir();
+    // The trainer's own test (a checkpoint file, not just its folder), so a run killed while
+    // creating the folder starts clean instead of being recorded as resumed.
+    let resume = super::engine::has_checkpoint(&run_dir);
     if run_dir.exists() && !resume {
         // Killed before its first checkpoint: nothing to continue from, start clean.
         std::fs::remove_dir_all(&run_dir)

@@ -39,17 +39,3 @@ pub mod plan;
 pub mod slurm;
 pub mod spec;
 pub mod status;
-
-use std::path::{Path, PathBuf};
-
-use anyhow::{Context, Result};
-
-/// Writes `bytes` to `path` through `path.tmp` and a rename, so a reader (or a kill) never
-/// sees a half-written file.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp: PathBuf = path.with_file_name(name);
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
-}

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use toml::Table;
 
-use super::write_atomic;
+use crate::runs::write_atomic;
 
 /// `format` field of `plan.json`.
 pub const PLAN_FORMAT: &str = "cdsr-lab-sweep-plan";
@@ -61,7 +61,7 @@ impl Plan {
     /// Writes the plan to `path` atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_vec_pretty(self).context("serialising the sweep plan")?;
-        write_atomic(path, &json)
+        Ok(write_atomic(path, &json)?)
     }
 
     pub fn load(path: &Path) -> Result<Plan> {

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 
 use super::plan::{Plan, SweepDir};
 use super::status::run_is_complete;
-use super::write_atomic;
+use crate::runs::write_atomic;
 
 /// The sbatch settings of the job array.
 #[derive(Debug, Clone, PartialEq)]

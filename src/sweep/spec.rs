@@ -92,9 +92,9 @@ struct Candidate {
 #[serde(deny_unknown_fields)]
 struct RawSweep {
     name: String,
-    #[serde(default)]
-    #[allow(dead_code)] // documentation for humans, kept in the file format
-    description: Option<String>,
+    /// Documentation for humans: accepted (and type-checked) but not used.
+    #[serde(default, rename = "description")]
+    _description: Option<String>,
     base: RawBase,
     #[serde(default)]
     seeds: Vec<i64>,

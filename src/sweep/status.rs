@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::plan::{Plan, SweepDir};
-use super::write_atomic;
+use crate::runs::{write_atomic, RUN_JSON};
 
 /// The state of one run in a sweep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Hash)]
@@ -91,7 +91,10 @@ impl AttemptRecord {
         std::fs::create_dir_all(&records)
             .with_context(|| format!("cannot create {}", records.display()))?;
         let json = serde_json::to_vec(self).expect("records serialise");
-        write_atomic(&records.join(format!("{}.json", self.id)), &json)
+        Ok(write_atomic(
+            &records.join(format!("{}.json", self.id)),
+            &json,
+        )?)
     }
 }
 
@@ -166,7 +169,7 @@ pub fn write_table(dir: &SweepDir, rows: &[RunStatus]) -> Result<()> {
     }
     std::fs::create_dir_all(&dir.root)
         .with_context(|| format!("cannot create {}", dir.root.display()))?;
-    write_atomic(&dir.status_table(), &out)
+    Ok(write_atomic(&dir.status_table(), &out)?)
 }
 
 /// Counts and durations over a status table.
@@ -229,12 +232,12 @@ impl std::fmt::Display for Summary {
 pub fn run_is_complete(run_dir: &Path) -> bool {
     #[derive(Deserialize)]
     struct Head {
-        status: String,
+        status: crate::runs::RunStatus,
     }
-    std::fs::read_to_string(run_dir.join("run.json"))
+    std::fs::read_to_string(run_dir.join(RUN_JSON))
         .ok()
         .and_then(|t| serde_json::from_str::<Head>(&t).ok())
-        .is_some_and(|h| h.status == "complete")
+        .is_some_and(|h| h.status == crate::runs::RunStatus::Complete)
 }
 
 pub fn unix_now() -> f64 {
