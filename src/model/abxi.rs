@@ -39,14 +39,14 @@ pub struct Abxi {
 const STREAMS: [&str; 3] = ["x", "a", "b"];
 
 impl Abxi {
-    pub fn new(
+    /// Built through [`super::Model::new`], which checks the options first.
+    pub(crate) fn new(
         cfg: &ModelConfig,
         gca: &GcaConfig,
         vocab: usize,
         mut store: ParamStore,
     ) -> Result<Self> {
         let d = cfg.d_model;
-        gca.check_positions(cfg.layers)?;
         let item;
         let pos;
         {

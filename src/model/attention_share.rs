@@ -163,16 +163,6 @@ impl AttentionShare {
         }
         Some(out)
     }
-
-    /// `raw` as f32, the dtype of the `attn.L.a_cd` tensor in the run format.
-    pub fn raw_f32(&self) -> Array2<f32> {
-        self.raw.mapv(|x| x as f32)
-    }
-
-    /// `norm` as f32, the dtype of the `attn.L.a_cd_norm` tensor in the run format.
-    pub fn norm_f32(&self) -> Array2<f32> {
-        self.norm.mapv(|x| x as f32)
-    }
 }
 
 /// Domain labels and validity of a batch of merged item sequences (`0` = padding): label 0 for

@@ -232,7 +232,7 @@ pub fn ib_objective(
             }
             Tensor::from_vec(w, (batch, 1, n, n), &Device::Cpu)
         })
-        .collect::<candle_core::Result<_>>()?;
+        .collect::<super::nn::Result<_>>()?;
     weighted_attention(attn, cfg, "the IB streams", |stream| match stream {
         "a" => Some(&weights[0]),
         "b" => Some(&weights[1]),

@@ -52,18 +52,6 @@ pub struct GcaConfig {
     pub kv_source: KvSource,
 }
 
-impl GcaConfig {
-    /// Positions go from 0 (after the embedding) to `layers` (after the last block).
-    pub fn check_positions(&self, layers: usize) -> Result<()> {
-        if let Some(p) = self.positions.iter().find(|&&p| p > layers) {
-            candle_core::bail!(
-                "gca.positions contains {p}, but the model has {layers} block(s): positions go from 0 to {layers}"
-            );
-        }
-        Ok(())
-    }
-}
-
 impl Default for GcaConfig {
     fn default() -> Self {
         Self {

@@ -23,7 +23,7 @@ impl StreamInput {
         let b = rows.len();
         let l = rows.first().map_or(0, |r| r.len());
         if rows.iter().any(|r| r.len() != l) {
-            candle_core::bail!("stream rows differ in length");
+            super::nn::bail!("stream rows differ in length");
         }
         let mut pos = vec![0u32; b * l];
         let mut mask = vec![0f32; b * l];

@@ -102,6 +102,44 @@ impl Default for ModelConfig {
     }
 }
 
+/// The rules that tie the model's kind and size to its GCA and AutoCDSR+ options. The one
+/// place they live: [`crate::train::RunConfig::validate`] calls it (so `sweep plan` rejects a
+/// bad run before anything trains) and so does [`Model::new`] (for models built without a run
+/// config). The message names the config fields.
+pub fn check_options(
+    cfg: &ModelConfig,
+    gca: &GcaConfig,
+    ib: Option<&IbConfig>,
+) -> std::result::Result<(), String> {
+    if !gca.positions.is_empty() {
+        if !matches!(cfg.kind, ModelKind::Abxi | ModelKind::Sasrec) {
+            return Err(format!(
+                "gca.positions must be empty for model.kind = \"{}\" (GCA runs on the causal streams of \"abxi\" and \"sasrec\")",
+                cfg.kind.as_str()
+            ));
+        }
+        if gca.heads == 0 || cfg.d_model % gca.heads != 0 {
+            return Err(format!(
+                "gca.heads ({}) must divide model.d_model ({})",
+                gca.heads, cfg.d_model
+            ));
+        }
+        if let Some(p) = gca.positions.iter().find(|&&p| p > cfg.layers) {
+            return Err(format!(
+                "gca.positions contains {p}, but the model has {layers} block(s): positions go from 0 to {layers}",
+                layers = cfg.layers
+            ));
+        }
+    }
+    if ib.is_some() && cfg.kind != ModelKind::Bert4rec {
+        return Err(format!(
+            "autocdsr.ib (AutoCDSR+) needs model.kind = \"bert4rec\", not \"{}\": IB tokens read a domain's whole sequence, which would show a causal next-item model the future",
+            cfg.kind.as_str()
+        ));
+    }
+    Ok(())
+}
+
 /// A built model with its parameters. (One model lives per run, so the size difference of
 /// the variants does not matter.)
 #[allow(clippy::large_enum_variant)]
@@ -124,12 +162,8 @@ impl Model {
         seed: u64,
         dtype: DType,
     ) -> Result<Self> {
+        check_options(cfg, gca, ib).map_err(nn::Error::msg)?;
         let store = ParamStore::new(dtype, ChaCha8Rng::seed_from_u64(seed));
-        if ib.is_some() && cfg.kind != ModelKind::Bert4rec {
-            candle_core::bail!(
-                "autocdsr.ib needs model.kind = \"bert4rec\" (IB tokens read a domain's whole sequence, which a causal next-item model may not)"
-            );
-        }
         Ok(match cfg.kind {
             ModelKind::Abxi => Model::Abxi(abxi::Abxi::new(cfg, gca, vocab, store)?),
             ModelKind::Sasrec | ModelKind::SasrecSingle | ModelKind::Bert4rec => {

@@ -64,7 +64,8 @@ pub struct SasRec {
 }
 
 impl SasRec {
-    pub fn new(
+    /// Built through [`super::Model::new`], which checks the options first.
+    pub(crate) fn new(
         cfg: &ModelConfig,
         gca: &GcaConfig,
         ib: Option<&IbConfig>,
@@ -73,13 +74,6 @@ impl SasRec {
         mut store: ParamStore,
     ) -> Result<Self> {
         let d = cfg.d_model;
-        gca.check_positions(cfg.layers)?;
-        if cfg.kind != ModelKind::Sasrec && !gca.positions.is_empty() {
-            candle_core::bail!(
-                "gca.positions must be empty for model.kind = \"{}\" (GCA runs on the causal merged stream of \"sasrec\")",
-                cfg.kind.as_str()
-            );
-        }
         let masked = cfg.kind.is_masked();
         let (item, pos) = {
             let mut s = store.scope("embedding", "embedding");
@@ -178,7 +172,7 @@ impl SasRec {
         let col = |v: &Vec<Vec<bool>>| -> Result<Tensor> {
             let (b, l) = (v.len(), x.len());
             let f: Vec<f32> = v.iter().flatten().map(|&t| t as u8 as f32).collect();
-            Tensor::from_vec(f, (b, l, 1), &candle_core::Device::Cpu)?.to_dtype(dtype)
+            Tensor::from_vec(f, (b, l, 1), &super::nn::Device::Cpu)?.to_dtype(dtype)
         };
         let (ma, mb) = (col(&va)?, col(&vb)?);
         let (xa, xb) = (mask_mul(&h, &ma)?, mask_mul(&h, &mb)?);

@@ -14,7 +14,8 @@ use crate::model::{GcaConfig, ModelConfig, ModelKind};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
-    /// Run name; the run id is `NAME-sSEED`. Default: `MODEL[-gcaP..]`.
+    /// Run name; the run id is `NAME-sSEED-HASH8` ([`RunConfig::run_id`]). Default:
+    /// `MODEL[-gcaP..]`.
     #[serde(default)]
     pub name: Option<String>,
     pub data: DataConfig,
@@ -146,20 +147,11 @@ impl RunConfig {
                 m.d_model, m.heads
             ));
         }
-        if !self.gca.positions.is_empty()
-            && (self.gca.heads == 0 || m.d_model % self.gca.heads != 0)
-        {
-            return Err(format!(
-                "gca.heads ({}) must divide model.d_model ({})",
-                self.gca.heads, m.d_model
-            ));
-        }
-        if let Some(&p) = self.gca.positions.iter().find(|&&p| p > m.layers) {
-            return Err(format!(
-                "gca.positions has {p} but the model has {} block(s) (positions 0..={})",
-                m.layers, m.layers
-            ));
-        }
+        crate::model::check_options(
+            m,
+            &self.gca,
+            self.autocdsr.as_ref().and_then(|a| a.ib.as_ref()),
+        )?;
         if !(0.0..1.0).contains(&m.dropout) {
             return Err(format!(
                 "model.dropout must be in [0, 1), got {}",
@@ -192,12 +184,6 @@ impl RunConfig {
         }
         if let Some(auto) = &self.autocdsr {
             auto.validate(m.layers)?;
-            if auto.ib.is_some() && m.kind != ModelKind::Bert4rec {
-                return Err(format!(
-                    "autocdsr.ib (AutoCDSR+) needs model.kind = \"bert4rec\", not \"{}\": IB tokens read a domain's whole sequence, which would show a causal next-item model the future",
-                    m.kind.as_str()
-                ));
-            }
         }
         Ok(())
     }

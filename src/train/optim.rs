@@ -81,7 +81,7 @@ impl AdamW {
     /// Restores moments and step count from a checkpoint.
     pub fn restore(&mut self, m: Vec<Tensor>, v: Vec<Tensor>, step: u64) -> Result<()> {
         if m.len() != self.vars.len() || v.len() != self.vars.len() {
-            candle_core::bail!(
+            crate::model::nn::bail!(
                 "checkpoint optimiser state has {} tensors, the model {}",
                 m.len(),
                 self.vars.len()

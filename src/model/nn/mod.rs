@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 pub use attention::attention;
 pub use candle_core::backprop::GradStore;
-pub use candle_core::{DType, Device, Tensor, Var, D};
+pub use candle_core::{bail, DType, Device, Tensor, Var, D};
 pub use fused::{dropout, layer_norm, mask_mul, masked_softmax, sampled_softmax_nll, silu_mul};
 pub use matmul::{bmm, linear};
 use rand::Rng;
