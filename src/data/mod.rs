@@ -47,14 +47,39 @@ impl Domain {
             Domain::B => Domain::A,
         }
     }
+
+    /// The name used in files and tables: `"A"` or `"B"`.
+    ///
+    /// ```
+    /// use cdsr_lab::data::Domain;
+    /// assert_eq!(Domain::B.as_str(), "B");
+    /// assert_eq!("A".parse::<Domain>(), Ok(Domain::A));
+    /// assert!("Food".parse::<Domain>().is_err());
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Domain::A => "A",
+            Domain::B => "B",
+        }
+    }
 }
 
 impl std::fmt::Display for Domain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Domain::A => "A",
-            Domain::B => "B",
-        })
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Domain {
+    type Err = String;
+
+    /// Parses `"A"` or `"B"`; the error says what was found.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "A" => Ok(Domain::A),
+            "B" => Ok(Domain::B),
+            other => Err(format!("domain `{other}` is not A or B")),
+        }
     }
 }
 
@@ -212,7 +237,9 @@ pub mod tfrecord;
 pub use error::{DataError, LineIssue, RecordIssue};
 pub use kuairand::KuaiRandConfig;
 pub use layout::{EvalBatch, EvalLayout, LayoutConfig, StreamAlignment, TrainBatch, TrainLayout};
-pub use negatives::{sample_train_negatives, NegativeSharing};
+pub use negatives::{
+    check_train_negatives, sample_train_negatives, NegativeSharing, TooFewNegatives,
+};
 pub use source::{load, Format, Loaded};
 pub use split::{EvalCase, FileSets, Part, Split, SplitKind, TrainSeq};
 pub use stats::DatasetStats;

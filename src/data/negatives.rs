@@ -23,10 +23,58 @@ pub enum NegativeSharing {
     PerRow,
 }
 
+/// A training row whose sequence leaves fewer than `n` items of a domain to draw from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "user {user}: domain {domain} has {free} items outside the training sequence, fewer than \
+     the {n} training negatives per domain asked for"
+)]
+pub struct TooFewNegatives {
+    /// Index into `dataset.users`.
+    pub user: usize,
+    pub domain: Domain,
+    pub free: usize,
+    pub n: usize,
+}
+
+/// Checks, before training starts, that every row of `layout` leaves at least `n` items of
+/// each domain outside its training sequence, so [`sample_train_negatives`] cannot run out in
+/// the middle of an epoch. Returns the first row that does not.
+pub fn check_train_negatives(
+    ds: &Dataset,
+    layout: &TrainLayout,
+    n: usize,
+) -> Result<(), TooFewNegatives> {
+    if n == 0 {
+        return Ok(());
+    }
+    for (&user, &len) in layout.users.iter().zip(&layout.train_len) {
+        let user = user as usize;
+        let mut seen: Vec<ItemId> = ds.users[user].items[..len as usize].to_vec();
+        seen.sort_unstable();
+        seen.dedup();
+        for domain in Domain::BOTH {
+            let range = ds.item_range(domain);
+            let inside = seen.iter().filter(|&&i| range.contains(&i)).count();
+            let free = ds.n_items[domain.index()] - inside;
+            if free < n {
+                return Err(TooFewNegatives {
+                    user,
+                    domain,
+                    free,
+                    n,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Draws training negatives for `batch`: returns `[batch, max_len, 2 * n]` row-major, the
 /// `n` A negatives then the `n` B negatives at each position; all 0 where there is no target.
 ///
-/// Panics if a domain has fewer than `n` items outside a user's training sequence.
+/// Panics if a domain has fewer than `n` items outside a user's training sequence: check the
+/// layout once with [`check_train_negatives`] first (the trainer does).
 pub fn sample_train_negatives(
     ds: &Dataset,
     layout: &TrainLayout,
@@ -62,7 +110,7 @@ pub fn sample_train_negatives(
                         free >= n,
                         "user {user}: domain {} has {free} items outside the training \
                              sequence, fewer than {n} negatives",
-                        if d == 0 { "A" } else { "B" }
+                        Domain::BOTH[d]
                     );
                     gen = gen.wrapping_add(1);
                     if gen == 0 {
@@ -106,6 +154,27 @@ mod tests {
     use super::*;
     use crate::data::{LayoutConfig, Split};
     use std::collections::HashSet;
+
+    #[test]
+    fn too_few_negatives_are_found_before_training() {
+        // B = 21..=24: user 0 has seen 21 and 22 in training, leaving 2 of 4.
+        let seqs: Vec<Vec<ItemId>> = vec![vec![1, 21, 2, 22, 3, 23], vec![5, 6, 24, 7]];
+        let ds = Dataset::from_sequences("t", [20, 4], seqs);
+        let split = Split::leave_one_out(&ds);
+        let layout = TrainLayout::build(&ds, &split, LayoutConfig::default());
+        assert_eq!(check_train_negatives(&ds, &layout, 2), Ok(()));
+        let err = check_train_negatives(&ds, &layout, 3).unwrap_err();
+        assert_eq!(
+            err,
+            TooFewNegatives {
+                user: 0,
+                domain: Domain::B,
+                free: 2,
+                n: 3
+            }
+        );
+        assert!(err.to_string().contains("user 0: domain B has 2 items"));
+    }
 
     #[test]
     fn negatives_are_in_domain_distinct_and_unseen() {

@@ -293,15 +293,9 @@ fn map_metrics(spec: &ForeignMetrics, dir: &Path) -> Result<Vec<MetricsRow>, Run
                 } else {
                     Some(match spec.domain_values.get(&raw) {
                         Some(d) => *d,
-                        None => match raw.as_str() {
-                            "A" => Domain::A,
-                            "B" => Domain::B,
-                            other => {
-                                return Err(err(format!(
-                                "domain `{other}` is not A/B; map it in [metrics.domain_values]"
-                            )))
-                            }
-                        },
+                        None => raw
+                            .parse()
+                            .map_err(|e| err(format!("{e}; map it in [metrics.domain_values]")))?,
                     })
                 }
             }

@@ -414,7 +414,7 @@ impl RunSet {
             &["test"]
         };
         for eval in evals {
-            for d in ["A", "B"] {
+            for d in crate::data::Domain::BOTH {
                 for m in metrics {
                     wanted.push(format!("{eval}.{d}.{m}"));
                 }
@@ -514,10 +514,7 @@ impl RunSet {
                 label.push(run_label.as_str());
                 epoch.push(i64::from(row.epoch));
                 split.push(row.split.as_str());
-                domain.push(row.domain.map(|d| match d {
-                    crate::data::Domain::A => "A",
-                    crate::data::Domain::B => "B",
-                }));
+                domain.push(row.domain.map(crate::data::Domain::as_str));
                 for k in &keys {
                     values
                         .get_mut(k)
@@ -581,16 +578,9 @@ pub fn gca_tensor_stats(
                     format!("tensor `{name}`: position is not an integer"),
                 )
             })?;
-            let dom = match parts[2] {
-                "A" => crate::data::Domain::A,
-                "B" => crate::data::Domain::B,
-                other => {
-                    return Err(super::RunError::invalid(
-                        path,
-                        format!("tensor `{name}`: domain `{other}` is not A or B"),
-                    ))
-                }
-            };
+            let dom: crate::data::Domain = parts[2]
+                .parse()
+                .map_err(|e| super::RunError::invalid(path, format!("tensor `{name}`: {e}")))?;
             groups.insert((pos, dom));
         }
     }

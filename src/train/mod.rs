@@ -121,6 +121,8 @@ fn prepare(cfg: &RunConfig) -> anyhow::Result<Prepared> {
             ..Default::default()
         },
     );
+    data::check_train_negatives(&ds, &train, cfg.train.negatives_per_domain)
+        .context("train.negatives_per_domain")?;
     let valid = EvalLayout::build(&ds, &split, Part::Valid, l);
     let test = EvalLayout::build(&ds, &split, Part::Test, l);
     let seed = cfg.train.seed;
