@@ -118,6 +118,14 @@ fn share_by_cell_gives_means_and_t_intervals() {
         .unwrap_err()
         .to_string()
         .contains("row 1"));
+    // In a frame stacked from runs, the run is named too.
+    let n = bad.height();
+    let ids: Vec<String> = (0..n).map(|i| format!("run-{i}")).collect();
+    bad.with_column(Column::new("run_id".into(), ids)).unwrap();
+    let err = share_by_cell(&bad, &["domain"], 0.95)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("row 1 (run run-1)"), "{err}");
 }
 
 #[test]

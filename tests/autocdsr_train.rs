@@ -241,11 +241,17 @@ fn single_domain_model_refuses_gca() {
     let mut cfg = sasrec_smoke(None);
     cfg.model.kind = ModelKind::SasrecSingle;
     cfg.gca.positions = vec![0];
+    // The config check refuses it (so `sweep plan` does, before anything trains) ...
+    let err = cfg.validate().unwrap_err();
+    assert!(err.contains("gca.positions must be empty"), "{err}");
+    assert!(err.contains("sasrec-single"), "{err}");
+    // ... and so does training, without writing a run.
     let dir = tempfile::tempdir().unwrap();
     let err = train(&cfg, &dir.path().join("r"), quiet())
         .unwrap_err()
         .to_string();
     assert!(err.contains("gca.positions must be empty"), "{err}");
+    assert!(!dir.path().join("r").join("run.json").exists());
 }
 
 #[test]
@@ -360,6 +366,22 @@ fn diagnostic_joins_single_and_cross_domain_runs_case_by_case() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("test case 0 is in domain"), "{err}");
+    // A mistyped column names the file and the column.
+    let mut mistyped = ts.clone();
+    mistyped
+        .replace(
+            "hit@10",
+            polars::prelude::Column::new("hit@10".into(), vec![1i64; ts.height()]),
+        )
+        .unwrap();
+    cdsr_lab::runs::write_parquet(&path, &mut mistyped).unwrap();
+    let err = write_success_cells(&s.run_dir, &c.run_dir)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&path.display().to_string()) && err.contains("column `hit@10`"),
+        "{err}"
+    );
 
     // A run without test cases is named in the error.
     std::fs::remove_file(&path).unwrap();

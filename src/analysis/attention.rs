@@ -11,13 +11,12 @@
 //!   (a single-domain model and a cross-domain model evaluated on the same test cases);
 //!   [`write_success_cells`] saves them as the cross-domain run's `samples.parquet`.
 
-use ndarray::ArrayView3;
-use polars::prelude::*;
-use statrs::distribution::{ContinuousCDF, StudentsT};
-
+use super::describe::summary;
 use super::stats::{column_f64, group_rows, StatsError};
 use crate::data::Domain;
 use crate::runs::{LoadReport, RunSet};
+use ndarray::ArrayView3;
+use polars::prelude::*;
 
 /// The cross-domain attention share of one sequence.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -99,15 +98,31 @@ pub fn success_cells(
             c.height()
         )));
     }
-    let str_col = |df: &DataFrame, n: &str| -> Result<Vec<Option<String>>, StatsError> {
-        Ok(df
-            .column(n)?
-            .str()?
-            .iter()
-            .map(|v| v.map(str::to_owned))
-            .collect())
+    // A missing or mistyped column names the file it should be in.
+    let in_file = |run: &std::path::Path, n: &str| {
+        let path = run
+            .join(crate::runs::TEST_CASES_PARQUET)
+            .display()
+            .to_string();
+        let n = n.to_owned();
+        move |e: PolarsError| StatsError::Invalid(format!("{path}: column `{n}`: {e}"))
     };
-    let (ds, dc) = (str_col(&s, "domain")?, str_col(&c, "domain")?);
+    let str_col = |df: &DataFrame, path: &std::path::Path, n: &str| {
+        df.column(n)
+            .and_then(|c| c.str().cloned())
+            .map(|c| c.iter().map(|v| v.map(str::to_owned)).collect::<Vec<_>>())
+            .map_err(in_file(path, n))
+    };
+    let bool_col = |df: &DataFrame, path: &std::path::Path, n: &str| {
+        df.column(n)
+            .and_then(|c| c.bool().cloned())
+            .map(|c| c.iter().collect::<Vec<_>>())
+            .map_err(in_file(path, n))
+    };
+    let (ds, dc) = (
+        str_col(&s, single, "domain")?,
+        str_col(&c, cross, "domain")?,
+    );
     if let Some(i) = (0..ds.len()).find(|&i| ds[i] != dc[i]) {
         return Err(StatsError::Invalid(format!(
             "test case {i} is in domain {:?} in {} but {:?} in {}: not the same test cases",
@@ -118,8 +133,8 @@ pub fn success_cells(
         )));
     }
     let (hs, hc) = (
-        s.column("hit@10")?.bool()?.iter().collect::<Vec<_>>(),
-        c.column("hit@10")?.bool()?.iter().collect::<Vec<_>>(),
+        bool_col(&s, single, "hit@10")?,
+        bool_col(&c, cross, "hit@10")?,
     );
     let layers: Vec<String> = c
         .get_column_names()
@@ -136,10 +151,13 @@ pub fn success_cells(
     let (mut sample, mut domain, mut hit_single, mut hit_cross, mut a_cd, mut layer) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for name in &layers {
-        let l: i64 = name["a_cd@".len()..]
-            .parse()
-            .map_err(|_| StatsError::Invalid(format!("bad column name {name}")))?;
-        let v = c.column(name)?.f64()?.to_vec();
+        let l: i64 = name["a_cd@".len()..].parse().map_err(|_| {
+            StatsError::Invalid(format!("{}: bad column name {name}", cross.display()))
+        })?;
+        let v = c
+            .column(name)
+            .and_then(|col| col.f64().map(|v| v.to_vec()))
+            .map_err(in_file(cross, name))?;
         for i in 0..c.height() {
             sample.push(i as i64);
             domain.push(dc[i].clone());
@@ -228,8 +246,19 @@ pub fn load_samples(runs: &RunSet) -> Result<(DataFrame, LoadReport), StatsError
 pub fn share_by_cell(df: &DataFrame, by: &[&str], level: f64) -> Result<DataFrame, StatsError> {
     let a = column_f64(df, "a_cd")?;
     if let Some(i) = a.iter().position(|v| !v.is_finite()) {
+        // Frames stacked from many runs: name the run as well as the row.
+        let run = df
+            .column("run_id")
+            .ok()
+            .and_then(|c| {
+                c.str()
+                    .ok()
+                    .and_then(|c| c.get(i))
+                    .map(|id| format!(" (run {id})"))
+            })
+            .unwrap_or_default();
         return Err(StatsError::Invalid(format!(
-            "a_cd is null or not finite at row {i}"
+            "a_cd is null or not finite at row {i}{run}"
         )));
     }
     let mut keys: Vec<&str> = by.to_vec();
@@ -255,23 +284,13 @@ pub fn share_by_cell(df: &DataFrame, by: &[&str], level: f64) -> Result<DataFram
         hs.push(parse(&key[by.len()])?);
         hc.push(parse(&key[by.len() + 1])?);
         let v: Vec<f64> = rows.iter().map(|&i| a[i]).collect();
-        let m = v.iter().sum::<f64>() / v.len() as f64;
-        n.push(v.len() as i64);
-        mean.push(m);
-        if v.len() >= 2 {
-            let s = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt();
-            let t = StudentsT::new(0.0, 1.0, (v.len() - 1) as f64)
-                .expect("df >= 1")
-                .inverse_cdf(0.5 + level / 2.0);
-            let half = t * s / (v.len() as f64).sqrt();
-            sd.push(Some(s));
-            lo.push(Some(m - half));
-            hi.push(Some(m + half));
-        } else {
-            sd.push(None);
-            lo.push(None);
-            hi.push(None);
-        }
+        let cell = summary(&v)?;
+        let ci = cell.mean_interval(level);
+        n.push(cell.n as i64);
+        mean.push(cell.mean);
+        sd.push(cell.sd);
+        lo.push(ci.map(|c| c.low));
+        hi.push(ci.map(|c| c.high));
     }
     let mut cols: Vec<Column> = by
         .iter()

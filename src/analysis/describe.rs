@@ -17,7 +17,10 @@
 //! assert_eq!((line.slope, line.intercept), (2.0, 1.0));
 //! ```
 
+use statrs::distribution::{ContinuousCDF, StudentsT};
+
 pub use super::stats::StatsError;
+use super::stats::{percentile, Interval};
 
 /// Size, mean and spread of a sample.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -28,6 +31,30 @@ pub struct Summary {
     pub sd: Option<f64>,
     /// Standard error of the mean, `sd / sqrt(n)`; `None` for a single value.
     pub sem: Option<f64>,
+}
+
+impl Summary {
+    /// The t-based confidence interval of the mean at `level` (e.g. 0.95), `mean ± t * sem`
+    /// with `n - 1` degrees of freedom; `None` for a single value.
+    ///
+    /// ```
+    /// use cdsr_lab::analysis::describe::summary;
+    /// let ci = summary(&[0.2, 0.4]).unwrap().mean_interval(0.95).unwrap();
+    /// // t(0.975, 1) = 12.706..., sem = 0.1
+    /// assert!((ci.high - (0.3 + 1.2706204736174707)).abs() < 1e-12);
+    /// assert!(summary(&[0.2]).unwrap().mean_interval(0.95).is_none());
+    /// ```
+    pub fn mean_interval(&self, level: f64) -> Option<Interval> {
+        let sem = self.sem?;
+        let t = StudentsT::new(0.0, 1.0, (self.n - 1) as f64)
+            .ok()?
+            .inverse_cdf(0.5 + level / 2.0);
+        Some(Interval {
+            low: self.mean - t * sem,
+            high: self.mean + t * sem,
+            level,
+        })
+    }
 }
 
 fn check_finite(values: &[f64], what: &'static str) -> Result<(), StatsError> {
@@ -69,14 +96,7 @@ pub fn quantiles(values: &[f64], qs: &[f64]) -> Result<Vec<f64>, StatsError> {
     }
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    Ok(qs
-        .iter()
-        .map(|&q| {
-            let h = (sorted.len() - 1) as f64 * q;
-            let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
-            sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
-        })
-        .collect())
+    Ok(qs.iter().map(|&q| percentile(&sorted, q)).collect())
 }
 
 /// The least-squares line `y = intercept + slope * x`.
