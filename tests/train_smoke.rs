@@ -33,12 +33,25 @@ fn same_seed_same_metrics_and_a_complete_run_dir() {
     assert_eq!(ta, tb, "same seed, different test metrics");
     assert_eq!(a.test_full.unwrap(), b.test_full.unwrap());
     assert_eq!(a.best_epoch, b.best_epoch);
-    // The metrics are real numbers in range and the model learned something over random
-    // (random ranking among 100 candidates has MRR about 0.05).
-    assert!(
-        ta.a.mrr > 0.0 && ta.a.mrr <= 1.0 && ta.b.auc > 0.5,
-        "{ta:?}"
-    );
+    // The metrics are numbers in range. Three epochs on 300 users do not rank above random
+    // (most of the slice's items occur once, so held-out targets are items training never
+    // saw; ranking is shown on the full data, results/abxi-cpu), so learning is checked
+    // on the training loss: it falls every epoch (the first is the warm-up at lr 1e-8).
+    for m in [&ta.a, &ta.b] {
+        assert!(
+            m.mrr > 0.0 && m.mrr <= 1.0 && (0.0..=1.0).contains(&m.auc),
+            "{ta:?}"
+        );
+    }
+    let run = cdsr_lab::runs::load_run(&a.run_dir).unwrap();
+    let loss: Vec<f64> = run
+        .metrics
+        .iter()
+        .filter(|r| r.split == cdsr_lab::runs::Split::Train)
+        .map(|r| r.values["loss"].0)
+        .collect();
+    assert_eq!(loss.len(), 3);
+    assert!(loss.windows(2).all(|w| w[1] < w[0]), "loss {loss:?}");
     for f in [
         "run.json",
         "config.toml",
