@@ -426,6 +426,73 @@ fn cli_runs_tabulates_real_runs_by_what_sets_them_apart() {
     );
 }
 
+/// `cdsr-lab runs --over-seeds` on the committed real runs at ABXI's width: seeds 1-3 of
+/// `abxi-cpu-d256.toml` make one row with their mean and sample sd (the numbers of
+/// results/abxi-cpu/README.md), the optimiser-schedule run another.
+#[test]
+fn cli_runs_over_seeds_averages_the_real_seed_runs() {
+    let root = tempfile::tempdir().unwrap();
+    let results = common::project_root().join("results/abxi-cpu");
+    for run in [
+        "2026-11-23-d256",
+        "2026-11-24-d256-seed2",
+        "2026-11-24-d256-seed3",
+        "2026-11-23-d256-abxi-optim",
+    ] {
+        let dst = root.path().join(run);
+        std::fs::create_dir_all(&dst).unwrap();
+        for f in ["run.json", "metrics.jsonl", "config.toml"] {
+            std::fs::copy(results.join(run).join(f), dst.join(f)).unwrap();
+        }
+    }
+    let csv = root.path().join("table.csv");
+    let text = common::stdout_of(
+        common::cdsr_lab()
+            .arg("runs")
+            .arg(root.path())
+            .args(["--over-seeds", "--include-incomplete", "--csv"])
+            .arg(&csv),
+    );
+    let table = CsvReadOptions::default()
+        .try_into_reader_with_file_path(Some(csv))
+        .unwrap()
+        .finish()
+        .unwrap();
+    assert_eq!(table.height(), 2, "{text}");
+    let seeds = table.column("seeds").unwrap().str().unwrap();
+    let row = (0..2).find(|&i| seeds.get(i) == Some("1, 2, 3")).unwrap();
+    let runs = table.column("runs").unwrap().i64().unwrap();
+    assert_eq!((runs.get(row), runs.get(1 - row)), (Some(3), Some(1)));
+    let get = |c: &str| table.column(c).unwrap().f64().unwrap().get(row).unwrap();
+    // Means and sample sds of .1804/.1838/.1809 and .1259/.1302/.1322 (rounded in the README).
+    for (col, want) in [
+        ("test.A.ndcg@10", 0.1817),
+        ("test.A.ndcg@10 sd", 0.0019),
+        ("test.B.ndcg@10", 0.1295),
+        ("test.B.ndcg@10 sd", 0.0032),
+        ("test.B.hr@10", 0.2296),
+    ] {
+        assert!(
+            (get(col) - want).abs() < 6e-5,
+            "{col}: {} in\n{text}",
+            get(col)
+        );
+    }
+    // The groups are told apart by the optimiser schedule (its five keys co-vary and are named
+    // by the first), not by the seed; a single run has no sd.
+    assert!(text.contains("early_stop_patience 7 (+4) "), "{text}");
+    assert_eq!(
+        table
+            .column("test.A.ndcg@10 sd")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .get(1 - row),
+        None
+    );
+    assert!(!text.contains("seed "), "{text}");
+}
+
 /// A run still training shows, with `include_incomplete`, the epochs logged so far and the test
 /// metrics of its best epoch so far (the last test rows); once finished, the manifest's.
 #[test]

@@ -21,6 +21,10 @@ pub struct RunsArgs {
     /// so far.
     #[arg(long)]
     pub include_incomplete: bool,
+    /// One row per experiment instead of per run: runs that differ only in their seed are
+    /// averaged, each metric with its sample standard deviation (`METRIC sd`).
+    #[arg(long)]
+    pub over_seeds: bool,
     /// Also write the table as CSV to this file.
     #[arg(long)]
     pub csv: Option<PathBuf>,
@@ -46,9 +50,12 @@ pub fn run(args: RunsArgs) -> anyhow::Result<()> {
         args.runs_dir.display()
     );
     let metrics: Vec<&str> = args.metrics.iter().map(String::as_str).collect();
-    let mut table = set
-        .results_frame(&metrics, args.full_ranking)
-        .with_context(|| format!("runs under {}", args.runs_dir.display()))?;
+    let table = if args.over_seeds {
+        set.seed_means_frame(&metrics, args.full_ranking)
+    } else {
+        set.results_frame(&metrics, args.full_ranking)
+    };
+    let mut table = table.with_context(|| format!("runs under {}", args.runs_dir.display()))?;
     if let Some(path) = &args.csv {
         write_csv(path, &mut table)?;
     }
