@@ -31,6 +31,9 @@ enum Command {
     Figures(cdsr_lab::plot::cli::FiguresArgs),
     /// AutoCDSR's diagnostic: per test case, single-domain vs cross-domain hits and a_cd.
     Diagnose(cdsr_lab::analysis::cli::DiagnoseArgs),
+    /// The study report (means over seeds, tests, correlations, parameter matching) of a
+    /// study table saved as CSV.
+    Report(cdsr_lab::analysis::cli::ReportArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,5 +45,6 @@ fn main() -> anyhow::Result<()> {
         Command::Runs(args) => cdsr_lab::runs::cli::run(args),
         Command::Figures(args) => cdsr_lab::plot::cli::run(args),
         Command::Diagnose(args) => cdsr_lab::analysis::cli::run(args),
+        Command::Report(args) => cdsr_lab::analysis::cli::report(args),
     }
 }

@@ -54,6 +54,44 @@ fn exact_log_linear_family_gives_closed_form_ratios() {
 }
 
 #[test]
+fn seeds_of_the_nearest_size_are_averaged_and_a_falling_family_gives_no_ratio() {
+    // Three seeds at 1M and 2M, one at 4M; acc = 0.02 ln(p) - 0.1 plus a seed offset.
+    let f = |p: f64| 0.02 * p.ln() - 0.1;
+    let mut base = Vec::new();
+    for (p, offsets) in [
+        (1e6, &[0.0, 0.01, -0.01][..]),
+        (2e6, &[0.003, 0.006, 0.0]),
+        (4e6, &[0.0]),
+    ] {
+        for (s, o) in offsets.iter().enumerate() {
+            base.push(pt(&format!("b{p}-s{s}"), p, f(p) + o));
+        }
+    }
+    let gca = [pt("g", 2.1e6, f(2e6) + 0.01)];
+    let m = param_match(&gca, &base, 0.95).unwrap();
+    // Against the mean of the 2M seeds (f(2M) + 0.003), not against whichever seed came first.
+    assert_eq!(
+        (m[0].nearest_baseline.params, m[0].nearest_baseline_runs),
+        (2e6, 3)
+    );
+    assert!((m[0].nearest_baseline.accuracy - (f(2e6) + 0.003)).abs() < 1e-12);
+    assert!((m[0].accuracy_gain - 0.007).abs() < 1e-12);
+    assert!(m[0].efficiency_ratio.unwrap() > 1.0);
+
+    // Baselines that get worse with size (a small slice's noise) define no efficiency: no
+    // ratio and no interval, instead of an extrapolated 1e59.
+    let falling: Vec<ParamPoint> = [(1e6, 0.050), (1.5e6, 0.046), (2e6, 0.044)]
+        .iter()
+        .map(|&(p, a)| pt("b", p, a))
+        .collect();
+    let m = param_match(&[pt("g", 1.6e6, 0.030)], &falling, 0.95).unwrap();
+    assert_eq!(m[0].params_needed, None);
+    assert_eq!(m[0].efficiency_ratio, None);
+    assert_eq!(m[0].ratio_interval, None);
+    assert!((m[0].accuracy_gain - (0.030 - 0.046)).abs() < 1e-12);
+}
+
+#[test]
 fn noisy_fit_interval_contains_the_ratio_and_matches_hand_computation() {
     // Points at ln p = 0, 1, 2, 3 with residuals +e, -e, -e, +e around acc = 0.1 + 0.05 ln p.
     let e = 0.01;

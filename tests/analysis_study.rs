@@ -166,3 +166,30 @@ fn study_table_and_report_of_gca_baseline_and_autocdsr_runs() {
         "{text}"
     );
 }
+
+mod common;
+
+/// `cdsr-lab report` recomputes the committed reports from their committed study tables, so a
+/// report in `results/` is reproducible from its CSV alone (and a change of the report shows up
+/// here); a CSV without the study columns is an error naming the file.
+#[test]
+fn cli_report_recomputes_the_committed_reports_from_their_csv() {
+    let results = common::project_root().join("results");
+    for study in ["study", "abxi-cpu-seeds", "autocdsr"] {
+        let dir = results.join(study);
+        let text = common::stdout_of(common::cdsr_lab().arg("report").arg(dir.join("study.csv")));
+        let committed = std::fs::read_to_string(dir.join("report.txt")).unwrap();
+        assert_eq!(
+            text, committed,
+            "results/{study}/report.txt is not what its CSV gives"
+        );
+    }
+    let out = common::cdsr_lab()
+        .arg("report")
+        .arg(results.join("abxi-cpu/2026-11-23-d256/run.json"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2026-11-23-d256/run.json"), "{err}");
+}

@@ -1,4 +1,5 @@
-//! `cdsr-lab diagnose`: AutoCDSR's success/failure diagnostic of two trained runs.
+//! `cdsr-lab diagnose`: AutoCDSR's success/failure diagnostic of two trained runs;
+//! `cdsr-lab report`: the study report of a study table saved as CSV.
 
 use std::path::PathBuf;
 
@@ -35,5 +36,32 @@ pub fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
         s
     };
     println!("{}", share_by_cell(&samples, &["domain", "layer"], 0.95)?);
+    Ok(())
+}
+
+/// Arguments of `cdsr-lab report`.
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// A study table as CSV (the demo's `study.csv`).
+    pub study_csv: PathBuf,
+    /// The accuracy metric the report compares.
+    #[arg(long, default_value = "ndcg@10")]
+    pub metric: String,
+    /// Also write the report to this file (atomically).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Prints (and optionally writes) [`super::study::StudyReport`] of a saved study table, so
+/// the committed `results/*/report.txt` are recomputed from their `study.csv`.
+pub fn report(args: ReportArgs) -> anyhow::Result<()> {
+    let study = super::study::read_study_csv(&args.study_csv)?;
+    let report = super::study::StudyReport::of(&study, &args.metric)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.study_csv.display()))?;
+    let text = report.to_string();
+    if let Some(out) = &args.out {
+        crate::runs::write_atomic(out, text.as_bytes())?;
+    }
+    print!("{text}");
     Ok(())
 }

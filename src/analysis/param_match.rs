@@ -3,13 +3,17 @@
 //!
 //! - [`LogLinearFit`]: `accuracy = a + b ln(params)` over the baseline family (ordinary least
 //!   squares), with the t-based confidence interval of the mean response.
-//! - [`param_match`]: for each GCA run, the baseline run with the nearest parameter count
-//!   (nearest in `|ln(p_baseline / p_gca)|`), the baseline parameters the fit needs to reach
+//! - [`param_match`]: for each GCA run, the baseline size with the nearest parameter count
+//!   (nearest in `|ln(p_baseline / p_gca)|`; when several baseline runs have that count,
+//!   e.g. one per seed, their mean accuracy), the baseline parameters the fit needs to reach
 //!   the GCA run's accuracy, `params_needed = exp((acc - a) / b)`, and the paper's
 //!   parameter-efficiency ratio `params_needed / params_gca` (> 1: GCA is more
 //!   parameter-efficient). Its interval inverts the fit's confidence band (the parameter
 //!   counts whose band contains the GCA accuracy, i.e. a calibration interval); it is `None`
 //!   when the band does not cross the accuracy within 1e-6..1e6 times the GCA run's count.
+//!   Both are `None` when the baselines' accuracy does not grow with their size (slope <= 0):
+//!   such a family defines no parameter efficiency (extrapolating a falling line would give
+//!   ratios like 1e59).
 
 use polars::prelude::*;
 use statrs::distribution::{ContinuousCDF, StudentsT};
@@ -104,9 +108,10 @@ impl LogLinearFit {
             * (1.0 / self.n as f64 + (lx - self.mean_log_params).powi(2) / self.sxx).sqrt()
     }
 
-    /// The parameter count at which the fit reaches `accuracy`; `None` for a flat fit.
+    /// The parameter count at which the fit reaches `accuracy`; `None` when accuracy does not
+    /// grow with the parameter count (slope <= 0).
     pub fn params_for(&self, accuracy: f64) -> Option<f64> {
-        if self.slope == 0.0 {
+        if self.slope <= 0.0 {
             return None;
         }
         let p = ((accuracy - self.intercept) / self.slope).exp();
@@ -155,8 +160,11 @@ pub struct ParamPoint {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamMatch {
     pub gca: ParamPoint,
-    /// The baseline run with the nearest parameter count.
+    /// The baseline with the nearest parameter count: the first such run's id, its count,
+    /// and the mean accuracy of all baseline runs with that count.
     pub nearest_baseline: ParamPoint,
+    /// How many baseline runs (seeds) `nearest_baseline.accuracy` averages.
+    pub nearest_baseline_runs: usize,
     /// `gca.accuracy - nearest_baseline.accuracy`.
     pub accuracy_gain: f64,
     /// Baseline parameters the fit needs to reach the GCA run's accuracy.
@@ -195,15 +203,24 @@ pub fn param_match(
                     g.run_id
                 )));
             }
-            let nearest = baselines
+            let first = baselines
                 .iter()
                 .min_by(|a, b| {
                     let da = (a.params / g.params).ln().abs();
                     let db = (b.params / g.params).ln().abs();
                     da.total_cmp(&db)
                 })
-                .expect("fit needs >= 3 baselines")
-                .clone();
+                .expect("fit needs >= 3 baselines");
+            // The seeds of that size: compare against their mean, not whichever came first.
+            let same_size: Vec<f64> = baselines
+                .iter()
+                .filter(|b| b.params == first.params)
+                .map(|b| b.accuracy)
+                .collect();
+            let nearest = ParamPoint {
+                accuracy: same_size.iter().sum::<f64>() / same_size.len() as f64,
+                ..first.clone()
+            };
             let needed = fit.params_for(g.accuracy);
             let ratio_interval = fit
                 .params_interval(g.accuracy, g.params * 1e-6, g.params * 1e6, level)
@@ -216,6 +233,7 @@ pub fn param_match(
                 accuracy_gain: g.accuracy - nearest.accuracy,
                 gca: g.clone(),
                 nearest_baseline: nearest,
+                nearest_baseline_runs: same_size.len(),
                 params_needed: needed,
                 efficiency_ratio: needed.map(|p| p / g.params),
                 ratio_interval,
@@ -228,7 +246,8 @@ pub fn param_match(
 /// runs, the others baselines; `params` and `accuracy` name numeric columns (e.g.
 /// `params.total`, `test.A.ndcg@10`); matching is done separately within each group of `by`
 /// (e.g. `["dataset"]`). Output: the `by` columns, `run_id`, `params`, `accuracy`,
-/// `baseline_run_id`, `baseline_params`, `baseline_accuracy`, `accuracy_gain`,
+/// `baseline_run_id`, `baseline_params`, `baseline_accuracy` (mean over `baseline_runs` runs
+/// of that size), `baseline_runs`, `accuracy_gain`,
 /// `params_needed`, `efficiency_ratio`, `ratio_low`, `ratio_high`, and the fit's `slope`,
 /// `intercept`, `r_squared`, `n_baselines`.
 pub fn param_match_frame(
@@ -301,6 +320,7 @@ pub fn param_match_frame(
         .clone());
     col!("baseline_params", |(m, _)| m.nearest_baseline.params);
     col!("baseline_accuracy", |(m, _)| m.nearest_baseline.accuracy);
+    col!("baseline_runs", |(m, _)| m.nearest_baseline_runs as i64);
     col!("accuracy_gain", |(m, _)| m.accuracy_gain);
     col!("params_needed", |(m, _)| m.params_needed);
     col!("efficiency_ratio", |(m, _)| m.efficiency_ratio);

@@ -356,6 +356,17 @@ pub struct ParamMatchSummary {
     pub median_ratio: Option<f64>,
 }
 
+/// Reads a study table written as CSV (the demo's `study.csv`, `cdsr-lab runs`-style tables
+/// of [`study_frame`]), inferring each column's type from all rows, so a report can be
+/// recomputed from the CSV alone: `StudyReport::of(&read_study_csv(path)?, "ndcg@10")`.
+pub fn read_study_csv(path: &std::path::Path) -> PolarsResult<DataFrame> {
+    CsvReadOptions::default()
+        .with_infer_schema_length(None)
+        .try_into_reader_with_file_path(Some(path.to_path_buf()))
+        .and_then(|r| r.finish())
+        .map_err(|e| e.context(format!("{}", path.display()).into()))
+}
+
 impl StudyReport {
     /// Computes the report of `study` (a [`study_frame`]) on `metric` (e.g. `ndcg@10`).
     pub fn of(study: &DataFrame, metric: &str) -> PolarsResult<StudyReport> {
@@ -686,11 +697,12 @@ impl std::fmt::Display for StudyReport {
             for p in ms {
                 writeln!(
                     f,
-                    "{model:<8} {domain}: {} ({:.0} params) vs nearest baseline {} ({:.0}): gain {:+.4}, ratio {}",
+                    "{model:<8} {domain}: {} ({:.0} params) vs nearest baseline {} ({:.0}, mean of {} runs): gain {:+.4}, ratio {}",
                     p.gca.run_id,
                     p.gca.params,
                     p.nearest_baseline.run_id,
                     p.nearest_baseline.params,
+                    p.nearest_baseline_runs,
                     p.accuracy_gain,
                     p.efficiency_ratio.map_or("-".into(), |r| format!("{r:.2}"))
                 )?;
