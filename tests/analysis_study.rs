@@ -175,7 +175,13 @@ mod common;
 #[test]
 fn cli_report_recomputes_the_committed_reports_from_their_csv() {
     let results = common::project_root().join("results");
-    for study in ["study", "abxi-cpu-seeds", "autocdsr"] {
+    for study in [
+        "study",
+        "abxi-cpu-seeds",
+        "autocdsr",
+        "autocdsr-plus",
+        "autocdsr-kuairand",
+    ] {
         let dir = results.join(study);
         let text = common::stdout_of(common::cdsr_lab().arg("report").arg(dir.join("study.csv")));
         let committed = std::fs::read_to_string(dir.join("report.txt")).unwrap();

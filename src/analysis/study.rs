@@ -94,34 +94,69 @@ fn config_str<'a>(config: &'a serde_json::Value, path: &[&str]) -> Option<&'a st
     config_at(config, path)?.as_str()
 }
 
-/// `rec`, `autocdsr`, `autocdsr-plus` (with IB tokens), each AutoCDSR one with `-fixed` for a
-/// fixed weight, from a run's `[autocdsr]` section.
-fn config_objective(config: &serde_json::Value) -> &'static str {
-    let Some(a) = config.get("autocdsr").filter(|a| !a.is_null()) else {
-        return "rec";
-    };
-    let fixed = config_str(a, &["weighting", "kind"]) == Some("fixed");
-    let plus = a.get("ib").is_some_and(|ib| !ib.is_null());
-    match (plus, fixed) {
-        (false, false) => "autocdsr",
-        (false, true) => "autocdsr-fixed",
-        (true, false) => "autocdsr-plus",
-        (true, true) => "autocdsr-plus-fixed",
+/// What a run trains for: the plain recommendation loss, or AutoCDSR's (AutoCDSR+ with IB
+/// tokens) with Pareto-MTL or a fixed weight. The study frame's `objective` column holds
+/// [`Objective::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objective {
+    Rec,
+    AutoCdsr { plus: bool, fixed: bool },
+}
+
+impl Objective {
+    /// From a run's `[autocdsr]` section (absent or null: [`Objective::Rec`]).
+    pub fn of_config(config: &serde_json::Value) -> Objective {
+        let Some(a) = config.get("autocdsr").filter(|a| !a.is_null()) else {
+            return Objective::Rec;
+        };
+        Objective::AutoCdsr {
+            plus: a.get("ib").is_some_and(|ib| !ib.is_null()),
+            fixed: config_str(a, &["weighting", "kind"]) == Some("fixed"),
+        }
+    }
+
+    /// `rec`, `autocdsr`, `autocdsr-plus`, each AutoCDSR one with `-fixed` for a fixed weight.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Objective::Rec => "rec",
+            Objective::AutoCdsr {
+                plus: false,
+                fixed: false,
+            } => "autocdsr",
+            Objective::AutoCdsr {
+                plus: false,
+                fixed: true,
+            } => "autocdsr-fixed",
+            Objective::AutoCdsr {
+                plus: true,
+                fixed: false,
+            } => "autocdsr-plus",
+            Objective::AutoCdsr {
+                plus: true,
+                fixed: true,
+            } => "autocdsr-plus-fixed",
+        }
     }
 }
 
 /// The report's grouping label (see the module doc's `setting`).
-fn setting_label(variant: &str, gate: Option<&str>, ln: Option<bool>, objective: &str) -> String {
+fn setting_label(
+    variant: &str,
+    gate: Option<&str>,
+    ln: Option<bool>,
+    objective: Objective,
+) -> String {
     match (objective, gate) {
-        ("autocdsr", _) => "AutoCDSR".into(),
-        ("autocdsr-fixed", _) => "AutoCDSR fixed".into(),
-        ("autocdsr-plus", _) => "AutoCDSR+".into(),
-        ("autocdsr-plus-fixed", _) => "AutoCDSR+ fixed".into(),
-        (_, Some(g)) => format!(
+        (Objective::AutoCdsr { plus, fixed }, _) => format!(
+            "AutoCDSR{}{}",
+            if plus { "+" } else { "" },
+            if fixed { " fixed" } else { "" }
+        ),
+        (Objective::Rec, Some(g)) => format!(
             "{variant} {g}{}",
             if ln.unwrap_or(true) { " LN" } else { " noLN" }
         ),
-        _ => variant.to_owned(),
+        (Objective::Rec, None) => variant.to_owned(),
     }
 }
 
@@ -193,14 +228,14 @@ pub fn study_frame(set: &RunSet) -> PolarsResult<(DataFrame, LoadReport)> {
         let ln = config_at(&m.config, &["gca", "layer_norm"])
             .and_then(|v| v.as_bool())
             .filter(|_| has_gca);
-        let obj = config_objective(&m.config);
+        let obj = Objective::of_config(&m.config);
         for d in Domain::BOTH {
             let Some(test) = m.test.get(&d) else {
                 continue;
             };
             gate.push(g.map(str::to_owned));
             layer_norm.push(ln);
-            objective.push(obj);
+            objective.push(obj.as_str());
             setting.push(
                 if m.model == crate::model::ModelKind::SasrecSingle.as_str() {
                     "single-domain".to_owned()
@@ -482,7 +517,7 @@ impl StudyReport {
                 .or_default();
             // GCA runs against plain baselines; AutoCDSR runs are neither.
             match (variant[i].as_str(), objective[i].as_str()) {
-                ("baseline", "rec") => e.0.push(point),
+                ("baseline", o) if o == Objective::Rec.as_str() => e.0.push(point),
                 ("baseline", _) => {}
                 _ => e.1.push(point),
             }
