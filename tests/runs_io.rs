@@ -349,20 +349,28 @@ fn load_tree_skips_bad_runs_with_reasons_and_builds_frames() {
     assert_eq!(train.column("ndcg@10").unwrap().null_count(), 6);
 }
 
-/// `cdsr-lab runs` on three committed real runs (the width and epoch-budget gap experiments):
-/// each row is labelled by what differs in its config, the CSV holds the same table, and a
-/// metric no run recorded is an error that lists the recorded ones.
-#[test]
-fn cli_runs_tabulates_real_runs_by_what_sets_them_apart() {
+/// A temporary tree holding copies of committed real runs of `results/abxi-cpu/` (their
+/// manifest, metrics and config).
+fn committed_abxi_cpu_runs(runs: &[&str]) -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
     let results = common::project_root().join("results/abxi-cpu");
-    for run in ["2026-11-23-simd", "2026-11-23-24-epochs", "2026-11-23-d256"] {
+    for run in runs {
         let dst = root.path().join(run);
         std::fs::create_dir_all(&dst).unwrap();
         for f in ["run.json", "metrics.jsonl", "config.toml"] {
             std::fs::copy(results.join(run).join(f), dst.join(f)).unwrap();
         }
     }
+    root
+}
+
+/// `cdsr-lab runs` on three committed real runs (the width and epoch-budget gap experiments):
+/// each row is labelled by what differs in its config, the CSV holds the same table, and a
+/// metric no run recorded is an error that lists the recorded ones.
+#[test]
+fn cli_runs_tabulates_real_runs_by_what_sets_them_apart() {
+    let root =
+        committed_abxi_cpu_runs(&["2026-11-23-simd", "2026-11-23-24-epochs", "2026-11-23-d256"]);
     let csv = root.path().join("table.csv");
     let text = common::stdout_of(
         common::cdsr_lab()
@@ -431,20 +439,12 @@ fn cli_runs_tabulates_real_runs_by_what_sets_them_apart() {
 /// results/abxi-cpu/README.md), the optimiser-schedule run another.
 #[test]
 fn cli_runs_over_seeds_averages_the_real_seed_runs() {
-    let root = tempfile::tempdir().unwrap();
-    let results = common::project_root().join("results/abxi-cpu");
-    for run in [
+    let root = committed_abxi_cpu_runs(&[
         "2026-11-23-d256",
         "2026-11-24-d256-seed2",
         "2026-11-24-d256-seed3",
         "2026-11-23-d256-abxi-optim",
-    ] {
-        let dst = root.path().join(run);
-        std::fs::create_dir_all(&dst).unwrap();
-        for f in ["run.json", "metrics.jsonl", "config.toml"] {
-            std::fs::copy(results.join(run).join(f), dst.join(f)).unwrap();
-        }
-    }
+    ]);
     let csv = root.path().join("table.csv");
     let text = common::stdout_of(
         common::cdsr_lab()
