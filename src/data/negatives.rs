@@ -48,23 +48,39 @@ pub fn check_train_negatives(
     if n == 0 {
         return Ok(());
     }
-    for (&user, &len) in layout.users.iter().zip(&layout.train_len) {
-        let user = user as usize;
-        let mut seen: Vec<ItemId> = ds.users[user].items[..len as usize].to_vec();
-        seen.sort_unstable();
-        seen.dedup();
-        for domain in Domain::BOTH {
-            let range = ds.item_range(domain);
-            let inside = seen.iter().filter(|&&i| range.contains(&i)).count();
-            let free = ds.n_items[domain.index()] - inside;
-            if free < n {
-                return Err(TooFewNegatives {
-                    user,
-                    domain,
-                    free,
-                    n,
-                });
-            }
+    (0..layout.users.len()).try_for_each(|row| {
+        check_row(
+            ds,
+            layout.users[row] as usize,
+            &training_items(ds, layout, row),
+            n,
+        )
+    })
+}
+
+/// The sorted, distinct items of `layout` row `row`'s training sequence: what its negatives
+/// exclude.
+fn training_items(ds: &Dataset, layout: &TrainLayout, row: usize) -> Vec<ItemId> {
+    let user = layout.users[row] as usize;
+    let mut seen = ds.users[user].items[..layout.train_len[row] as usize].to_vec();
+    seen.sort_unstable();
+    seen.dedup();
+    seen
+}
+
+/// Whether each domain leaves at least `n` items outside `seen` (a row's [`training_items`]).
+fn check_row(ds: &Dataset, user: usize, seen: &[ItemId], n: usize) -> Result<(), TooFewNegatives> {
+    for domain in Domain::BOTH {
+        let range = ds.item_range(domain);
+        let free =
+            ds.n_items[domain.index()] - seen.iter().filter(|&&i| range.contains(&i)).count();
+        if free < n {
+            return Err(TooFewNegatives {
+                user,
+                domain,
+                free,
+                n,
+            });
         }
     }
     Ok(())
@@ -95,23 +111,16 @@ pub fn sample_train_negatives(
         |stamp, (k, row_out)| {
             let row = batch.rows[k];
             let user = layout.users[row] as usize;
-            let train = &ds.users[user].items[..layout.train_len[row] as usize];
-            let mut excluded: Vec<ItemId> = train.to_vec();
-            excluded.sort_unstable();
-            excluded.dedup();
+            let excluded = training_items(ds, layout, row);
+            // Once per row, not per draw.
+            if let Err(e) = check_row(ds, user, &excluded, n) {
+                panic!("{e} (check_train_negatives finds this before training)");
+            }
             let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, row as u64));
             let mut gen = 0u32;
             let mut draw = |dst: &mut [ItemId], rng: &mut ChaCha8Rng, stamp: &mut Vec<u32>| {
                 for (d, range) in ranges.iter().enumerate() {
                     let (lo, hi) = (*range.start(), *range.end());
-                    let free = (hi - lo + 1) as usize
-                        - excluded.iter().filter(|&&i| range.contains(&i)).count();
-                    assert!(
-                        free >= n,
-                        "user {user}: domain {} has {free} items outside the training \
-                             sequence, fewer than {n} negatives",
-                        Domain::BOTH[d]
-                    );
                     gen = gen.wrapping_add(1);
                     if gen == 0 {
                         stamp.fill(0);

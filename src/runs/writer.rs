@@ -39,15 +39,14 @@ pub fn write_csv(path: &Path, df: &mut DataFrame) -> Result<(), RunError> {
 
 /// Writes `df` as Parquet to `path` through a temporary file and a rename.
 pub fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<(), RunError> {
-    let tmp = tmp_path(path);
-    let file = File::create(&tmp).map_err(|e| RunError::io(&tmp, e))?;
-    ParquetWriter::new(file)
+    let mut bytes = Vec::new();
+    ParquetWriter::new(&mut bytes)
         .finish(df)
         .map_err(|e| RunError::Polars {
-            path: tmp.clone(),
+            path: path.to_path_buf(),
             source: e,
         })?;
-    std::fs::rename(&tmp, path).map_err(|e| RunError::io(path, e))
+    write_atomic(path, &bytes)
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
