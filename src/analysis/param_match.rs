@@ -218,7 +218,7 @@ pub fn param_match(
                 .map(|b| b.accuracy)
                 .collect();
             let nearest = ParamPoint {
-                accuracy: same_size.iter().sum::<f64>() / same_size.len() as f64,
+                accuracy: super::stats::mean(&same_size),
                 ..first.clone()
             };
             let needed = fit.params_for(g.accuracy);

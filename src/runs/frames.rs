@@ -121,12 +121,20 @@ const EXECUTION_KEYS: [&str; 2] = ["train.threads", "train.eval_batch_size"];
 /// assert_eq!(config_labels(&[("only", &base)]), ["only"]);
 /// ```
 pub fn config_labels(runs: &[(&str, &serde_json::Value)]) -> Vec<String> {
+    labels_ignoring(runs, &EXECUTION_KEYS)
+}
+
+/// The config keys that do not tell experiments apart when runs are averaged over seeds.
+const SEED_AND_EXECUTION_KEYS: [&str; 3] = ["train.seed", EXECUTION_KEYS[0], EXECUTION_KEYS[1]];
+
+/// [`config_labels`] with the flattened keys `ignored` left out.
+fn labels_ignoring(runs: &[(&str, &serde_json::Value)], ignored: &[&str]) -> Vec<String> {
     use serde_json::Value;
     let flat: Vec<BTreeMap<String, Value>> = runs.iter().map(|(_, c)| flatten_json(c)).collect();
     let keys: BTreeSet<&String> = flat
         .iter()
         .flat_map(|f| f.keys())
-        .filter(|k| !EXECUTION_KEYS.contains(&k.as_str()))
+        .filter(|k| !ignored.contains(&k.as_str()))
         .collect();
     // (key, whether two runs that have it hold different values), most distinct values first
     let mut varying: Vec<(&String, usize)> = keys
@@ -495,37 +503,24 @@ impl RunSet {
         full_ranking: bool,
     ) -> PolarsResult<DataFrame> {
         let per_run = self.results_frame(metrics, full_ranking)?;
-        // Each run's config without what does not change the experiment.
-        let experiment = |c: &serde_json::Value| {
-            let mut c = c.clone();
-            if let Some(train) = c.get_mut("train").and_then(|t| t.as_object_mut()) {
-                train.remove("seed");
-                for key in EXECUTION_KEYS {
-                    if let Some(field) = key.strip_prefix("train.") {
-                        train.remove(field);
-                    }
-                }
-            }
-            c
-        };
-        let mut groups: Vec<(serde_json::Value, Vec<usize>)> = Vec::new();
+        // Runs whose flattened configs agree once seed and execution settings are left out.
+        let mut groups: Vec<(BTreeMap<String, serde_json::Value>, Vec<usize>)> = Vec::new();
         for (i, r) in self.runs.iter().enumerate() {
-            let key = experiment(&r.manifest.config);
+            let mut key = flatten_json(&r.manifest.config);
+            key.retain(|k, _| !SEED_AND_EXECUTION_KEYS.contains(&k.as_str()));
             match groups.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, members)) => members.push(i),
                 None => groups.push((key, vec![i])),
             }
         }
-        let ids: Vec<&str> = groups
+        let first_runs: Vec<(&str, &serde_json::Value)> = groups
             .iter()
-            .map(|(_, m)| self.runs[m[0]].manifest.run_id.as_str())
+            .map(|(_, m)| {
+                let r = &self.runs[m[0]].manifest;
+                (r.run_id.as_str(), &r.config)
+            })
             .collect();
-        let labels = config_labels(
-            &ids.iter()
-                .zip(&groups)
-                .map(|(id, (config, _))| (*id, config))
-                .collect::<Vec<_>>(),
-        );
+        let labels = labels_ignoring(&first_runs, &SEED_AND_EXECUTION_KEYS);
         let mut seeds = Vec::new();
         for (_, members) in &groups {
             let mut s: Vec<u64> = members
@@ -565,8 +560,8 @@ impl RunSet {
                 mean.push(summary.map(|s| s.mean));
                 sd.push(summary.and_then(|s| s.sd));
             }
+            cols.push(Column::new(name.as_str().into(), mean));
             cols.push(Column::new(format!("{name} sd").into(), sd));
-            cols.insert(cols.len() - 1, Column::new(name.into(), mean));
         }
         DataFrame::new(groups.len(), cols)
     }
