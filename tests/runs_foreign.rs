@@ -171,4 +171,19 @@ fn foreign_jsonl_metrics_and_bad_mappings_are_reported() {
             .contains("X is [40, 5, 8] but X' is [40, 4, 8]"),
         "{report}"
     );
+    // A domain name that is neither A nor B and not mapped names itself and the fix.
+    let other = tempfile::tempdir().unwrap();
+    let bad_domain = other.path().join("bad_domain");
+    copy_fixture(&bad_domain);
+    std::fs::write(bad_domain.join("manifest.toml"), &jsonl_manifest).unwrap();
+    std::fs::write(
+        bad_domain.join("log.jsonl"),
+        "{\"epoch\": 1, \"split\": \"test\", \"domain\": \"C\", \"NDCG@10\": 0.2}\n",
+    )
+    .unwrap();
+    let err = load_run(&bad_domain).unwrap_err().to_string();
+    assert!(
+        err.contains("domain `C` is not A or B") && err.contains("[metrics.domain_values]"),
+        "{err}"
+    );
 }

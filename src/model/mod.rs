@@ -276,3 +276,54 @@ pub fn score_range(h_last: &Tensor, item: &Embedding, first: u32, count: usize) 
     let e = item.weight.narrow(0, first as usize, count)?;
     h_last.matmul(&e.t()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each rule of [`check_options`] refuses bad input with a message naming the fields.
+    #[test]
+    fn check_options_names_the_field_of_each_rule() {
+        let abxi = ModelConfig {
+            kind: ModelKind::Abxi,
+            d_model: 64,
+            layers: 1,
+            ..ModelConfig::default()
+        };
+        let gca = |positions: Vec<usize>, heads: usize| GcaConfig {
+            positions,
+            heads,
+            ..GcaConfig::default()
+        };
+        assert_eq!(check_options(&abxi, &gca(vec![0, 1], 4), None), Ok(()));
+        assert_eq!(
+            check_options(&abxi, &gca(vec![], 3), None),
+            Ok(()),
+            "no GCA: heads unused"
+        );
+        let err = |cfg: &ModelConfig, g: &GcaConfig, ib: Option<&IbConfig>| {
+            check_options(cfg, g, ib).unwrap_err()
+        };
+        let e = err(&abxi, &gca(vec![0], 3), None);
+        assert!(
+            e.contains("gca.heads (3) must divide model.d_model (64)"),
+            "{e}"
+        );
+        let e = err(&abxi, &gca(vec![2], 4), None);
+        assert!(
+            e.contains("gca.positions contains 2") && e.contains("1 block(s)"),
+            "{e}"
+        );
+        let single = ModelConfig {
+            kind: ModelKind::SasrecSingle,
+            ..abxi.clone()
+        };
+        let e = err(&single, &gca(vec![0], 4), None);
+        assert!(
+            e.contains("gca.positions must be empty") && e.contains("sasrec-single"),
+            "{e}"
+        );
+        let e = err(&abxi, &gca(vec![], 4), Some(&IbConfig::default()));
+        assert!(e.contains("autocdsr.ib") && e.contains("\"abxi\""), "{e}");
+    }
+}
