@@ -131,7 +131,8 @@ impl Metrics {
 }
 
 /// Metrics per target domain plus the number of cases each is averaged over.
-/// Serialises as `{"A": {...}, "B": {...}}` (the run format's `test` object).
+/// Serialises as `{"A": {...}, "B": {...}, "counts": [n_A, n_B]}` (the checkpoint's best test
+/// metrics; without `counts`, zero cases are read).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct EvalReport {
     #[serde(rename = "A")]
@@ -139,7 +140,7 @@ pub struct EvalReport {
     #[serde(rename = "B")]
     pub b: Metrics,
     /// Cases per domain `[A, B]`.
-    #[serde(skip)]
+    #[serde(default)]
     pub counts: [usize; 2],
 }
 

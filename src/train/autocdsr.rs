@@ -7,8 +7,11 @@
 //! preference constraints, the Frank-Wolfe min-norm solution: [`crate::train::pareto`]); with a
 //! fixed weight `c` is a constant and one backward pass suffices.
 
-use crate::model::autocdsr::AutoCdsrConfig;
+use super::loss::BatchLoss;
+use crate::data::Dataset;
+use crate::model::autocdsr::{acd_objective, ib_objective, AutoCdsrConfig};
 use crate::model::nn::Tensor;
+use crate::model::Model;
 use crate::train::optim::AdamW;
 use crate::train::pareto::{AcdWeighting, GradGram};
 
@@ -21,6 +24,31 @@ pub struct AcdStep {
     pub coefficient: f64,
     /// Whether Pareto-MTL fell back to equal weights (a zero gradient or a vanishing lambda1).
     pub fallback: bool,
+}
+
+/// The AutoCDSR update of one training batch: the objective on the forward pass's attention
+/// maps (`a_cd`, or for AutoCDSR+ the share onto the IB tokens) for the batch the model read,
+/// then [`autocdsr_step`] with the recommendation loss.
+pub fn batch_step(
+    opt: &mut AdamW,
+    model: &Model,
+    ds: &Dataset,
+    batch: &BatchLoss,
+    cfg: &AutoCdsrConfig,
+    lr: f64,
+) -> anyhow::Result<AcdStep> {
+    let BatchLoss {
+        loss: rec,
+        attention,
+        input,
+    } = batch;
+    let items = ndarray::ArrayView2::from_shape((input.batch_size(), input.max_len), &input.x)?;
+    let acd = if cfg.ib.is_some() {
+        ib_objective(attention, ds, items, cfg)?
+    } else {
+        acd_objective(attention, ds, items, cfg)?
+    };
+    autocdsr_step(opt, &model.item_embedding().weight, rec, &acd, cfg, lr)
 }
 
 /// Updates `opt`'s parameters from `rec` (`L_rec`) and `acd` (`a_cd`), both scalars of one

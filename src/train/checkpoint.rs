@@ -15,6 +15,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
 use super::optim::Schedule;
+use crate::eval::EvalReport;
 use crate::model::nn::{DType, Device, Tensor};
 
 /// The loop state after a finished epoch.
@@ -25,9 +26,10 @@ pub struct LoopState {
     pub step: u64,
     pub schedule: Schedule,
     pub best_epoch: Option<usize>,
-    /// Test metrics at the best epoch, as written to run.json.
-    pub best_test: Option<serde_json::Value>,
-    pub best_test_full: Option<serde_json::Value>,
+    /// Test metrics at the best epoch (sampled negatives).
+    pub best_test: Option<EvalReport>,
+    /// Test metrics at the best epoch (full ranking), when enabled.
+    pub best_test_full: Option<EvalReport>,
     /// Training wall time so far (seconds), so a resumed run reports the total.
     pub wall_time_s: f64,
     /// Set when early stopping fired.

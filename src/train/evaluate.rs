@@ -1,0 +1,334 @@
+//! Evaluation during training: sampled-negative and full-ranking metrics of a layout, per case
+//! the merged stream's `a_cd` (or an AutoCDSR+ model's IB share), the test cases' frame and the
+//! GCA capture of the fixed test batch.
+
+use anyhow::Context;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::loss::{rows_of, Captured};
+use crate::data::{self, Dataset, Domain, EvalBatch, EvalLayout};
+use crate::eval::{evaluate_full, evaluate_sampled_ranks, Candidates, EvalReport};
+use crate::model::attention_share::{attention_share, domain_labels, ShareConfig};
+use crate::model::nn::{Ctx, DType, Device, Tensor};
+use crate::model::{score_candidates, Model, ModelKind, SeqBatch};
+use crate::runs::{RunWriter, TensorSet};
+
+/// The merged input rows a model reads for an evaluation batch: the history, or for a masked
+/// model the history followed by the target domain's mask token ([`data::cloze`]).
+fn eval_rows(ds: &Dataset, kind: ModelKind, b: &EvalBatch) -> Vec<Vec<data::ItemId>> {
+    let rows = rows_of(b.x, b.max_len);
+    if !kind.is_masked() {
+        return rows;
+    }
+    rows.iter()
+        .zip(b.target_domain)
+        .map(|(r, &d)| data::cloze::masked_last(ds, r, d))
+        .collect()
+}
+
+/// Model input of an evaluation batch: every position carries the case's target domain.
+fn eval_input(x: &[Vec<data::ItemId>], b: &EvalBatch, dtype: DType) -> anyhow::Result<SeqBatch> {
+    let l = b.max_len;
+    let td: Vec<Vec<Option<usize>>> = b
+        .target_domain
+        .iter()
+        .map(|d| vec![Some(d.index()); l])
+        .collect();
+    Ok(SeqBatch::new(
+        x,
+        &rows_of(b.a, l),
+        &rows_of(b.b, l),
+        &td,
+        l,
+        dtype,
+    )?)
+}
+
+/// What an evaluation forward pass returns.
+struct EvalForward {
+    /// The last position's representation `[b, d]`.
+    h_last: Tensor,
+    /// GCA inputs and outputs, when asked for.
+    capture: Option<Captured>,
+    /// Self-attention maps (`attn.L.S`), when asked for.
+    attn: Option<Captured>,
+    /// The merged input rows the model read.
+    x: Vec<Vec<data::ItemId>>,
+}
+
+/// The forward pass of an evaluation batch (no dropout).
+fn eval_repr(
+    model: &Model,
+    ds: &Dataset,
+    b: &EvalBatch,
+    capture: bool,
+    attention: bool,
+) -> anyhow::Result<EvalForward> {
+    let x = eval_rows(ds, model.kind(), b);
+    let input = eval_input(&x, b, DType::F32)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut ctx = Ctx::new(false, &mut rng);
+    ctx.last_only = true;
+    if capture {
+        ctx.capture = Some(Vec::new());
+    }
+    if attention {
+        ctx.attn_probs = Some(Vec::new());
+    }
+    let h = model.forward(&input, &mut ctx)?;
+    let l = h.dim(1)?;
+    Ok(EvalForward {
+        h_last: h.narrow(1, l - 1, 1)?.squeeze(1)?.contiguous()?,
+        capture: ctx.capture,
+        attn: ctx.attn_probs,
+        x,
+    })
+}
+
+/// Mean `a_cd` of the merged stream per target domain (A, B) over the evaluated cases that
+/// have a valid token; `None` for a domain without such cases.
+pub type AcdByDomain = [Option<f64>; 2];
+
+/// Per case of an evaluation batch: the merged stream's `a_cd` per layer (normalised per
+/// valid query row, mean over heads; [`crate::model::attention_share`]), or for an AutoCDSR+
+/// model the share onto the IB tokens ([`crate::model::autocdsr::ib_case_share`]); `None` for
+/// a case without valid tokens or a model without a merged stream.
+fn case_acd(
+    ds: &Dataset,
+    x: &[Vec<data::ItemId>],
+    attn: &[(String, Tensor)],
+    ib_tokens: Option<usize>,
+) -> anyhow::Result<Vec<Option<Vec<f64>>>> {
+    let flat: Vec<data::ItemId> = x.iter().flatten().copied().collect();
+    let len = x.first().map_or(0, |r| r.len());
+    let items = ndarray::ArrayView2::from_shape((x.len(), len), &flat)?;
+    if let Some(k) = ib_tokens {
+        return case_ib_share(ds, items, attn, k);
+    }
+    let (labels, valid) = domain_labels(ds, items);
+    let mut layers = Vec::new();
+    let mut rows = None;
+    for (_, p) in attn.iter().filter(|(name, _)| name.ends_with(".x")) {
+        let map = host_map(p)?;
+        let share = attention_share(
+            map.view(),
+            labels.view(),
+            valid.view(),
+            &ShareConfig::two_domains(),
+        )?;
+        layers.push(share.norm_head_mean());
+        rows = Some(share.valid_rows);
+    }
+    let Some(rows) = rows else {
+        return Ok(vec![None; x.len()]);
+    };
+    Ok((0..x.len())
+        .map(|i| (rows[i] > 0).then(|| layers.iter().map(|l| l[i]).collect()))
+        .collect())
+}
+
+/// A recorded attention map `[batch, heads, q, k]` as a host array.
+fn host_map(p: &Tensor) -> anyhow::Result<ndarray::Array4<f32>> {
+    let v = p.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(ndarray::Array4::from_shape_vec(p.dims4()?, v)?)
+}
+
+/// [`case_acd`] of an AutoCDSR+ model: per case and layer, the share onto the IB tokens.
+fn case_ib_share(
+    ds: &Dataset,
+    items: ndarray::ArrayView2<data::ItemId>,
+    attn: &[(String, Tensor)],
+    k: usize,
+) -> anyhow::Result<Vec<Option<Vec<f64>>>> {
+    let streams = crate::model::autocdsr::ib_streams(ds, items)?;
+    let host = |name: String| -> anyhow::Result<ndarray::Array4<f32>> {
+        let p = attn
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| p)
+            .with_context(|| format!("no attention map {name} was recorded"))?;
+        host_map(p)
+    };
+    let n_layers = attn.iter().filter(|(n, _)| n.ends_with(".a")).count();
+    let mut layers = Vec::with_capacity(n_layers);
+    for l in 0..n_layers {
+        let (a, b) = (host(format!("attn.{l}.a"))?, host(format!("attn.{l}.b"))?);
+        layers.push(crate::model::autocdsr::ib_case_share(
+            [a.view(), b.view()],
+            k,
+            &streams,
+        )?);
+    }
+    Ok((0..items.nrows())
+        .map(|i| layers.iter().map(|l| l[i]).collect::<Option<Vec<f64>>>())
+        .collect())
+}
+
+/// One evaluated case: its domain, the rank of its target among the candidates and the
+/// merged stream's `a_cd` per layer.
+#[derive(Debug, Clone)]
+pub(super) struct CaseRecord {
+    domain: Domain,
+    rank: usize,
+    a_cd: Option<Vec<f64>>,
+}
+
+/// Sampled-negative evaluation: the metrics of `layout`, the merged stream's mean `a_cd` per
+/// domain and every case's record (in the layout's order).
+pub(super) fn evaluate(
+    model: &Model,
+    ds: &Dataset,
+    layout: &EvalLayout,
+    cand: &Candidates,
+    batch: usize,
+) -> anyhow::Result<(EvalReport, AcdByDomain, Vec<CaseRecord>)> {
+    let mut err = None;
+    // (domain, a_cd) per case in the layout's order; the ranks come from the evaluator.
+    let mut shares = Vec::with_capacity(layout.len());
+    let (report, ranks) = evaluate_sampled_ranks(layout, cand, batch, |b, items| {
+        let mut run = || -> anyhow::Result<Vec<f32>> {
+            let out = eval_repr(model, ds, b, false, true)?;
+            let per_case = case_acd(
+                ds,
+                &out.x,
+                out.attn.as_deref().unwrap_or_default(),
+                model.ib_tokens(),
+            )?;
+            shares.extend(b.target_domain.iter().copied().zip(per_case));
+            let ids =
+                Tensor::from_vec(items.to_vec(), (b.batch_size(), cand.width()), &Device::Cpu)?;
+            Ok(score_candidates(&out.h_last, model.item_embedding(), &ids)?
+                .flatten_all()?
+                .to_vec1::<f32>()?)
+        };
+        run().unwrap_or_else(|e| {
+            err.get_or_insert(e);
+            vec![f32::NAN; b.batch_size() * cand.width()]
+        })
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    let cases: Vec<CaseRecord> = shares
+        .into_iter()
+        .zip(ranks)
+        .map(|((domain, a_cd), rank)| CaseRecord { domain, rank, a_cd })
+        .collect();
+    let mut acd = [(0.0f64, 0usize); 2];
+    for c in &cases {
+        if let Some(v) = &c.a_cd {
+            acd[c.domain.index()].0 += v.iter().sum::<f64>();
+            acd[c.domain.index()].1 += 1;
+        }
+    }
+    Ok((
+        report,
+        acd.map(|(s, n)| (n > 0).then(|| s / n as f64)),
+        cases,
+    ))
+}
+
+/// `test_cases.parquet`: one row per test case (`sample` = its index in the test layout,
+/// `domain`, `rank`, `hit@10`, `a_cd` summed over layers and `a_cd@L` per layer; null without
+/// a merged stream), so runs can be compared case by case (AutoCDSR's diagnostic).
+pub(super) fn test_cases_frame(cases: &[CaseRecord]) -> anyhow::Result<polars::prelude::DataFrame> {
+    use polars::prelude::{Column, DataFrame};
+    let n = cases.len();
+    let layers = cases
+        .iter()
+        .filter_map(|c| c.a_cd.as_ref().map(Vec::len))
+        .max()
+        .unwrap_or(0);
+    let mut columns = vec![
+        Column::new("sample".into(), (0..n as i64).collect::<Vec<_>>()),
+        Column::new(
+            "domain".into(),
+            cases
+                .iter()
+                .map(|c| c.domain.to_string())
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "rank".into(),
+            cases.iter().map(|c| c.rank as i64).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "hit@10".into(),
+            cases.iter().map(|c| c.rank <= 10).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "a_cd".into(),
+            cases
+                .iter()
+                .map(|c| c.a_cd.as_ref().map(|v| v.iter().sum::<f64>()))
+                .collect::<Vec<_>>(),
+        ),
+    ];
+    for l in 0..layers {
+        columns.push(Column::new(
+            format!("a_cd@{l}").into(),
+            cases
+                .iter()
+                .map(|c| c.a_cd.as_ref().and_then(|v| v.get(l).copied()))
+                .collect::<Vec<_>>(),
+        ));
+    }
+    Ok(DataFrame::new(n, columns)?)
+}
+
+pub(super) fn evaluate_full_ranking(
+    model: &Model,
+    ds: &Dataset,
+    layout: &EvalLayout,
+    batch: usize,
+) -> anyhow::Result<EvalReport> {
+    let mut err = None;
+    let v = ds.vocab_size();
+    let report = evaluate_full(ds, layout, batch, |b| {
+        let run = || -> anyhow::Result<Vec<f32>> {
+            let h = eval_repr(model, ds, b, false, false)?.h_last;
+            // Items only: a masked model's table also holds its two mask tokens.
+            let items = model.item_embedding().weight.narrow(0, 0, v)?;
+            Ok(h.matmul(&items.t()?)?.flatten_all()?.to_vec1::<f32>()?)
+        };
+        run().unwrap_or_else(|e| {
+            err.get_or_insert(e);
+            vec![f32::NAN; b.batch_size() * v]
+        })
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}
+
+/// Writes the capture tensors of the fixed batch `capture` (nothing when the model has no GCA).
+pub(super) fn write_capture(
+    model: &Model,
+    ds: &Dataset,
+    capture: &EvalLayout,
+    writer: &RunWriter,
+) -> anyhow::Result<()> {
+    let Some(b) = capture.batches(capture.len().max(1)).next() else {
+        return Ok(());
+    };
+    let cap = eval_repr(model, ds, &b, true, false)?
+        .capture
+        .unwrap_or_default();
+    if cap.is_empty() {
+        return Ok(());
+    }
+    let mut set = TensorSet::new();
+    for (name, t) in cap {
+        let shape = t.dims().to_vec();
+        if t.dtype() == DType::U8 {
+            set.add_u8(&name, &shape, t.flatten_all()?.to_vec1::<u8>()?)?;
+        } else {
+            let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            set.add_f32(&name, &shape, v)?;
+        }
+    }
+    writer.write_tensors(&set)?;
+    Ok(())
+}

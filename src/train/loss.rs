@@ -1,0 +1,187 @@
+//! The training loss: a batch as model input, the forward pass in training mode (dropout
+//! seeded per step) and ABXI's sampled-softmax InfoNCE over the target positions.
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::RunConfig;
+use crate::data::{
+    self, sample_train_negatives, Dataset, NegativeSharing, TrainBatch, TrainLayout,
+};
+use crate::model::nn::{Ctx, DType, Device, Tensor};
+use crate::model::{info_nce, Model, Negatives, SeqBatch};
+
+pub(super) fn rows_of<T: Copy>(flat: &[T], l: usize) -> Vec<Vec<T>> {
+    flat.chunks(l).map(|c| c.to_vec()).collect()
+}
+
+/// Model input of a training batch.
+fn train_input(b: &TrainBatch, dtype: DType) -> anyhow::Result<SeqBatch> {
+    let l = b.max_len;
+    let td: Vec<Vec<Option<usize>>> = b
+        .target_domain
+        .chunks(l)
+        .map(|r| {
+            r.iter()
+                .map(|&c| match c {
+                    data::layout::TARGET_A => Some(0),
+                    data::layout::TARGET_B => Some(1),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
+    Ok(SeqBatch::new(
+        &rows_of(&b.x, l),
+        &rows_of(&b.a, l),
+        &rows_of(&b.b, l),
+        &td,
+        l,
+        dtype,
+    )?)
+}
+
+/// Named tensors recorded during a forward pass (GCA inputs and outputs, attention maps).
+pub type Captured = Vec<(String, Tensor)>;
+
+/// What [`batch_loss`] computed for one training batch.
+pub struct BatchLoss<'a> {
+    pub loss: Tensor,
+    /// For an AutoCDSR run (`cfg.autocdsr`), the self-attention maps of the forward pass (not
+    /// detached: the a_cd objective is put on them); empty otherwise.
+    pub attention: Captured,
+    /// The batch as the model read it: the layout's batch, or its masked copy for a masked
+    /// model ([`data::cloze::mask_train_batch`]).
+    pub input: std::borrow::Cow<'a, TrainBatch>,
+}
+
+/// The loss of one training batch (`train` mode; items masked, negatives drawn and dropout
+/// seeded by `step_seed`).
+pub fn batch_loss<'a>(
+    model: &Model,
+    ds: &Dataset,
+    layout: &TrainLayout,
+    batch: &'a TrainBatch,
+    cfg: &RunConfig,
+    step_seed: u64,
+) -> anyhow::Result<BatchLoss<'a>> {
+    let input = if cfg.model.kind.is_masked() {
+        let p = cfg
+            .model
+            .mask_prob
+            .unwrap_or(data::cloze::DEFAULT_MASK_PROB);
+        std::borrow::Cow::Owned(data::cloze::mask_train_batch(ds, batch, p, step_seed))
+    } else {
+        std::borrow::Cow::Borrowed(batch)
+    };
+    let n = cfg.train.negatives_per_domain;
+    let negs = sample_train_negatives(ds, layout, &input, n, cfg.train.negative_sharing, step_seed);
+    let (loss, attention) =
+        forward_loss(model, &input, &negs, cfg, step_seed, cfg.autocdsr.is_some())?;
+    Ok(BatchLoss {
+        loss,
+        attention,
+        input,
+    })
+}
+
+/// The loss of one training batch with given negatives (`[batch, max_len, 2 n]` row-major as
+/// [`sample_train_negatives`] returns them): what [`batch_loss`] computes after drawing them,
+/// and what the training-step benchmark times on pinned inputs.
+pub fn batch_loss_with_negatives(
+    model: &Model,
+    batch: &TrainBatch,
+    negs: &[data::ItemId],
+    cfg: &RunConfig,
+    step_seed: u64,
+) -> anyhow::Result<Tensor> {
+    Ok(forward_loss(model, batch, negs, cfg, step_seed, false)?.0)
+}
+
+/// [`batch_loss_with_negatives`] plus, when `record_attention`, the self-attention maps of
+/// the forward pass (not detached: AutoCDSR puts its objective on them).
+fn forward_loss(
+    model: &Model,
+    batch: &TrainBatch,
+    negs: &[data::ItemId],
+    cfg: &RunConfig,
+    step_seed: u64,
+    record_attention: bool,
+) -> anyhow::Result<(Tensor, Captured)> {
+    let dtype = model.params().dtype();
+    let input = train_input(batch, dtype)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(step_seed);
+    let mut ctx = Ctx::new(true, &mut rng);
+    if record_attention {
+        ctx.attn_probs = Some(Vec::new());
+    }
+    let h = model.forward(&input, &mut ctx)?;
+    let attn = ctx.attn_probs.take().unwrap_or_default();
+    let (bsz, l) = (batch.batch_size(), batch.max_len);
+    let w = 2 * cfg.train.negatives_per_domain;
+    anyhow::ensure!(
+        negs.len() == bsz * l * w,
+        "negatives: {} values for a batch of {bsz} x {l} positions x {w}",
+        negs.len()
+    );
+    // ABXI: loss_d = mean over sequences of the mean loss over that sequence's d-targets.
+    let mut positions = Vec::new();
+    let mut targets = Vec::new();
+    let mut weights = Vec::new();
+    let mut per_pos = Vec::new();
+    let mut per_row = vec![0u32; bsz * w];
+    for r in 0..bsz {
+        let row = &batch.target_domain[r * l..(r + 1) * l];
+        let counts = [
+            row.iter().filter(|&&c| c == data::layout::TARGET_A).count(),
+            row.iter().filter(|&&c| c == data::layout::TARGET_B).count(),
+        ];
+        let mut first = true;
+        for (t, &c) in row.iter().enumerate() {
+            if c == data::layout::TARGET_NONE {
+                continue;
+            }
+            let d = if c == data::layout::TARGET_A { 0 } else { 1 };
+            let k = r * l + t;
+            positions.push(k as u32);
+            targets.push(batch.target[k]);
+            weights.push(1.0 / (counts[d] as f64 * bsz as f64));
+            let negs_here = &negs[k * w..(k + 1) * w];
+            match cfg.train.negative_sharing {
+                NegativeSharing::PerPosition => per_pos.extend_from_slice(negs_here),
+                NegativeSharing::PerRow => {
+                    if first {
+                        per_row[r * w..(r + 1) * w].copy_from_slice(negs_here);
+                    }
+                }
+            }
+            first = false;
+        }
+    }
+    let n_pos = positions.len();
+    if n_pos == 0 {
+        anyhow::bail!("a training batch has no target position");
+    }
+    let dev = Device::Cpu;
+    let positions = Tensor::from_vec(positions, n_pos, &dev)?;
+    let targets = Tensor::from_vec(targets, n_pos, &dev)?;
+    let weights = Tensor::from_vec(weights, n_pos, &dev)?.to_dtype(dtype)?;
+    let negatives = match cfg.train.negative_sharing {
+        NegativeSharing::PerPosition => {
+            Negatives::PerPosition(Tensor::from_vec(per_pos, (n_pos, w), &dev)?)
+        }
+        NegativeSharing::PerRow => {
+            Negatives::PerSequence(Tensor::from_vec(per_row, (bsz, w), &dev)?)
+        }
+    };
+    let loss = info_nce(
+        &h,
+        model.item_embedding(),
+        &positions,
+        &targets,
+        &negatives,
+        &weights,
+        cfg.train.temperature,
+    )?;
+    Ok((loss, attn))
+}
