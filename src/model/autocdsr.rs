@@ -2,44 +2,9 @@
 //! weighted every step by Pareto-MTL (or a fixed weight), and AutoCDSR+'s information-bottleneck
 //! (IB) tokens.
 //!
-//! Owns: the `[autocdsr]` section of a run configuration ([`AutoCdsrConfig`]), whose defaults
-//! follow the public code (snap-research/AutoCDSR): Pareto weighting with preference vectors
-//! `[[0,1],[1,0],[.7071,.7071]]` and preferred region 1, gradients l2-normalised over the shared
-//! parameters with the item embedding table left out (`ignore_table: true`), 4 IB tokens
-//! averaged across domains after layers 0, 1 and 2.
-//!
-//! The definitions of the share live in [`crate::model::attention_share`], the solver in
+//! The `[autocdsr]` section of a run configuration is [`crate::train::config::AutoCdsrConfig`];
+//! the definitions of the share live in [`crate::model::attention_share`], the solver in
 //! [`crate::train::pareto`].
-//!
-//! ```
-//! use cdsr_lab::model::autocdsr::AutoCdsrConfig;
-//! use cdsr_lab::train::pareto::AcdWeighting;
-//! // AutoCDSR with the public code's defaults
-//! let auto: AutoCdsrConfig = toml::from_str("").unwrap();
-//! assert!(matches!(auto.weighting, AcdWeighting::Pareto(ref p) if p.preferred == 1));
-//! // AutoCDSR+ with a fixed weight instead of Pareto-MTL, objective on layer 0 only
-//! let plus: AutoCdsrConfig = toml::from_str(r#"
-//!     layers = [0]
-//!     weighting = { kind = "fixed", weight = 0.1 }
-//!     [ib]
-//!     tokens = 4
-//!     comm_layers = [0]
-//! "#).unwrap();
-//! assert_eq!(plus.ib.as_ref().unwrap().tokens, 4);
-//! assert!(plus.validate(1).is_ok());
-//! assert_eq!(
-//!     plus.validate(0).unwrap_err(),
-//!     "autocdsr.layers contains 0, but the model has 0 self-attention layer(s) (0..0)"
-//! );
-//! // Pareto-MTL with K = 4 circle preferences, preferring the second one
-//! let k4: AutoCdsrConfig = toml::from_str(r#"
-//!     [weighting]
-//!     kind = "pareto"
-//!     preferred = 1
-//!     preferences = [[1.0, 0.0], [0.9239, 0.3827], [0.7071, 0.7071], [0.3827, 0.9239], [0.0, 1.0]]
-//! "#).unwrap();
-//! assert!(k4.validate(2).is_ok());
-//! ```
 
 use ndarray::{Array2, ArrayView2, ArrayView4};
 use serde::{Deserialize, Serialize};
@@ -49,19 +14,7 @@ use super::attention_share::{
 };
 use super::nn::{Device, Tensor};
 use crate::data::{Dataset, ItemId};
-use crate::train::pareto::AcdWeighting;
-
-/// Which quantity of the attention maps is the training objective.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AcdObjective {
-    /// Per layer: the share normalised per valid query row, averaged over heads and over the
-    /// batch's samples that have a valid row; summed over the chosen layers. Scale [0, layers].
-    #[default]
-    RowMean,
-    /// The raw share (sum over query rows) averaged over heads and samples; grows with length.
-    Raw,
-}
+pub use crate::train::config::{AcdObjective, AutoCdsrConfig};
 
 /// The differentiable `a_cd` of one batch: the share of attention the merged stream's tokens
 /// put on other-domain tokens, from the attention maps a forward pass recorded
@@ -279,69 +232,5 @@ impl Default for IbConfig {
             tokens: 4,
             comm_layers: vec![0, 1, 2],
         }
-    }
-}
-
-/// `[autocdsr]` in the run configuration. Absent = plain training.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AutoCdsrConfig {
-    /// How `a_cd` enters the loss: `{ kind = "pareto", ... }` or `{ kind = "fixed", weight }`.
-    pub weighting: AcdWeighting,
-    pub objective: AcdObjective,
-    /// Self-attention layers whose share is the objective; empty = all.
-    pub layers: Vec<usize>,
-    /// Leave the item embedding table out of the gradients given to the solver (public code's
-    /// `ignore_table: true`): it dominates the parameter count but the share barely touches it.
-    pub ignore_item_embedding: bool,
-    /// AutoCDSR+ when set.
-    pub ib: Option<IbConfig>,
-}
-
-impl Default for AutoCdsrConfig {
-    fn default() -> Self {
-        AutoCdsrConfig {
-            weighting: AcdWeighting::default(),
-            objective: AcdObjective::RowMean,
-            layers: vec![],
-            ignore_item_embedding: true,
-            ib: None,
-        }
-    }
-}
-
-impl AutoCdsrConfig {
-    /// Whether layer `l` contributes to the objective.
-    pub fn uses_layer(&self, l: usize) -> bool {
-        self.layers.is_empty() || self.layers.contains(&l)
-    }
-
-    /// Checks against the model's layer count; the message names the field.
-    pub fn validate(&self, n_layers: usize) -> Result<(), String> {
-        if let Some(&l) = self.layers.iter().find(|&&l| l >= n_layers) {
-            return Err(format!(
-                "autocdsr.layers contains {l}, but the model has {n_layers} self-attention layer(s) (0..{n_layers})"
-            ));
-        }
-        if let Some(ib) = &self.ib {
-            if ib.tokens == 0 {
-                return Err("autocdsr.ib.tokens must be at least 1".into());
-            }
-            if let Some(&l) = ib.comm_layers.iter().find(|&&l| l >= n_layers) {
-                return Err(format!(
-                    "autocdsr.ib.comm_layers contains {l}, but the model has {n_layers} layer(s)"
-                ));
-            }
-        }
-        if let AcdWeighting::Pareto(p) = &self.weighting {
-            if p.preferred >= p.preferences.0.len() {
-                return Err(format!(
-                    "autocdsr.weighting.preferred = {} but there are {} preference vectors",
-                    p.preferred,
-                    p.preferences.0.len()
-                ));
-            }
-        }
-        Ok(())
     }
 }

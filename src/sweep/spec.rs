@@ -30,10 +30,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use toml::{Spanned, Table, Value};
 
 use super::plan::{Plan, PlannedRun};
+use crate::train::config::config_hash;
 
 /// Checks one resolved configuration; returns a readable reason when it is not a valid run.
 pub type ConfigCheck = fn(&Table) -> std::result::Result<(), String>;
@@ -394,51 +394,6 @@ pub fn accept_any(_: &Table) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Hex SHA-256 of the canonical form of a configuration (keys sorted at every level).
-pub fn config_hash(config: &Table) -> String {
-    let mut canon = String::new();
-    canonical_table(config, &mut canon);
-    let digest = Sha256::digest(canon.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn canonical_table(t: &Table, out: &mut String) {
-    let mut keys: Vec<&String> = t.keys().collect();
-    keys.sort();
-    out.push('{');
-    for (i, k) in keys.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&serde_json::to_string(k).expect("strings serialise"));
-        out.push(':');
-        canonical_value(&t[k], out);
-    }
-    out.push('}');
-}
-
-fn canonical_value(v: &Value, out: &mut String) {
-    match v {
-        Value::String(s) => out.push_str(&serde_json::to_string(s).expect("strings serialise")),
-        Value::Integer(i) => out.push_str(&i.to_string()),
-        // `{:?}` is the shortest round-trip form and keeps a `.0`, so 1 and 1.0 differ.
-        Value::Float(f) => out.push_str(&format!("{f:?}")),
-        Value::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Datetime(d) => out.push_str(&format!("\"{d}\"")),
-        Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical_value(x, out);
-            }
-            out.push(']');
-        }
-        Value::Table(t) => canonical_table(t, out),
-    }
-}
-
 /// Sets `value` at a dotted key, creating missing intermediate tables.
 pub fn set_dotted(table: &mut Table, key: &str, value: Value) -> Result<()> {
     check_dotted(key)?;
@@ -632,23 +587,6 @@ set = { "model.hidden" = 48, gca = { positions = [] } }
             Some(&Value::Array(vec![]))
         );
         assert_eq!(b.settings["run"], "base-h48");
-    }
-
-    #[test]
-    fn hash_is_of_the_canonical_config_independent_of_key_order() {
-        let a: Table = toml::from_str("b = 1\na = { y = 2.0, x = [1, 2] }").unwrap();
-        let b: Table = toml::from_str("a = { x = [1, 2], y = 2.0 }\nb = 1").unwrap();
-        let c: Table = toml::from_str("a = { x = [1, 2], y = 2 }\nb = 1").unwrap();
-        assert_eq!(config_hash(&a), config_hash(&b));
-        assert_ne!(config_hash(&a), config_hash(&c)); // 2.0 and 2 are different configs
-        let mut canon = String::new();
-        canonical_table(&a, &mut canon);
-        assert_eq!(canon, r#"{"a":{"x":[1,2],"y":2.0},"b":1}"#);
-        // sha256 of that exact string, from `printf '%s' '{"a":{"x":[1,2],"y":2.0},"b":1}' | sha256sum`
-        assert_eq!(
-            config_hash(&a),
-            "853db0dcffeb1127a8c9fd88ed2893123bcd3103783a963f16a7891d34c48c69"
-        );
     }
 
     #[test]

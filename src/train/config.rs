@@ -1,14 +1,16 @@
 //! [`RunConfig`]: everything one training run needs, read from TOML (`configs/*.toml`).
 //! Every field has a documented default (ABXI's published hyper-parameters), so a config file
-//! only names what it changes.
+//! only names what it changes. [`config_hash`] identifies a configuration (run ids, sweeps).
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use toml::{Table, Value};
 
 use crate::data::NegativeSharing;
-use crate::model::autocdsr::AutoCdsrConfig;
-use crate::model::{GcaConfig, ModelConfig, ModelKind};
+use crate::model::{GcaConfig, IbConfig, ModelConfig, ModelKind};
+use crate::train::pareto::AcdWeighting;
 
 /// One training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -203,7 +205,184 @@ impl RunConfig {
         // Readable name, seed, then the first 8 hex digits of the canonical config's hash
         // (the sweep's hash): two configs that differ anywhere get different ids.
         let table = toml::Table::try_from(self).expect("a RunConfig serialises to a TOML table");
-        let hash = crate::sweep::spec::config_hash(&table);
+        let hash = config_hash(&table);
         format!("{name}-s{}-{}", self.train.seed, &hash[..8])
+    }
+}
+
+/// Which quantity of the attention maps is the training objective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AcdObjective {
+    /// Per layer: the share normalised per valid query row, averaged over heads and over the
+    /// batch's samples that have a valid row; summed over the chosen layers. Scale [0, layers].
+    #[default]
+    RowMean,
+    /// The raw share (sum over query rows) averaged over heads and samples; grows with length.
+    Raw,
+}
+
+/// `[autocdsr]` in the run configuration ([`crate::train::autocdsr`]). Absent = plain
+/// training. The defaults follow the public code (snap-research/AutoCDSR): Pareto weighting
+/// with preference vectors `[[0,1],[1,0],[.7071,.7071]]` and preferred region 1, gradients
+/// l2-normalised over the shared parameters with the item embedding table left out
+/// (`ignore_table: true`), 4 IB tokens averaged across domains after layers 0, 1 and 2.
+///
+/// ```
+/// use cdsr_lab::train::config::AutoCdsrConfig;
+/// use cdsr_lab::train::pareto::AcdWeighting;
+/// // AutoCDSR with the public code's defaults
+/// let auto: AutoCdsrConfig = toml::from_str("").unwrap();
+/// assert!(matches!(auto.weighting, AcdWeighting::Pareto(ref p) if p.preferred == 1));
+/// // AutoCDSR+ with a fixed weight instead of Pareto-MTL, objective on layer 0 only
+/// let plus: AutoCdsrConfig = toml::from_str(r#"
+///     layers = [0]
+///     weighting = { kind = "fixed", weight = 0.1 }
+///     [ib]
+///     tokens = 4
+///     comm_layers = [0]
+/// "#).unwrap();
+/// assert_eq!(plus.ib.as_ref().unwrap().tokens, 4);
+/// assert!(plus.validate(1).is_ok());
+/// assert_eq!(
+///     plus.validate(0).unwrap_err(),
+///     "autocdsr.layers contains 0, but the model has 0 self-attention layer(s) (0..0)"
+/// );
+/// // Pareto-MTL with K = 4 circle preferences, preferring the second one
+/// let k4: AutoCdsrConfig = toml::from_str(r#"
+///     [weighting]
+///     kind = "pareto"
+///     preferred = 1
+///     preferences = [[1.0, 0.0], [0.9239, 0.3827], [0.7071, 0.7071], [0.3827, 0.9239], [0.0, 1.0]]
+/// "#).unwrap();
+/// assert!(k4.validate(2).is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutoCdsrConfig {
+    /// How `a_cd` enters the loss: `{ kind = "pareto", ... }` or `{ kind = "fixed", weight }`.
+    pub weighting: AcdWeighting,
+    pub objective: AcdObjective,
+    /// Self-attention layers whose share is the objective; empty = all.
+    pub layers: Vec<usize>,
+    /// Leave the item embedding table out of the gradients given to the solver (public code's
+    /// `ignore_table: true`): it dominates the parameter count but the share barely touches it.
+    pub ignore_item_embedding: bool,
+    /// AutoCDSR+ when set.
+    pub ib: Option<IbConfig>,
+}
+
+impl Default for AutoCdsrConfig {
+    fn default() -> Self {
+        AutoCdsrConfig {
+            weighting: AcdWeighting::default(),
+            objective: AcdObjective::RowMean,
+            layers: vec![],
+            ignore_item_embedding: true,
+            ib: None,
+        }
+    }
+}
+
+impl AutoCdsrConfig {
+    /// Whether layer `l` contributes to the objective.
+    pub fn uses_layer(&self, l: usize) -> bool {
+        self.layers.is_empty() || self.layers.contains(&l)
+    }
+
+    /// Checks against the model's layer count; the message names the field.
+    pub fn validate(&self, n_layers: usize) -> Result<(), String> {
+        if let Some(&l) = self.layers.iter().find(|&&l| l >= n_layers) {
+            return Err(format!(
+                "autocdsr.layers contains {l}, but the model has {n_layers} self-attention layer(s) (0..{n_layers})"
+            ));
+        }
+        if let Some(ib) = &self.ib {
+            if ib.tokens == 0 {
+                return Err("autocdsr.ib.tokens must be at least 1".into());
+            }
+            if let Some(&l) = ib.comm_layers.iter().find(|&&l| l >= n_layers) {
+                return Err(format!(
+                    "autocdsr.ib.comm_layers contains {l}, but the model has {n_layers} layer(s)"
+                ));
+            }
+        }
+        if let AcdWeighting::Pareto(p) = &self.weighting {
+            if p.preferred >= p.preferences.0.len() {
+                return Err(format!(
+                    "autocdsr.weighting.preferred = {} but there are {} preference vectors",
+                    p.preferred,
+                    p.preferences.0.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Hex SHA-256 of the canonical form of a configuration (keys sorted at every level).
+pub fn config_hash(config: &Table) -> String {
+    let mut canon = String::new();
+    canonical_table(config, &mut canon);
+    let digest = Sha256::digest(canon.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn canonical_table(t: &Table, out: &mut String) {
+    let mut keys: Vec<&String> = t.keys().collect();
+    keys.sort();
+    out.push('{');
+    for (i, k) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(k).expect("strings serialise"));
+        out.push(':');
+        canonical_value(&t[k], out);
+    }
+    out.push('}');
+}
+
+fn canonical_value(v: &Value, out: &mut String) {
+    match v {
+        Value::String(s) => out.push_str(&serde_json::to_string(s).expect("strings serialise")),
+        Value::Integer(i) => out.push_str(&i.to_string()),
+        // `{:?}` is the shortest round-trip form and keeps a `.0`, so 1 and 1.0 differ.
+        Value::Float(f) => out.push_str(&format!("{f:?}")),
+        Value::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Datetime(d) => out.push_str(&format!("\"{d}\"")),
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_value(x, out);
+            }
+            out.push(']');
+        }
+        Value::Table(t) => canonical_table(t, out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_of_the_canonical_config_independent_of_key_order() {
+        let a: Table = toml::from_str("b = 1\na = { y = 2.0, x = [1, 2] }").unwrap();
+        let b: Table = toml::from_str("a = { x = [1, 2], y = 2.0 }\nb = 1").unwrap();
+        let c: Table = toml::from_str("a = { x = [1, 2], y = 2 }\nb = 1").unwrap();
+        assert_eq!(config_hash(&a), config_hash(&b));
+        assert_ne!(config_hash(&a), config_hash(&c)); // 2.0 and 2 are different configs
+        let mut canon = String::new();
+        canonical_table(&a, &mut canon);
+        assert_eq!(canon, r#"{"a":{"x":[1,2],"y":2.0},"b":1}"#);
+        // sha256 of that exact string, from `printf '%s' '{"a":{"x":[1,2],"y":2.0},"b":1}' | sha256sum`
+        assert_eq!(
+            config_hash(&a),
+            "853db0dcffeb1127a8c9fd88ed2893123bcd3103783a963f16a7891d34c48c69"
+        );
     }
 }
