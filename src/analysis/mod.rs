@@ -3,7 +3,9 @@
 pub mod attention;
 pub mod cli;
 pub mod describe;
+pub mod gca_tensors;
 pub mod orthogonality;
 pub mod param_match;
+pub mod seed_means;
 pub mod stats;
 pub mod study;

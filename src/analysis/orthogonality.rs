@@ -29,13 +29,11 @@
 //! [`map_npy_f32`]) is processed without being read into memory: files larger than memory
 //! stream through the page cache.
 
-use std::path::Path;
-
 use faer::{Mat, Side};
 use ndarray::{ArrayView2, ArrayView3, Axis};
 use rayon::prelude::*;
 
-use crate::runs::RunError;
+pub use crate::runs::tensors::{map_npy_f32, MappedNpy};
 
 /// How a row pair with a zero-norm row enters the mean.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -568,63 +566,4 @@ pub fn principal_angles(
     let a = top_subspace(&gram(x, mask)?, k)?;
     let b = top_subspace(&gram(x_prime, mask)?, k)?;
     principal_angles_between(&a, &b)
-}
-
-/// A `.npy` file mapped into memory (C order, little-endian); view it with
-/// [`MappedNpy::view`] (f32) or [`MappedNpy::view_u8`] (masks).
-pub struct MappedNpy {
-    path: std::path::PathBuf,
-    mmap: memmap2::Mmap,
-}
-
-/// Maps an f32 `.npy` file so that it can be analysed without reading it into memory.
-pub fn map_npy_f32(path: &Path) -> Result<MappedNpy, RunError> {
-    let m = MappedNpy::open_any(path)?;
-    m.view()?; // validate the header and dtype once
-    Ok(m)
-}
-
-impl MappedNpy {
-    /// Maps a `.npy` file without checking its dtype.
-    pub fn open_any(path: &Path) -> Result<MappedNpy, RunError> {
-        let io = |e| RunError::Io {
-            path: path.to_owned(),
-            source: e,
-        };
-        let file = std::fs::File::open(path).map_err(io)?;
-        // SAFETY: the file is only read; writers in this crate replace files by rename.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        Ok(MappedNpy {
-            path: path.to_owned(),
-            mmap,
-        })
-    }
-
-    /// The array as f32, borrowed from the map (zero-copy).
-    pub fn view(&self) -> Result<ndarray::ArrayViewD<'_, f32>, RunError> {
-        use ndarray_npy::ViewNpyExt;
-        ndarray::ArrayViewD::<f32>::view_npy(&self.mmap).map_err(|e| RunError::Tensors {
-            path: self.path.clone(),
-            reason: format!("not a C-order little-endian f32 .npy: {e}"),
-        })
-    }
-
-    /// The array as u8 (a `uint8` or `bool` mask), borrowed from the map.
-    pub fn view_u8(&self) -> Result<ndarray::ArrayViewD<'_, u8>, RunError> {
-        use ndarray_npy::ViewNpyExt;
-        if let Ok(v) = ndarray::ArrayViewD::<u8>::view_npy(&self.mmap) {
-            return Ok(v);
-        }
-        let b =
-            ndarray::ArrayViewD::<bool>::view_npy(&self.mmap).map_err(|e| RunError::Tensors {
-                path: self.path.clone(),
-                reason: format!("not a C-order uint8 or bool .npy mask: {e}"),
-            })?;
-        let shape = b.raw_dim();
-        let bytes: &[u8] = bytemuck::cast_slice(b.to_slice().expect("C order checked by view_npy"));
-        ndarray::ArrayViewD::from_shape(shape, bytes).map_err(|e| RunError::Tensors {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })
-    }
 }

@@ -52,9 +52,7 @@ use serde::Deserialize;
 
 use super::error::RunError;
 use super::format::*;
-use super::reader::LoadedRun;
-use super::tensors::MappedTensors;
-use crate::analysis::orthogonality::{map_npy_f32, MappedNpy};
+use super::tensors::{map_npy_f32, MappedNpy, MappedTensors};
 use crate::data::Domain;
 
 /// The manifest file name that marks a foreign run directory.

@@ -75,7 +75,7 @@ pub fn json_column(name: &str, values: &[Option<&serde_json::Value>]) -> Column 
 
 /// The test-metric columns of [`RunSet::results_frame`]: `EVAL.DOMAIN.METRIC` for the sampled
 /// test and, with `full_ranking`, the full-ranking one.
-fn test_metric_names(metrics: &[&str], full_ranking: bool) -> Vec<String> {
+pub(crate) fn test_metric_names(metrics: &[&str], full_ranking: bool) -> Vec<String> {
     let evals: &[&str] = if full_ranking {
         &["test", "test_full"]
     } else {
@@ -125,10 +125,14 @@ pub fn config_labels(runs: &[(&str, &serde_json::Value)]) -> Vec<String> {
 }
 
 /// The config keys that do not tell experiments apart when runs are averaged over seeds.
-const SEED_AND_EXECUTION_KEYS: [&str; 3] = ["train.seed", EXECUTION_KEYS[0], EXECUTION_KEYS[1]];
+pub(crate) const SEED_AND_EXECUTION_KEYS: [&str; 3] =
+    ["train.seed", EXECUTION_KEYS[0], EXECUTION_KEYS[1]];
 
 /// [`config_labels`] with the flattened keys `ignored` left out.
-fn labels_ignoring(runs: &[(&str, &serde_json::Value)], ignored: &[&str]) -> Vec<String> {
+pub(crate) fn labels_ignoring(
+    runs: &[(&str, &serde_json::Value)],
+    ignored: &[&str],
+) -> Vec<String> {
     use serde_json::Value;
     let flat: Vec<BTreeMap<String, Value>> = runs.iter().map(|(_, c)| flatten_json(c)).collect();
     let keys: BTreeSet<&String> = flat
@@ -458,114 +462,6 @@ impl RunSet {
         Ok(df)
     }
 
-    /// [`RunSet::results_frame`] over seeds: runs whose configs differ only in `train.seed`
-    /// (and in execution settings such as the thread count) are one experiment and make one
-    /// row, labelled by what sets the experiments apart ([`config_labels`] without the seed).
-    /// Columns: `label`, `runs` (how many), `seeds` (`1, 2, 3`), `params` (of the first run),
-    /// then per metric its mean over the runs that recorded it and its sample standard
-    /// deviation (`test.A.ndcg@10`, `test.A.ndcg@10 sd`; the sd is null for one run). Rows keep
-    /// the order in which their first run appears in the set.
-    ///
-    /// ```
-    /// use cdsr_lab::data::Domain;
-    /// use cdsr_lab::runs::{load_runs, metrics, FinalResults, LoadOptions, RunIdentity, RunWriter};
-    /// use serde_json::json;
-    /// let root = tempfile::tempdir().unwrap();
-    /// for (seed, lr, ndcg) in [(1, 1e-3, 0.20), (2, 1e-3, 0.22), (1, 1e-4, 0.10)] {
-    ///     let config = json!({"optim": {"lr": lr}, "train": {"seed": seed}});
-    ///     let id = RunIdentity {
-    ///         run_id: format!("r-{lr}-{seed}"),
-    ///         model: "abxi".into(),
-    ///         dataset: "food-kitchen".into(),
-    ///         seed,
-    ///     };
-    ///     let mut run = RunWriter::create(root.path(), id, &config).unwrap();
-    ///     let mut results = FinalResults::default();
-    ///     for d in [Domain::A, Domain::B] {
-    ///         results.test.insert(d, metrics([("ndcg@10", ndcg)]));
-    ///     }
-    ///     run.finish(results).unwrap();
-    /// }
-    /// let set = load_runs(root.path(), LoadOptions::default()).unwrap();
-    /// let table = set.seed_means_frame(&["ndcg@10"], false).unwrap();
-    /// let label = table.column("label").unwrap().str().unwrap();
-    /// let mean = table.column("test.A.ndcg@10").unwrap().f64().unwrap();
-    /// let sd = table.column("test.A.ndcg@10 sd").unwrap().f64().unwrap();
-    /// let row = (0..2).find(|&i| label.get(i) == Some("lr 0.001")).unwrap();
-    /// assert!((mean.get(row).unwrap() - 0.21).abs() < 1e-12);
-    /// assert!((sd.get(row).unwrap() - 0.02f64.sqrt() / 10.0).abs() < 1e-12);
-    /// assert_eq!(table.column("seeds").unwrap().str().unwrap().get(row), Some("1, 2"));
-    /// assert_eq!(sd.get(1 - row), None); // one run: no spread
-    /// ```
-    pub fn seed_means_frame(
-        &self,
-        metrics: &[&str],
-        full_ranking: bool,
-    ) -> PolarsResult<DataFrame> {
-        let per_run = self.results_frame(metrics, full_ranking)?;
-        // Runs whose flattened configs agree once seed and execution settings are left out.
-        let mut groups: Vec<(BTreeMap<String, serde_json::Value>, Vec<usize>)> = Vec::new();
-        for (i, r) in self.runs.iter().enumerate() {
-            let mut key = flatten_json(&r.manifest.config);
-            key.retain(|k, _| !SEED_AND_EXECUTION_KEYS.contains(&k.as_str()));
-            match groups.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, members)) => members.push(i),
-                None => groups.push((key, vec![i])),
-            }
-        }
-        let first_runs: Vec<(&str, &serde_json::Value)> = groups
-            .iter()
-            .map(|(_, m)| {
-                let r = &self.runs[m[0]].manifest;
-                (r.run_id.as_str(), &r.config)
-            })
-            .collect();
-        let labels = labels_ignoring(&first_runs, &SEED_AND_EXECUTION_KEYS);
-        let mut seeds = Vec::new();
-        for (_, members) in &groups {
-            let mut s: Vec<u64> = members
-                .iter()
-                .map(|&i| self.runs[i].manifest.seed)
-                .collect();
-            s.sort_unstable();
-            seeds.push(s.iter().map(u64::to_string).collect::<Vec<_>>().join(", "));
-        }
-        let params = per_run.column("params")?.cast(&DataType::Int64)?;
-        let params = params.i64()?;
-        let mut cols = vec![
-            Column::new("label".into(), labels),
-            Column::new(
-                "runs".into(),
-                groups
-                    .iter()
-                    .map(|(_, m)| m.len() as i64)
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new("seeds".into(), seeds),
-            Column::new(
-                "params".into(),
-                groups
-                    .iter()
-                    .map(|(_, m)| params.get(m[0]))
-                    .collect::<Vec<_>>(),
-            ),
-        ];
-        for name in test_metric_names(metrics, full_ranking) {
-            let values = per_run.column(&name)?.cast(&DataType::Float64)?;
-            let values = values.f64()?;
-            let (mut mean, mut sd) = (Vec::new(), Vec::new());
-            for (_, members) in &groups {
-                let v: Vec<f64> = members.iter().filter_map(|&i| values.get(i)).collect();
-                let summary = crate::analysis::describe::summary(&v).ok();
-                mean.push(summary.map(|s| s.mean));
-                sd.push(summary.and_then(|s| s.sd));
-            }
-            cols.push(Column::new(name.as_str().into(), mean));
-            cols.push(Column::new(format!("{name} sd").into(), sd));
-        }
-        DataFrame::new(groups.len(), cols)
-    }
-
     /// One row per (run, evaluation, domain, metric) of the final results (long form).
     pub fn final_metrics_frame(&self) -> PolarsResult<DataFrame> {
         let (mut id, mut model, mut dataset, mut seed) = (vec![], vec![], vec![], vec![]);
@@ -658,151 +554,6 @@ impl RunSet {
             cols.push(Column::new(k.into(), data));
         }
         DataFrame::new(n, cols)
-    }
-}
-
-/// Statistics of one GCA module (position, query domain) of one run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GcaTensorStats {
-    pub position: usize,
-    pub domain: crate::data::Domain,
-    pub x_xprime: crate::analysis::orthogonality::CosStats,
-    pub x_y: Option<crate::analysis::orthogonality::CosStats>,
-}
-
-/// Computes the orthogonality statistics of every `gca.P.D.*` group in a tensors file
-/// (memory-mapped). Shapes that disagree are an error naming the tensors.
-fn three<'a>(
-    t: &'a dyn super::foreign::TensorSource,
-    name: &str,
-    path: &std::path::Path,
-) -> Result<ndarray::ArrayView3<'a, f32>, super::RunError> {
-    t.f32(name)?
-        .into_dimensionality::<ndarray::Ix3>()
-        .map_err(|_| {
-            super::RunError::invalid(path, format!("{name}: expected a [batch, len, d] tensor"))
-        })
-}
-
-/// `path` names the run in errors.
-pub fn gca_tensor_stats(
-    t: &dyn super::foreign::TensorSource,
-    path: &std::path::Path,
-    options: crate::analysis::orthogonality::CosOptions,
-) -> Result<Vec<GcaTensorStats>, super::RunError> {
-    use crate::analysis::orthogonality::{abs_cos, abs_cos_xy, CosXY};
-    let mut groups: BTreeSet<(usize, crate::data::Domain)> = BTreeSet::new();
-    for name in t.names() {
-        let parts: Vec<&str> = name.split('.').collect();
-        if parts.len() == 4 && parts[0] == "gca" && parts[3] == "x" {
-            let pos = parts[1].parse::<usize>().map_err(|_| {
-                super::RunError::invalid(
-                    path,
-                    format!("tensor `{name}`: position is not an integer"),
-                )
-            })?;
-            let dom: crate::data::Domain = parts[2]
-                .parse()
-                .map_err(|e| super::RunError::invalid(path, format!("tensor `{name}`: {e}")))?;
-            groups.insert((pos, dom));
-        }
-    }
-    let bad = |name: &str, e: String| super::RunError::invalid(path, format!("{name}: {e}"));
-    let mut out = Vec::new();
-    for (pos, dom) in groups {
-        let p = format!("gca.{pos}.{dom}");
-        let x = three(t, &format!("{p}.x"), path)?;
-        let xp = three(t, &format!("{p}.x_prime"), path)?;
-        let mask_name = format!("{p}.mask");
-        let mask = if t.contains(&mask_name) {
-            Some(
-                t.u8(&mask_name)?
-                    .into_dimensionality::<ndarray::Ix2>()
-                    .map_err(|_| bad(&mask_name, "expected a [batch, len] tensor".into()))?,
-            )
-        } else {
-            None
-        };
-        let x_xprime = abs_cos(x, xp, mask, options).map_err(|e| bad(&p, e.to_string()))?;
-        let x_y = if t.contains(&format!("{p}.y")) {
-            let y = three(t, &format!("{p}.y"), path)?;
-            Some(abs_cos_xy(x, y, mask, CosXY::Auto, options).map_err(|e| bad(&p, e.to_string()))?)
-        } else {
-            None
-        };
-        out.push(GcaTensorStats {
-            position: pos,
-            domain: dom,
-            x_xprime,
-            x_y,
-        });
-    }
-    Ok(out)
-}
-
-impl RunSet {
-    /// One row per (run, GCA position, query domain) with the orthogonality statistics of the
-    /// captured tensors (computed in parallel over runs, files memory-mapped). Runs without a
-    /// tensors file contribute no rows; runs whose tensors are unreadable or have shapes that
-    /// disagree are listed in the returned report and contribute no rows.
-    pub fn tensor_stats_frame(&self) -> PolarsResult<(DataFrame, super::LoadReport)> {
-        use rayon::prelude::*;
-        let opts = crate::analysis::orthogonality::CosOptions::default();
-        let results: Vec<(usize, Result<Vec<GcaTensorStats>, super::RunError>)> = self
-            .runs
-            .par_iter()
-            .enumerate()
-            .filter_map(|(i, r)| match super::foreign::open_run_tensors(r) {
-                Ok(None) => None,
-                Ok(Some(t)) => Some((i, gca_tensor_stats(t.as_ref(), &r.dir, opts))),
-                Err(e) => Some((i, Err(e))),
-            })
-            .collect();
-        let mut report = super::LoadReport::default();
-        let (mut id, mut pos, mut dom) = (vec![], vec![], vec![]);
-        let (mut cxx, mut cxy, mut par, mut orth) = (vec![], vec![], vec![], vec![]);
-        let (mut q10, mut q50, mut q90, mut n, mut nz) = (vec![], vec![], vec![], vec![], vec![]);
-        for (i, res) in results {
-            let run = &self.runs[i];
-            match res {
-                Err(e) => report.skipped.push((run.dir.clone(), e.to_string())),
-                Ok(stats) => {
-                    for s in stats {
-                        id.push(run.manifest.run_id.clone());
-                        pos.push(s.position as i64);
-                        dom.push(s.domain.to_string());
-                        cxx.push(s.x_xprime.mean_abs_cos);
-                        cxy.push(s.x_y.as_ref().map(|c| c.mean_abs_cos));
-                        par.push(s.x_xprime.parallel_share());
-                        orth.push(s.x_xprime.orthogonal_share());
-                        q10.push(s.x_xprime.quantile(0.1));
-                        q50.push(s.x_xprime.quantile(0.5));
-                        q90.push(s.x_xprime.quantile(0.9));
-                        n.push(s.x_xprime.n as i64);
-                        nz.push(s.x_xprime.n_zero_norm as i64);
-                    }
-                }
-            }
-        }
-        let height = id.len();
-        let df = DataFrame::new(
-            height,
-            vec![
-                Column::new("run_id".into(), id),
-                Column::new("position".into(), pos),
-                Column::new("domain".into(), dom),
-                Column::new("cos_x_xprime".into(), cxx),
-                Column::new("cos_x_y".into(), cxy),
-                Column::new("parallel_share".into(), par),
-                Column::new("orthogonal_share".into(), orth),
-                Column::new("cos_x_xprime_q10".into(), q10),
-                Column::new("cos_x_xprime_q50".into(), q50),
-                Column::new("cos_x_xprime_q90".into(), q90),
-                Column::new("n_valid".into(), n),
-                Column::new("n_zero_norm".into(), nz),
-            ],
-        )?;
-        Ok((df, report))
     }
 }
 

@@ -37,7 +37,8 @@
 //! in any run (`loss`, `ndcg@10`, `mrr`, `a_cd`, `wall_time_s`, ...), null where a row lacks it.
 //!
 //! [`RunSet::tensor_stats_frame`]: one row per (run, GCA position, query domain), from
-//! `tensors.safetensors` (see [`crate::analysis::orthogonality`] for the definitions):
+//! `tensors.safetensors` (computed in [`crate::analysis::gca_tensors`]; definitions in
+//! [`crate::analysis::orthogonality`]):
 //! `run_id` (String), `position` (Int64), `domain` (String), `cos_x_xprime` (Float64,
 //! mean |cos(X,X')|), `cos_x_y` (Float64, nullable when `y` was not captured),
 //! `parallel_share`, `orthogonal_share` (Float64, energy shares of X' along / orthogonal to X),
@@ -66,14 +67,13 @@ pub mod writer;
 
 pub use error::RunError;
 pub use format::{
-    metrics, DomainMetrics, FinalResults, MetricValue, Metrics, MetricsRow, ParamCounts,
+    metrics, DomainMetrics, FinalResults, LoadedRun, MetricValue, Metrics, MetricsRow, ParamCounts,
     RunIdentity, RunManifest, RunStatus, Split, FORMAT_VERSION, RUN_FORMAT, RUN_JSON,
     SAMPLES_PARQUET, TEST_CASES_PARQUET,
 };
-pub use frames::{gca_tensor_stats, GcaTensorStats};
 pub use reader::{
     find_run_dirs, load_run, load_run_dirs, load_runs, read_manifest, read_metrics, LoadOptions,
-    LoadReport, LoadedRun, NanPolicy, RunSet,
+    LoadReport, NanPolicy, RunSet,
 };
-pub use tensors::{MappedTensors, Tensor, TensorData, TensorSet};
+pub use tensors::{map_npy_f32, MappedNpy, MappedTensors, Tensor, TensorData, TensorSet};
 pub use writer::{write_atomic, write_csv, write_parquet, RunWriter};

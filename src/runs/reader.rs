@@ -7,56 +7,8 @@ use rayon::prelude::*;
 
 use super::error::RunError;
 use super::format::*;
-
-/// A run read from disk: its manifest and its per-epoch metrics rows.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoadedRun {
-    pub dir: PathBuf,
-    pub manifest: RunManifest,
-    pub metrics: Vec<MetricsRow>,
-}
-
-impl LoadedRun {
-    /// The path of the run's tensors file (it may not exist).
-    pub fn tensors_path(&self) -> PathBuf {
-        self.dir.join(TENSORS_SAFETENSORS)
-    }
-
-    /// The path of the run's samples file (it may not exist).
-    pub fn samples_path(&self) -> PathBuf {
-        self.dir.join(SAMPLES_PARQUET)
-    }
-
-    /// The path of the run's per-test-case file (it may not exist).
-    pub fn test_cases_path(&self) -> PathBuf {
-        self.dir.join(TEST_CASES_PARQUET)
-    }
-
-    /// The best epoch and its test metrics: the manifest's once the run is complete; while it
-    /// runs (or after it failed), the last `test` rows of `metrics.jsonl`, since the trainer
-    /// evaluates the test split at every epoch that improves validation (for a complete run the
-    /// two agree; a complete run written elsewhere may name no best epoch). `None` before the
-    /// first such epoch.
-    pub fn best_so_far(&self) -> Option<(Option<u32>, DomainMetrics)> {
-        let m = &self.manifest;
-        if m.status == RunStatus::Complete {
-            return Some((m.best_epoch, m.test.clone()));
-        }
-        let epoch = self
-            .metrics
-            .iter()
-            .filter(|r| r.split == Split::Test)
-            .map(|r| r.epoch)
-            .max()?;
-        let test = self
-            .metrics
-            .iter()
-            .filter(|r| r.split == Split::Test && r.epoch == epoch)
-            .filter_map(|r| Some((r.domain?, r.values.clone())))
-            .collect();
-        Some((Some(epoch), test))
-    }
-}
+// Where the type lived first; kept so that `runs::reader::LoadedRun` still names it.
+pub use super::format::LoadedRun;
 
 /// What to do with non-finite (NaN / infinite, stored as `null`) metric values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

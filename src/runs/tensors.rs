@@ -1,5 +1,6 @@
 //! Named tensors of a run (`tensors.safetensors`): a small owned set for writing, and a
-//! memory-mapped file for reading without loading it into memory.
+//! memory-mapped file for reading without loading it into memory; and a memory-mapped `.npy`
+//! array ([`map_npy_f32`]), the tensors of runs recorded by other tools.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -252,5 +253,64 @@ impl MappedTensors {
     /// The shape of a tensor.
     pub fn shape(&self, name: &str) -> Result<Vec<usize>, RunError> {
         Ok(self.view(name)?.shape().to_vec())
+    }
+}
+
+/// A `.npy` file mapped into memory (C order, little-endian); view it with
+/// [`MappedNpy::view`] (f32) or [`MappedNpy::view_u8`] (masks).
+pub struct MappedNpy {
+    path: PathBuf,
+    mmap: memmap2::Mmap,
+}
+
+/// Maps an f32 `.npy` file so that it can be analysed without reading it into memory.
+pub fn map_npy_f32(path: &Path) -> Result<MappedNpy, RunError> {
+    let m = MappedNpy::open_any(path)?;
+    m.view()?; // validate the header and dtype once
+    Ok(m)
+}
+
+impl MappedNpy {
+    /// Maps a `.npy` file without checking its dtype.
+    pub fn open_any(path: &Path) -> Result<MappedNpy, RunError> {
+        let io = |e| RunError::Io {
+            path: path.to_owned(),
+            source: e,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        // SAFETY: the file is only read; writers in this crate replace files by rename.
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        Ok(MappedNpy {
+            path: path.to_owned(),
+            mmap,
+        })
+    }
+
+    /// The array as f32, borrowed from the map (zero-copy).
+    pub fn view(&self) -> Result<ndarray::ArrayViewD<'_, f32>, RunError> {
+        use ndarray_npy::ViewNpyExt;
+        ndarray::ArrayViewD::<f32>::view_npy(&self.mmap).map_err(|e| RunError::Tensors {
+            path: self.path.clone(),
+            reason: format!("not a C-order little-endian f32 .npy: {e}"),
+        })
+    }
+
+    /// The array as u8 (a `uint8` or `bool` mask), borrowed from the map.
+    pub fn view_u8(&self) -> Result<ndarray::ArrayViewD<'_, u8>, RunError> {
+        use ndarray_npy::ViewNpyExt;
+        if let Ok(v) = ndarray::ArrayViewD::<u8>::view_npy(&self.mmap) {
+            return Ok(v);
+        }
+        let b =
+            ndarray::ArrayViewD::<bool>::view_npy(&self.mmap).map_err(|e| RunError::Tensors {
+                path: self.path.clone(),
+                reason: format!("not a C-order uint8 or bool .npy mask: {e}"),
+            })?;
+        let shape = b.raw_dim();
+        let bytes: &[u8] = bytemuck::cast_slice(b.to_slice().expect("C order checked by view_npy"));
+        ndarray::ArrayViewD::from_shape(shape, bytes).map_err(|e| RunError::Tensors {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })
     }
 }
