@@ -13,7 +13,8 @@ fn main() -> anyhow::Result<()> {
     let mut cfg = RunConfig::from_file(Path::new("../configs/smoke.toml"))?;
     cfg.data.path = "../data/food-kitchen-mini".into();
 
-    use cdsr_lab::model::{autocdsr::AutoCdsrConfig, ModelKind};
+    use cdsr_lab::model::ModelKind;
+    use cdsr_lab::train::AutoCdsrConfig;
     cfg.model.kind = ModelKind::Sasrec;
     cfg.model.layers = 2;
     cfg.gca.positions.clear();

@@ -5,9 +5,9 @@
 use std::path::Path;
 
 use cdsr_lab::analysis::study::{study_frame, StudyReport};
-use cdsr_lab::model::autocdsr::AutoCdsrConfig;
 use cdsr_lab::model::ModelKind;
 use cdsr_lab::runs::{load_runs, LoadOptions};
+use cdsr_lab::train::config::AutoCdsrConfig;
 use cdsr_lab::train::pareto::AcdWeighting;
 use cdsr_lab::train::{train, RunConfig, TrainOptions};
 

@@ -6,9 +6,10 @@ use std::path::Path;
 
 use cdsr_lab::data::{self, ItemId};
 use cdsr_lab::model::attention_share::{attention_share, domain_labels, ShareConfig};
-use cdsr_lab::model::autocdsr::{acd_objective, AcdObjective, AutoCdsrConfig};
 use cdsr_lab::model::nn::{DType, Device, Tensor};
 use cdsr_lab::model::ModelKind;
+use cdsr_lab::train::autocdsr::acd_objective;
+use cdsr_lab::train::config::{AcdObjective, AutoCdsrConfig};
 use cdsr_lab::train::pareto::AcdWeighting;
 use cdsr_lab::train::{train, RunConfig};
 use ndarray::{Array2, Array4};

@@ -7,9 +7,11 @@
 use std::path::Path;
 
 use cdsr_lab::data::{self, Dataset, Domain, ItemId};
-use cdsr_lab::model::autocdsr::{ib_case_share, ib_objective, ib_streams, AutoCdsrConfig};
+use cdsr_lab::model::autocdsr::{ib_case_share, ib_streams};
 use cdsr_lab::model::nn::{Ctx, DType};
 use cdsr_lab::model::{GcaConfig, IbConfig, Model, ModelConfig, ModelKind, SeqBatch};
+use cdsr_lab::train::autocdsr::ib_objective;
+use cdsr_lab::train::config::AutoCdsrConfig;
 use cdsr_lab::train::pareto::AcdWeighting;
 use cdsr_lab::train::{train, Captured, RunConfig, TrainOptions};
 use rand::SeedableRng;

@@ -1,19 +1,26 @@
-//! One AutoCDSR training step: the recommendation loss `L_rec` and the cross-domain attention
-//! share `a_cd` ([`crate::model::autocdsr::acd_objective`]) as two objectives, then one AdamW
-//! update of `L_rec + c * a_cd`.
+//! AutoCDSR (KDD 2025) in training: the cross-domain attention share `a_cd` of a forward pass's
+//! attention maps as a differentiable objective ([`acd_objective`], or for AutoCDSR+ the share
+//! onto the IB tokens, [`ib_objective`]), and one training step with the recommendation loss
+//! `L_rec` and `a_cd` as two objectives: one AdamW update of `L_rec + c * a_cd`.
 //!
 //! With Pareto-MTL weighting `c = lambda0 / lambda1` is recomputed every step from the two
 //! gradients over the shared parameters (their Gram matrix, l2-normalised, the active
 //! preference constraints, the Frank-Wolfe min-norm solution: [`crate::train::pareto`]); with a
 //! fixed weight `c` is a constant and one backward pass suffices.
 
+use ndarray::ArrayView2;
+
+use super::config::{AcdObjective, AutoCdsrConfig};
 use super::loss::BatchLoss;
-use crate::data::Dataset;
-use crate::model::autocdsr::{acd_objective, ib_objective, AutoCdsrConfig};
-use crate::model::nn::Tensor;
+use super::optim::AdamW;
+use super::pareto::{AcdWeighting, GradGram};
+use crate::data::{Dataset, ItemId};
+use crate::model::attention_share::{
+    cross_domain_mask, domain_labels, valid_query_rows, ShareConfig,
+};
+use crate::model::autocdsr::ib_streams;
+use crate::model::nn::{Device, Tensor};
 use crate::model::Model;
-use crate::train::optim::AdamW;
-use crate::train::pareto::{AcdWeighting, GradGram};
 
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -135,4 +142,150 @@ impl AcdEpoch {
             ("acd_fallback_steps", self.fallbacks as f64),
         ]
     }
+}
+
+/// The differentiable `a_cd` of one batch: the share of attention the merged stream's tokens
+/// put on other-domain tokens, from the attention maps a forward pass recorded
+/// ([`crate::model::nn::Ctx::attn_probs`]; only the merged stream `x`'s maps, `attn.L.x`).
+///
+/// `items` `[batch, len]` is the merged input (0 = padding). [`AcdObjective::RowMean`] gives,
+/// per layer, exactly [`crate::model::attention_share::AttentionShare::batch_mean_norm`] of
+/// the same maps (a test checks it), summed over the layers of `cfg`; [`AcdObjective::Raw`]
+/// the raw share averaged over heads and samples. A batch whose sequences each hold one
+/// domain has `a_cd = 0` (and a zero gradient); padding rows and keys count nowhere; an item
+/// outside the dataset's domains is an error naming the sample and position.
+pub fn acd_objective(
+    attn: &[(String, Tensor)],
+    dataset: &Dataset,
+    items: ArrayView2<ItemId>,
+    cfg: &AutoCdsrConfig,
+) -> anyhow::Result<Tensor> {
+    let (batch, len) = items.dim();
+    let (labels, valid) = domain_labels(dataset, items);
+    let share = ShareConfig::two_domains();
+    let mask = cross_domain_mask(labels.view(), valid.view(), &share)?;
+    let rows = valid_query_rows(labels.view(), valid.view(), &share)?;
+    let with_rows = rows.iter().filter(|&&r| r > 0).count();
+    // Fold each sample's averaging weight into the 0/1 mask (one multiply and one sum per
+    // layer); the mean over heads is a scalar division, so one weighted mask serves every layer.
+    let weight = |b: usize| -> f32 {
+        match cfg.objective {
+            AcdObjective::RowMean if rows[b] == 0 => 0.0,
+            AcdObjective::RowMean => 1.0 / (rows[b] * with_rows) as f32,
+            AcdObjective::Raw => 1.0 / batch as f32,
+        }
+    };
+    let mut weighted = mask;
+    for (b, mut m) in weighted.outer_iter_mut().enumerate() {
+        m *= weight(b);
+    }
+    let weighted = Tensor::from_vec(
+        weighted.into_raw_vec_and_offset().0,
+        (batch, 1, len, len),
+        &Device::Cpu,
+    )?;
+    weighted_attention(attn, cfg, "the merged stream", |stream| {
+        (stream == "x").then_some(&weighted)
+    })
+}
+
+/// The objective both shares share: over the recorded maps `attn.L.S` whose layer `cfg` uses
+/// and whose stream `S` gets a weight mask `[batch, 1, q, k]` from `weight_of`, the sum of
+/// `sum(p * w) / heads`. A map whose shape does not fit its mask is an error; `what` names the
+/// maps when none was recorded.
+fn weighted_attention<'w>(
+    attn: &[(String, Tensor)],
+    cfg: &AutoCdsrConfig,
+    what: &str,
+    weight_of: impl Fn(&str) -> Option<&'w Tensor>,
+) -> anyhow::Result<Tensor> {
+    let mut total: Option<Tensor> = None;
+    for (name, p) in attn {
+        let Some((layer, w)) = name
+            .strip_prefix("attn.")
+            .and_then(|r| r.split_once('.'))
+            .and_then(|(l, stream)| Some((l.parse::<usize>().ok()?, weight_of(stream)?)))
+        else {
+            continue;
+        };
+        if !cfg.uses_layer(layer) {
+            continue;
+        }
+        let (pb, heads, pq, pk) = p.dims4()?;
+        let (wb, _, wq, wk) = w.dims4()?;
+        anyhow::ensure!(
+            (pb, pq, pk) == (wb, wq, wk),
+            "attention map {name} has shape {:?}, expected [{wb}, heads, {wq}, {wk}]",
+            p.dims()
+        );
+        let share = (p.broadcast_mul(&w.to_dtype(p.dtype())?)?.sum_all()? / heads as f64)?;
+        total = Some(match total {
+            None => share,
+            Some(t) => (t + share)?,
+        });
+    }
+    total.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no attention map of {what} was recorded (autocdsr.layers = {:?})",
+            cfg.layers
+        )
+    })
+}
+
+/// AutoCDSR+'s differentiable objective: the share of attention the sequence tokens of both
+/// domains' streams put on the IB tokens (the only cross-domain path), from the maps a
+/// forward pass of an IB model recorded (`attn.L.a`, `attn.L.b`, `[batch, heads, K + l_d,
+/// K + l_d]`, IB tokens first, `l_d` from [`ib_streams`]). [`AcdObjective::RowMean`]: per sample, the IB mass summed over
+/// the rows of both streams divided by their number (the sample's tokens), averaged over heads
+/// and over samples with tokens, summed over the chosen layers; it equals
+/// [`crate::model::attention_share::ib_share`] of the two maps combined ([`ib_case_share`], a
+/// test checks it). [`AcdObjective::Raw`]: the mass summed over rows, averaged over heads and
+/// samples.
+pub fn ib_objective(
+    attn: &[(String, Tensor)],
+    dataset: &Dataset,
+    items: ArrayView2<ItemId>,
+    cfg: &AutoCdsrConfig,
+) -> anyhow::Result<Tensor> {
+    let k = cfg
+        .ib
+        .as_ref()
+        .map(|ib| ib.tokens)
+        .ok_or_else(|| anyhow::anyhow!("ib_objective needs autocdsr.ib"))?;
+    let batch = items.nrows();
+    let streams = ib_streams(dataset, items)?;
+    let rows: Vec<usize> = (0..batch)
+        .map(|b| {
+            streams
+                .iter()
+                .map(|v| v.row(b).iter().filter(|&&t| t).count())
+                .sum()
+        })
+        .collect();
+    let with_rows = rows.iter().filter(|&&r| r > 0).count();
+    let weights: Vec<Tensor> = streams
+        .iter()
+        .map(|valid| {
+            let len = valid.ncols();
+            let n = k + len;
+            let mut w = vec![0f32; batch * n * n];
+            for b in 0..batch {
+                let wb = match cfg.objective {
+                    AcdObjective::RowMean if rows[b] == 0 => 0.0,
+                    AcdObjective::RowMean => 1.0 / (rows[b] * with_rows) as f32,
+                    AcdObjective::Raw => 1.0 / batch as f32,
+                };
+                for i in (0..len).filter(|&i| valid[[b, i]]) {
+                    let at = (b * n + k + i) * n;
+                    w[at..at + k].fill(wb);
+                }
+            }
+            Tensor::from_vec(w, (batch, 1, n, n), &Device::Cpu)
+        })
+        .collect::<crate::model::nn::Result<_>>()?;
+    weighted_attention(attn, cfg, "the IB streams", |stream| match stream {
+        "a" => Some(&weights[0]),
+        "b" => Some(&weights[1]),
+        _ => None,
+    })
 }
