@@ -12,6 +12,10 @@
 //! - [`sweep`]: studies as sweeps of many runs, run locally in parallel or as a Slurm job array,
 //!   resumable after any interruption.
 //! - [`demo`]: the README's main command, a small real study end to end (train, analyse, draw).
+//!
+//! The command line `cdsr-lab` is a separate binary (`src/main.rs`, `src/cli/`) that only calls
+//! these modules; the library has none, and `default-features = false` (the `cli` feature off)
+//! leaves out its argument parser.
 
 pub mod analysis;
 pub mod data;
@@ -25,3 +29,8 @@ pub mod train;
 
 /// The polars version the frames are built with, for notebooks and downstream crates.
 pub use polars;
+
+// What most programs start from: a dataset, a run config to train, a tree of runs to analyse.
+pub use data::{Dataset, Domain};
+pub use runs::{load_runs, LoadOptions, RunSet};
+pub use train::{RunConfig, RunSummary, TrainOptions};

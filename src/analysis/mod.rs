@@ -1,7 +1,6 @@
 //! The paper's statistics over runs: orthogonality of cross-attention outputs, correlation and
 //! significance tests, parameter-matched comparisons, and AutoCDSR attention shares.
 pub mod attention;
-pub mod cli;
 pub mod describe;
 pub mod gca_tensors;
 pub mod orthogonality;

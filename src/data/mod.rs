@@ -222,7 +222,6 @@ impl Dataset {
 }
 
 pub mod abxi;
-pub mod cli;
 pub mod cloze;
 pub mod error;
 pub mod kuairand;

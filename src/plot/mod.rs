@@ -27,7 +27,6 @@
 //! ```
 
 mod all;
-pub mod cli;
 mod figures;
 mod frame;
 mod render;

@@ -56,7 +56,6 @@
 //! let frame = set.runs_frame().unwrap();
 //! assert_eq!(frame.height(), 0);
 //! ```
-pub mod cli;
 pub mod error;
 pub mod foreign;
 pub mod format;

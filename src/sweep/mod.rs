@@ -31,7 +31,6 @@
 //! assert!(plan.runs[0].id.starts_with("hidden32-s1-"));
 //! ```
 
-pub mod cli;
 pub mod engine;
 pub mod exec;
 pub mod local;

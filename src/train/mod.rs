@@ -16,7 +16,6 @@
 
 pub mod autocdsr;
 pub mod checkpoint;
-pub mod cli;
 pub mod config;
 pub mod evaluate;
 pub mod loss;

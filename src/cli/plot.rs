@@ -1,7 +1,7 @@
 //! `cdsr-lab figures RUNS_DIR --out DIR`: regenerate every figure from a tree of runs.
 use std::path::PathBuf;
 
-use crate::runs::LoadOptions;
+use cdsr_lab::runs::LoadOptions;
 
 /// Arguments of `cdsr-lab figures`.
 #[derive(clap::Args, Debug)]
@@ -21,7 +21,7 @@ pub fn run(args: FiguresArgs) -> anyhow::Result<()> {
         include_incomplete: args.include_incomplete,
         ..LoadOptions::default()
     };
-    let report = super::figures_from_runs(&args.runs_dir, &args.out, options)?;
+    let report = cdsr_lab::plot::figures_from_runs(&args.runs_dir, &args.out, options)?;
     println!("{} runs from {}", report.runs, args.runs_dir.display());
     report.print();
     Ok(())

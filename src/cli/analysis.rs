@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::attention::{share_by_cell, success_cells, write_success_cells};
+use cdsr_lab::analysis::attention::{share_by_cell, success_cells, write_success_cells};
 
 /// Arguments of `cdsr-lab diagnose`.
 #[derive(clap::Args, Debug)]
@@ -30,7 +30,7 @@ pub fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
         let s = write_success_cells(&args.single, &args.cross)?;
         println!(
             "wrote {} ({} rows)",
-            args.cross.join(crate::runs::SAMPLES_PARQUET).display(),
+            args.cross.join(cdsr_lab::runs::SAMPLES_PARQUET).display(),
             s.height()
         );
         s
@@ -52,15 +52,15 @@ pub struct ReportArgs {
     pub out: Option<PathBuf>,
 }
 
-/// Prints (and optionally writes) [`super::study::StudyReport`] of a saved study table, so
+/// Prints (and optionally writes) [`cdsr_lab::analysis::study::StudyReport`] of a saved study table, so
 /// the committed `results/*/report.txt` are recomputed from their `study.csv`.
 pub fn report(args: ReportArgs) -> anyhow::Result<()> {
-    let study = super::study::read_study_csv(&args.study_csv)?;
-    let report = super::study::StudyReport::of(&study, &args.metric)
+    let study = cdsr_lab::analysis::study::read_study_csv(&args.study_csv)?;
+    let report = cdsr_lab::analysis::study::StudyReport::of(&study, &args.metric)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.study_csv.display()))?;
     let text = report.to_string();
     if let Some(out) = &args.out {
-        crate::runs::write_atomic(out, text.as_bytes())?;
+        cdsr_lab::runs::write_atomic(out, text.as_bytes())?;
     }
     print!("{text}");
     Ok(())

@@ -1,8 +1,8 @@
 //! `cdsr-lab data ...` subcommands.
 use clap::Subcommand;
 
-use super::source;
-use super::stats::DatasetStats;
+use cdsr_lab::data::source;
+use cdsr_lab::data::stats::DatasetStats;
 
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {

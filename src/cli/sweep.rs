@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 
-use super::engine::{check_run_config, train_run_config};
-use super::exec::{exec_run, exit_when_stdin_closes, ExecOutcome};
-use super::local::{run_local, LocalOptions};
-use super::plan::{default_out_dir, Plan, SweepDir};
-use super::slurm::{write_slurm, SlurmOptions};
-use super::spec::SweepSpec;
-use super::status;
+use cdsr_lab::sweep::engine::{check_run_config, train_run_config};
+use cdsr_lab::sweep::exec::{exec_run, exit_when_stdin_closes, ExecOutcome};
+use cdsr_lab::sweep::local::{run_local, LocalOptions};
+use cdsr_lab::sweep::plan::{default_out_dir, Plan, SweepDir};
+use cdsr_lab::sweep::slurm::{write_slurm, SlurmOptions};
+use cdsr_lab::sweep::spec::SweepSpec;
+use cdsr_lab::sweep::status;
 
 #[derive(Subcommand, Debug)]
 pub enum SweepCommand {

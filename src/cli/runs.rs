@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use super::{load_runs, write_csv, LoadOptions};
+use cdsr_lab::runs::{load_runs, write_csv, LoadOptions};
 
 /// Arguments of `cdsr-lab runs`.
 #[derive(clap::Args, Debug)]
@@ -60,6 +60,6 @@ pub fn run(args: RunsArgs) -> anyhow::Result<()> {
         write_csv(path, &mut table)?;
     }
     println!("{} runs from {}", set.len(), args.runs_dir.display());
-    print!("{}", super::frames::text_table(&table, 4));
+    print!("{}", cdsr_lab::runs::frames::text_table(&table, 4));
     Ok(())
 }

@@ -1,10 +1,10 @@
-//! `cdsr-lab train`: arguments and handler (a thin shell over [`super::train`]).
+//! `cdsr-lab train`: arguments and handler (a thin shell over [`cdsr_lab::train::train`]).
 
 use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{train, RunConfig, TrainOptions};
+use cdsr_lab::train::{train, RunConfig, TrainOptions};
 
 /// Train a model from a TOML run config into a run directory.
 #[derive(Debug, Args)]
