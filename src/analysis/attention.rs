@@ -14,7 +14,7 @@
 use super::describe::summary;
 use super::stats::{column_f64, group_rows, StatsError};
 use crate::data::Domain;
-use crate::runs::{LoadReport, RunSet};
+use crate::runs::{read_test_cases as read_typed_test_cases, LoadReport, RunSet};
 use ndarray::ArrayView3;
 use polars::prelude::*;
 
@@ -64,18 +64,11 @@ pub fn cross_domain_share(
     })
 }
 
-/// Reads a run's `test_cases.parquet`, naming the file on failure.
+/// Reads a run's `test_cases.parquet` as a frame, naming the file on failure
+/// ([`crate::runs::test_cases`]).
 pub fn read_test_cases(run_dir: &std::path::Path) -> Result<DataFrame, StatsError> {
-    let path = run_dir.join(crate::runs::TEST_CASES_PARQUET);
-    std::fs::File::open(&path)
-        .map_err(PolarsError::from)
-        .and_then(|f| ParquetReader::new(f).finish())
-        .map_err(|e| {
-            StatsError::Invalid(format!(
-                "{}: {e} (runs written by this version's trainer have it)",
-                path.display()
-            ))
-        })
+    crate::runs::test_cases::read_test_cases_frame(run_dir)
+        .map_err(|e| StatsError::Invalid(e.to_string()))
 }
 
 /// AutoCDSR's diagnostic records: for each test case, whether the single-domain model
@@ -88,61 +81,27 @@ pub fn success_cells(
     single: &std::path::Path,
     cross: &std::path::Path,
 ) -> Result<DataFrame, StatsError> {
-    let (s, c) = (read_test_cases(single)?, read_test_cases(cross)?);
-    if s.height() != c.height() {
+    let read = |run| read_typed_test_cases(run).map_err(|e| StatsError::Invalid(e.to_string()));
+    let (s, c) = (read(single)?, read(cross)?);
+    if s.cases.len() != c.cases.len() {
         return Err(StatsError::Invalid(format!(
             "{} has {} test cases but {} has {}: the runs were not evaluated on the same cases",
             single.display(),
-            s.height(),
+            s.cases.len(),
             cross.display(),
-            c.height()
+            c.cases.len()
         )));
     }
-    // A missing or mistyped column names the file it should be in.
-    let in_file = |run: &std::path::Path, n: &str| {
-        let path = run
-            .join(crate::runs::TEST_CASES_PARQUET)
-            .display()
-            .to_string();
-        let n = n.to_owned();
-        move |e: PolarsError| StatsError::Invalid(format!("{path}: column `{n}`: {e}"))
-    };
-    let str_col = |df: &DataFrame, path: &std::path::Path, n: &str| {
-        df.column(n)
-            .and_then(|c| c.str().cloned())
-            .map(|c| c.iter().map(|v| v.map(str::to_owned)).collect::<Vec<_>>())
-            .map_err(in_file(path, n))
-    };
-    let bool_col = |df: &DataFrame, path: &std::path::Path, n: &str| {
-        df.column(n)
-            .and_then(|c| c.bool().cloned())
-            .map(|c| c.iter().collect::<Vec<_>>())
-            .map_err(in_file(path, n))
-    };
-    let (ds, dc) = (
-        str_col(&s, single, "domain")?,
-        str_col(&c, cross, "domain")?,
-    );
-    if let Some(i) = (0..ds.len()).find(|&i| ds[i] != dc[i]) {
+    if let Some(i) = (0..s.cases.len()).find(|&i| s.cases[i].domain != c.cases[i].domain) {
         return Err(StatsError::Invalid(format!(
-            "test case {i} is in domain {:?} in {} but {:?} in {}: not the same test cases",
-            ds[i],
+            "test case {i} is in domain {} in {} but {} in {}: not the same test cases",
+            s.cases[i].domain,
             single.display(),
-            dc[i],
+            c.cases[i].domain,
             cross.display()
         )));
     }
-    let (hs, hc) = (
-        bool_col(&s, single, "hit@10")?,
-        bool_col(&c, cross, "hit@10")?,
-    );
-    let layers: Vec<String> = c
-        .get_column_names()
-        .iter()
-        .filter(|n| n.starts_with("a_cd@"))
-        .map(|n| n.to_string())
-        .collect();
-    if layers.is_empty() {
+    if c.layers == 0 {
         return Err(StatsError::Invalid(format!(
             "{} has no per-layer attention share (a_cd@L columns): is it a merged-sequence model?",
             cross.display()
@@ -150,21 +109,14 @@ pub fn success_cells(
     }
     let (mut sample, mut domain, mut hit_single, mut hit_cross, mut a_cd, mut layer) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
-    for name in &layers {
-        let l: i64 = name["a_cd@".len()..].parse().map_err(|_| {
-            StatsError::Invalid(format!("{}: bad column name {name}", cross.display()))
-        })?;
-        let v = c
-            .column(name)
-            .and_then(|col| col.f64().map(|v| v.to_vec()))
-            .map_err(in_file(cross, name))?;
-        for i in 0..c.height() {
+    for l in 0..c.layers {
+        for (i, (sc, cc)) in s.cases.iter().zip(&c.cases).enumerate() {
             sample.push(i as i64);
-            domain.push(dc[i].clone());
-            hit_single.push(hs[i]);
-            hit_cross.push(hc[i]);
-            a_cd.push(v[i]);
-            layer.push(l);
+            domain.push(cc.domain.to_string());
+            hit_single.push(sc.hit_10);
+            hit_cross.push(cc.hit_10);
+            a_cd.push(cc.a_cd.as_ref().map(|v| v[l]));
+            layer.push(l as i64);
         }
     }
     let n = sample.len();

@@ -62,6 +62,7 @@ pub mod format;
 pub mod frames;
 pub mod reader;
 pub mod tensors;
+pub mod test_cases;
 pub mod writer;
 
 pub use error::RunError;
@@ -75,4 +76,5 @@ pub use reader::{
     LoadReport, NanPolicy, RunSet,
 };
 pub use tensors::{map_npy_f32, MappedNpy, MappedTensors, Tensor, TensorData, TensorSet};
+pub use test_cases::{read_test_cases, test_cases_frame, TestCase, TestCases};
 pub use writer::{write_atomic, write_csv, write_parquet, RunWriter};

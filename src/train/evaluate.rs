@@ -1,5 +1,5 @@
 //! Evaluation during training: sampled-negative and full-ranking metrics of a layout, per case
-//! the merged stream's `a_cd` (or an AutoCDSR+ model's IB share), the test cases' frame and the
+//! the merged stream's `a_cd` (or an AutoCDSR+ model's IB share) as [`TestCase`] rows, and the
 //! GCA capture of the fixed test batch.
 
 use anyhow::Context;
@@ -7,12 +7,12 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::loss::{rows_of, Captured};
-use crate::data::{self, Dataset, Domain, EvalBatch, EvalLayout};
+use crate::data::{self, Dataset, EvalBatch, EvalLayout};
 use crate::eval::{evaluate_full, evaluate_sampled_ranks, Candidates, EvalReport};
 use crate::model::attention_share::{attention_share, domain_labels, ShareConfig};
 use crate::model::nn::{Ctx, DType, Device, Tensor};
 use crate::model::{score_candidates, Model, ModelKind, SeqBatch};
-use crate::runs::{RunWriter, TensorSet};
+use crate::runs::{RunWriter, TensorSet, TestCase};
 
 /// The merged input rows a model reads for an evaluation batch: the history, or for a masked
 /// model the history followed by the target domain's mask token ([`data::cloze`]).
@@ -165,15 +165,6 @@ fn case_ib_share(
         .collect())
 }
 
-/// One evaluated case: its domain, the rank of its target among the candidates and the
-/// merged stream's `a_cd` per layer.
-#[derive(Debug, Clone)]
-pub(super) struct CaseRecord {
-    domain: Domain,
-    rank: usize,
-    a_cd: Option<Vec<f64>>,
-}
-
 /// Sampled-negative evaluation: the metrics of `layout`, the merged stream's mean `a_cd` per
 /// domain and every case's record (in the layout's order).
 pub(super) fn evaluate(
@@ -182,7 +173,7 @@ pub(super) fn evaluate(
     layout: &EvalLayout,
     cand: &Candidates,
     batch: usize,
-) -> anyhow::Result<(EvalReport, AcdByDomain, Vec<CaseRecord>)> {
+) -> anyhow::Result<(EvalReport, AcdByDomain, Vec<TestCase>)> {
     let mut err = None;
     // (domain, a_cd) per case in the layout's order; the ranks come from the evaluator.
     let mut shares = Vec::with_capacity(layout.len());
@@ -210,10 +201,10 @@ pub(super) fn evaluate(
     if let Some(e) = err {
         return Err(e);
     }
-    let cases: Vec<CaseRecord> = shares
+    let cases: Vec<TestCase> = shares
         .into_iter()
         .zip(ranks)
-        .map(|((domain, a_cd), rank)| CaseRecord { domain, rank, a_cd })
+        .map(|((domain, a_cd), rank)| TestCase::new(domain, rank, a_cd))
         .collect();
     let mut acd = [(0.0f64, 0usize); 2];
     for c in &cases {
@@ -227,54 +218,6 @@ pub(super) fn evaluate(
         acd.map(|(s, n)| (n > 0).then(|| s / n as f64)),
         cases,
     ))
-}
-
-/// `test_cases.parquet`: one row per test case (`sample` = its index in the test layout,
-/// `domain`, `rank`, `hit@10`, `a_cd` summed over layers and `a_cd@L` per layer; null without
-/// a merged stream), so runs can be compared case by case (AutoCDSR's diagnostic).
-pub(super) fn test_cases_frame(cases: &[CaseRecord]) -> anyhow::Result<polars::prelude::DataFrame> {
-    use polars::prelude::{Column, DataFrame};
-    let n = cases.len();
-    let layers = cases
-        .iter()
-        .filter_map(|c| c.a_cd.as_ref().map(Vec::len))
-        .max()
-        .unwrap_or(0);
-    let mut columns = vec![
-        Column::new("sample".into(), (0..n as i64).collect::<Vec<_>>()),
-        Column::new(
-            "domain".into(),
-            cases
-                .iter()
-                .map(|c| c.domain.to_string())
-                .collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "rank".into(),
-            cases.iter().map(|c| c.rank as i64).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "hit@10".into(),
-            cases.iter().map(|c| c.rank <= 10).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "a_cd".into(),
-            cases
-                .iter()
-                .map(|c| c.a_cd.as_ref().map(|v| v.iter().sum::<f64>()))
-                .collect::<Vec<_>>(),
-        ),
-    ];
-    for l in 0..layers {
-        columns.push(Column::new(
-            format!("a_cd@{l}").into(),
-            cases
-                .iter()
-                .map(|c| c.a_cd.as_ref().and_then(|v| v.get(l).copied()))
-                .collect::<Vec<_>>(),
-        ));
-    }
-    Ok(DataFrame::new(n, columns)?)
 }
 
 pub(super) fn evaluate_full_ranking(

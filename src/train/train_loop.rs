@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use super::autocdsr::{self, AcdEpoch};
 use super::checkpoint::{self, LoopState};
-use super::evaluate::{evaluate, evaluate_full_ranking, test_cases_frame, write_capture};
+use super::evaluate::{evaluate, evaluate_full_ranking, write_capture};
 use super::loss::batch_loss;
 use super::optim::{AdamW, EpochOutcome, Schedule};
 use super::{RunConfig, RunSummary, TrainOptions};
@@ -297,7 +297,7 @@ fn record_best(
         None
     };
     write_capture(model, ds, &prep.capture, writer)?;
-    writer.write_test_cases(&mut test_cases_frame(&test_cases)?)?;
+    writer.write_test_cases(&mut runs::test_cases_frame(&test_cases)?)?;
     Ok(())
 }
 
