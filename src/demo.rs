@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::analysis::study::{study_frame, StudyReport};
+use crate::eval::names;
 use crate::plot::{figures_of_study, FiguresReport};
 use crate::runs::{load_runs, write_atomic, write_csv, LoadOptions};
 use crate::sweep::engine::check_run_config;
@@ -71,7 +72,7 @@ pub fn run_demo(opts: &DemoOptions) -> Result<DemoReport> {
     }
     let set = load_runs(&dir.runs(), LoadOptions::default())?;
     let (mut study, tensor_report) = study_frame(&set)?;
-    let report = StudyReport::of(&study, "ndcg@10")?;
+    let report = StudyReport::of(&study, names::NDCG_10)?;
     // The tables next to the runs: the study frame as CSV and the report as text.
     write_csv(&dir.root.join("study.csv"), &mut study)?;
     write_atomic(&dir.root.join("report.txt"), report.to_string().as_bytes())?;

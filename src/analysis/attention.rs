@@ -14,6 +14,7 @@
 use super::describe::summary;
 use super::stats::{column_f64, group_rows, StatsError};
 use crate::data::Domain;
+use crate::eval::names;
 use crate::runs::{read_test_cases as read_typed_test_cases, LoadReport, RunSet};
 use ndarray::ArrayView3;
 use polars::prelude::*;
@@ -127,7 +128,7 @@ pub fn success_cells(
             Column::new("domain".into(), domain),
             Column::new("hit_single".into(), hit_single),
             Column::new("hit_cross".into(), hit_cross),
-            Column::new("a_cd".into(), a_cd),
+            Column::new(names::A_CD.into(), a_cd),
             Column::new("layer".into(), layer),
         ],
     )?)
@@ -196,7 +197,7 @@ pub fn load_samples(runs: &RunSet) -> Result<(DataFrame, LoadReport), StatsError
 /// `hit_single`, `hit_cross` (Boolean), `n` (Int64), `mean`, `sd`, `ci_low`, `ci_high`
 /// (Float64; the interval is null for n < 2), sorted by the group keys then the cell.
 pub fn share_by_cell(df: &DataFrame, by: &[&str], level: f64) -> Result<DataFrame, StatsError> {
-    let a = column_f64(df, "a_cd")?;
+    let a = column_f64(df, names::A_CD)?;
     if let Some(i) = a.iter().position(|v| !v.is_finite()) {
         // Frames stacked from many runs: name the run as well as the row.
         let run = df

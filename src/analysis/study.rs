@@ -32,6 +32,7 @@ use std::collections::BTreeMap;
 use polars::prelude::*;
 
 use crate::data::Domain;
+use crate::eval::names;
 use crate::eval::Metrics;
 use crate::runs::{LoadReport, RunSet};
 
@@ -252,7 +253,7 @@ pub fn study_frame(set: &RunSet) -> PolarsResult<(DataFrame, LoadReport)> {
                             && r.domain == Some(d)
                             && Some(r.epoch) == m.best_epoch
                     })
-                    .and_then(|r| r.values.get("a_cd"))
+                    .and_then(|r| r.values.get(names::A_CD))
                     .map(|x| x.0),
             );
             run_id.push(m.run_id.clone());
@@ -292,8 +293,8 @@ pub fn study_frame(set: &RunSet) -> PolarsResult<(DataFrame, LoadReport)> {
     }
     columns.push(Column::new("cos_x_xprime".into(), cos_xp));
     columns.push(Column::new("cos_x_y".into(), cos_y));
-    columns.push(Column::new("a_cd".into(), a_cd));
-    columns.push(Column::new("wall_time_s".into(), wall));
+    columns.push(Column::new(names::A_CD.into(), a_cd));
+    columns.push(Column::new(names::WALL_TIME_S.into(), wall));
     let height = columns[0].len();
     Ok((DataFrame::new(height, columns)?, report))
 }
@@ -425,7 +426,7 @@ impl StudyReport {
         let (run_id, model, variant, domain) =
             (s("run_id")?, s("model")?, s("variant")?, s("domain")?);
         let (setting, objective) = (s("setting")?, s("objective")?);
-        let (acd, wall) = (f("a_cd")?, f("wall_time_s")?);
+        let (acd, wall) = (f(names::A_CD)?, f(names::WALL_TIME_S)?);
         let d_model: Vec<Option<i64>> = crate::runs::frames::column(study, "d_model")?
             .cast(&DataType::Int64)?
             .i64()?

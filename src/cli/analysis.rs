@@ -45,7 +45,7 @@ pub struct ReportArgs {
     /// A study table as CSV (the demo's `study.csv`).
     pub study_csv: PathBuf,
     /// The accuracy metric the report compares.
-    #[arg(long, default_value = "ndcg@10")]
+    #[arg(long, default_value = cdsr_lab::eval::names::NDCG_10)]
     pub metric: String,
     /// Also write the report to this file (atomically).
     #[arg(long)]

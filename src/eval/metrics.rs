@@ -8,6 +8,34 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Domain;
 
+/// The names of the metrics a run logs: keys of `metrics.jsonl` and `run.json`, and columns of
+/// the frames built from them.
+pub mod names {
+    pub const NDCG_1: &str = "ndcg@1";
+    pub const NDCG_5: &str = "ndcg@5";
+    pub const NDCG_10: &str = "ndcg@10";
+    pub const NDCG_20: &str = "ndcg@20";
+    pub const HR_1: &str = "hr@1";
+    pub const HR_5: &str = "hr@5";
+    pub const HR_10: &str = "hr@10";
+    pub const HR_20: &str = "hr@20";
+    pub const MRR: &str = "mrr";
+    pub const AUC: &str = "auc";
+    /// The merged stream's cross-domain attention share (evaluation), or its mean over an
+    /// epoch's steps (AutoCDSR training).
+    pub const A_CD: &str = "a_cd";
+    /// Training loss, mean per sequence over the epoch.
+    pub const LOSS: &str = "loss";
+    /// The learning rate the epoch trained with.
+    pub const LR: &str = "lr";
+    /// Training wall time so far, seconds.
+    pub const WALL_TIME_S: &str = "wall_time_s";
+    /// AutoCDSR: the mean multiplier `c` on `a_cd` over the epoch's steps.
+    pub const ACD_COEFFICIENT: &str = "acd_coefficient";
+    /// AutoCDSR: the epoch's steps where Pareto-MTL fell back to equal weights.
+    pub const ACD_FALLBACK_STEPS: &str = "acd_fallback_steps";
+}
+
 /// The cut-offs K of NDCG@K and HR@K.
 pub const CUTOFFS: [usize; 4] = [1, 5, 10, 20];
 
@@ -38,7 +66,16 @@ pub struct Metrics {
 impl Metrics {
     /// The metric keys, in the order of [`Metrics::values`].
     pub const KEYS: [&'static str; 10] = [
-        "ndcg@1", "ndcg@5", "ndcg@10", "ndcg@20", "hr@1", "hr@5", "hr@10", "hr@20", "mrr", "auc",
+        names::NDCG_1,
+        names::NDCG_5,
+        names::NDCG_10,
+        names::NDCG_20,
+        names::HR_1,
+        names::HR_5,
+        names::HR_10,
+        names::HR_20,
+        names::MRR,
+        names::AUC,
     ];
 
     /// The values in the order of [`Metrics::KEYS`].

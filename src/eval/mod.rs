@@ -23,7 +23,7 @@ pub mod metrics;
 pub mod ranking;
 
 pub use candidates::{CandidateError, Candidates, DEFAULT_NEGATIVES};
-pub use metrics::{EvalReport, Metrics, RankAccumulator, CUTOFFS};
+pub use metrics::{names, EvalReport, Metrics, RankAccumulator, CUTOFFS};
 pub use ranking::{
     accumulate_full, evaluate_full, evaluate_sampled, evaluate_sampled_ranks, full_rank,
     sampled_rank,

@@ -11,6 +11,7 @@ use super::{
 };
 use crate::analysis::attention::load_samples;
 use crate::analysis::study::study_frame;
+use crate::eval::names;
 use crate::runs::{load_runs, LoadOptions, LoadReport, RunSet};
 
 /// What happened to one figure.
@@ -139,7 +140,7 @@ pub fn figures_of_study(
     )?;
     emit(
         "metrics_by_gca_positions",
-        metrics_by_gca_positions(study, &["ndcg@10", "hr@10"]).map(Some),
+        metrics_by_gca_positions(study, &[names::NDCG_10, names::HR_10]).map(Some),
         "",
     )?;
     let (samples, samples_report) = load_samples(set)?;
@@ -153,7 +154,7 @@ pub fn figures_of_study(
     let epochs = set.epochs_frame()?;
     emit(
         "training_curves",
-        training_curves(&epochs, &["loss", "ndcg@10"]).map(Some),
+        training_curves(&epochs, &[names::LOSS, names::NDCG_10]).map(Some),
         "",
     )?;
     let mut skipped_runs = set.report.skipped.clone();

@@ -6,6 +6,7 @@ use polars::prelude::*;
 
 use super::format::*;
 use super::reader::{LoadedRun, RunSet};
+use crate::eval::names;
 
 /// The column of `df` called `name`, found by comparing names, not through the frame's cached
 /// schema. In an evcxr notebook every cell is its own library with its own copy of polars' hash
@@ -375,7 +376,7 @@ impl RunSet {
                     .collect::<Vec<_>>(),
             ),
             Column::new(
-                "wall_time_s".into(),
+                names::WALL_TIME_S.into(),
                 runs.iter()
                     .map(|r| r.manifest.wall_time_s)
                     .collect::<Vec<_>>(),
@@ -436,7 +437,7 @@ impl RunSet {
             "params.total",
             "epochs_run",
             "best_epoch",
-            "wall_time_s",
+            names::WALL_TIME_S,
         ];
         let wanted = test_metric_names(metrics, full_ranking);
         let recorded = |prefix: &str| {

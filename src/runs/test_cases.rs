@@ -15,6 +15,7 @@ use polars::prelude::*;
 use super::error::RunError;
 use super::format::TEST_CASES_PARQUET;
 use crate::data::Domain;
+use crate::eval::names;
 
 /// The name of layer `layer`'s share column.
 fn layer_column(layer: usize) -> String {
@@ -87,7 +88,7 @@ pub fn test_cases_frame(cases: &[TestCase]) -> PolarsResult<DataFrame> {
             cases.iter().map(|c| c.hit_10).collect::<Vec<_>>(),
         ),
         Column::new(
-            "a_cd".into(),
+            names::A_CD.into(),
             cases
                 .iter()
                 .map(|c| c.a_cd.as_ref().map(|v| v.iter().sum::<f64>()))

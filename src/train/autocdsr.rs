@@ -15,6 +15,7 @@ use super::loss::BatchLoss;
 use super::optim::AdamW;
 use super::pareto::{AcdWeighting, GradGram};
 use crate::data::{Dataset, ItemId};
+use crate::eval::names;
 use crate::model::attention_share::{
     cross_domain_mask, domain_labels, valid_query_rows, ShareConfig,
 };
@@ -137,9 +138,9 @@ impl AcdEpoch {
     pub fn metrics(&self) -> [(&'static str, f64); 3] {
         let n = self.steps.max(1) as f64;
         [
-            ("a_cd", self.a_cd / n),
-            ("acd_coefficient", self.coefficient / n),
-            ("acd_fallback_steps", self.fallbacks as f64),
+            (names::A_CD, self.a_cd / n),
+            (names::ACD_COEFFICIENT, self.coefficient / n),
+            (names::ACD_FALLBACK_STEPS, self.fallbacks as f64),
         ]
     }
 }

@@ -14,6 +14,7 @@ use super::loss::batch_loss;
 use super::optim::{AdamW, EpochOutcome, Schedule};
 use super::{RunConfig, RunSummary, TrainOptions};
 use crate::data::{self, Dataset, Domain, EvalLayout, LayoutConfig, Part, Split, TrainLayout};
+use crate::eval::names;
 use crate::eval::{Candidates, EvalReport};
 use crate::model::nn::{DType, Tensor};
 use crate::model::Model;
@@ -281,7 +282,7 @@ fn record_best(
             Some(d),
             test.domain(d)
                 .iter()
-                .chain(test_acd[d.index()].map(|v| ("a_cd", v))),
+                .chain(test_acd[d.index()].map(|v| (names::A_CD, v))),
         )?;
     }
     state.best_epoch = Some(epoch);
@@ -367,9 +368,9 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
             runs::Split::Train,
             None,
             [
-                ("loss", trained.loss),
-                ("lr", lr_used),
-                ("wall_time_s", wall),
+                (names::LOSS, trained.loss),
+                (names::LR, lr_used),
+                (names::WALL_TIME_S, wall),
             ]
             .into_iter()
             .chain(
@@ -393,7 +394,7 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
                 valid
                     .domain(d)
                     .iter()
-                    .chain(valid_acd[d.index()].map(|v| ("a_cd", v))),
+                    .chain(valid_acd[d.index()].map(|v| (names::A_CD, v))),
             )?;
         }
         let outcome = state

@@ -11,6 +11,7 @@ use super::{
     panel_grid,
 };
 use crate::analysis::describe;
+use crate::eval::names;
 use crate::plot::frame::{bools, f64s, has, labels};
 use crate::plot::render::{draw_err, Figure, Plot};
 use crate::plot::style::{self, color, padded, range};
@@ -69,7 +70,7 @@ pub fn attention_share(samples: &DataFrame) -> Result<Plot, PlotError> {
     let domains = labels(samples, "domain").map_err(&err)?;
     let single = bools(samples, "hit_single").map_err(&err)?;
     let cross = bools(samples, "hit_cross").map_err(&err)?;
-    let share = f64s(samples, "a_cd").map_err(&err)?;
+    let share = f64s(samples, names::A_CD).map_err(&err)?;
     let layered = has(samples, "layer");
     let (layer, sample) = if layered {
         let mut sample = labels(samples, "sample").map_err(&err)?;

@@ -9,6 +9,7 @@ use super::{
     panel_grid,
 };
 use crate::analysis::describe;
+use crate::eval::names;
 use crate::plot::frame::{f64s, has, labels};
 use crate::plot::render::{draw_err, Figure, Plot};
 use crate::plot::style::{self, color, p_value, padded, range};
@@ -31,7 +32,7 @@ pub fn orthogonality_vs_ndcg(df: &DataFrame) -> Result<Plot, PlotError> {
     let models = labels(df, "model").map_err(&err)?;
     let domains = labels(df, "domain").map_err(&err)?;
     let xs = f64s(df, "cos_x_xprime").map_err(&err)?;
-    let ys = f64s(df, "ndcg@10").map_err(&err)?;
+    let ys = f64s(df, names::NDCG_10).map_err(&err)?;
 
     let rows: Vec<(String, String, f64, f64)> = models
         .into_iter()

@@ -6,6 +6,7 @@ use polars::prelude::DataFrame;
 
 use super::{distinct, draw_legend, frame_err, legend_line, panel_grid};
 use crate::analysis::describe;
+use crate::eval::names;
 use crate::plot::frame::{f64s, labels};
 use crate::plot::render::{draw_err, Figure, Plot};
 use crate::plot::style::{self, color, millions, padded, range};
@@ -26,7 +27,7 @@ pub fn ndcg_vs_params(df: &DataFrame) -> Result<Plot, PlotError> {
     let variants = labels(df, "variant").map_err(&err)?;
     let domains = labels(df, "domain").map_err(&err)?;
     let params = f64s(df, "params").map_err(&err)?;
-    let ndcg = f64s(df, "ndcg@10").map_err(&err)?;
+    let ndcg = f64s(df, names::NDCG_10).map_err(&err)?;
     let rows: Vec<(String, String, f64, f64)> = variants
         .into_iter()
         .zip(domains)
