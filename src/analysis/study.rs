@@ -172,9 +172,43 @@ fn config_positions(config: &serde_json::Value) -> Vec<usize> {
         .unwrap_or_default()
 }
 
-/// Builds the study table of `set` (see the module doc). Runs without tensors contribute null
-/// tensor columns; runs whose tensors cannot be read are listed in the returned report.
-pub fn study_frame(set: &RunSet) -> PolarsResult<(DataFrame, LoadReport)> {
+/// One row of the study table: a run and one of its target domains (see the module doc for
+/// the columns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StudyRow {
+    pub run_id: String,
+    pub model: String,
+    pub dataset: String,
+    pub seed: u64,
+    /// [`Variant::label`].
+    pub variant: String,
+    /// The GCA position set as compact JSON, `[]` for none.
+    pub positions: String,
+    /// GCA gate activation (`None` without GCA).
+    pub gate: Option<String>,
+    /// GCA LayerNorm (`None` without GCA).
+    pub layer_norm: Option<bool>,
+    pub objective: Objective,
+    /// What the report groups seeds by.
+    pub setting: String,
+    pub d_model: Option<usize>,
+    pub params: u64,
+    pub domain: Domain,
+    /// The final test metrics (sampled negatives), in the order of [`Metrics::KEYS`].
+    pub metrics: [Option<f64>; 10],
+    /// Mean over the run's GCA positions of the query domain's mean |cos(X, X')|.
+    pub cos_x_xprime: Option<f64>,
+    /// The same of |cos(X, Y)|.
+    pub cos_x_y: Option<f64>,
+    /// The merged stream's `a_cd` on the domain's test cases at the best epoch.
+    pub a_cd: Option<f64>,
+    pub wall_time_s: Option<f64>,
+}
+
+/// The study table's rows of `set`: one per (run, target domain with final test metrics).
+/// Runs without tensors get no tensor statistics; runs whose tensors cannot be read are
+/// listed in the returned report.
+pub fn study_rows(set: &RunSet) -> PolarsResult<(Vec<StudyRow>, LoadReport)> {
     let (stats, report) = set.tensor_stats_frame()?;
     // Mean over positions per (run, domain).
     let mut cos: BTreeMap<(String, String), (f64, usize, f64, usize)> = BTreeMap::new();
@@ -200,24 +234,7 @@ pub fn study_frame(set: &RunSet) -> PolarsResult<(DataFrame, LoadReport)> {
             }
         }
     }
-    let mut run_id = Vec::new();
-    let mut model = Vec::new();
-    let mut dataset = Vec::new();
-    let mut seed = Vec::new();
-    let mut variant = Vec::new();
-    let mut positions = Vec::new();
-    let mut d_model = Vec::new();
-    let mut params = Vec::new();
-    let mut domain = Vec::new();
-    let mut metric_cols: Vec<Vec<Option<f64>>> = vec![Vec::new(); Metrics::KEYS.len()];
-    let mut cos_xp = Vec::new();
-    let mut cos_y = Vec::new();
-    let mut gate = Vec::new();
-    let mut layer_norm = Vec::new();
-    let mut objective = Vec::new();
-    let mut setting = Vec::new();
-    let mut a_cd = Vec::new();
-    let mut wall = Vec::new();
+    let mut rows = Vec::new();
     for run in &set.runs {
         let m = &run.manifest;
         let pos = config_positions(&m.config);
@@ -234,69 +251,87 @@ pub fn study_frame(set: &RunSet) -> PolarsResult<(DataFrame, LoadReport)> {
             let Some(test) = m.test.get(&d) else {
                 continue;
             };
-            gate.push(g.map(str::to_owned));
-            layer_norm.push(ln);
-            objective.push(obj.as_str());
-            setting.push(
-                if m.model == crate::model::ModelKind::SasrecSingle.as_str() {
-                    "single-domain".to_owned()
-                } else {
-                    setting_label(&v, g, ln, obj)
-                },
-            );
-            wall.push(m.wall_time_s);
-            a_cd.push(
-                run.metrics
-                    .iter()
-                    .find(|r| {
-                        r.split == crate::runs::Split::Test
-                            && r.domain == Some(d)
-                            && Some(r.epoch) == m.best_epoch
-                    })
-                    .and_then(|r| r.values.get(names::A_CD))
-                    .map(|x| x.0),
-            );
-            run_id.push(m.run_id.clone());
-            model.push(m.model.clone());
-            dataset.push(m.dataset.clone());
-            seed.push(m.seed as i64);
-            variant.push(v.clone());
-            positions.push(pos_label.clone());
-            d_model.push(config_usize(&m.config, &["model", "d_model"]).map(|x| x as i64));
-            params.push(m.params.total as f64);
-            domain.push(d.to_string());
-            for (k, col) in Metrics::KEYS.iter().zip(metric_cols.iter_mut()) {
-                col.push(test.get(*k).map(|x| x.0));
-            }
+            let setting = if m.model == crate::model::ModelKind::SasrecSingle.as_str() {
+                "single-domain".to_owned()
+            } else {
+                setting_label(&v, g, ln, obj)
+            };
+            let a_cd = run
+                .metrics
+                .iter()
+                .find(|r| {
+                    r.split == crate::runs::Split::Test
+                        && r.domain == Some(d)
+                        && Some(r.epoch) == m.best_epoch
+                })
+                .and_then(|r| r.values.get(names::A_CD))
+                .map(|x| x.0);
             let c = cos.get(&(m.run_id.clone(), d.to_string()));
-            cos_xp.push(c.filter(|c| c.1 > 0).map(|c| c.0 / c.1 as f64));
-            cos_y.push(c.filter(|c| c.3 > 0).map(|c| c.2 / c.3 as f64));
+            rows.push(StudyRow {
+                run_id: m.run_id.clone(),
+                model: m.model.clone(),
+                dataset: m.dataset.clone(),
+                seed: m.seed,
+                variant: v.clone(),
+                positions: pos_label.clone(),
+                gate: g.map(str::to_owned),
+                layer_norm: ln,
+                objective: obj,
+                setting,
+                d_model: config_usize(&m.config, &["model", "d_model"]),
+                params: m.params.total,
+                domain: d,
+                metrics: Metrics::KEYS.map(|k| test.get(k).map(|x| x.0)),
+                cos_x_xprime: c.filter(|c| c.1 > 0).map(|c| c.0 / c.1 as f64),
+                cos_x_y: c.filter(|c| c.3 > 0).map(|c| c.2 / c.3 as f64),
+                a_cd,
+                wall_time_s: m.wall_time_s,
+            });
         }
     }
-    let mut columns = vec![
-        Column::new("run_id".into(), run_id),
-        Column::new("model".into(), model),
-        Column::new("dataset".into(), dataset),
-        Column::new("seed".into(), seed),
-        Column::new("variant".into(), variant),
-        Column::new("positions".into(), positions),
-        Column::new("gate".into(), gate),
-        Column::new("layer_norm".into(), layer_norm),
-        Column::new("objective".into(), objective),
-        Column::new("setting".into(), setting),
-        Column::new("d_model".into(), d_model),
-        Column::new("params".into(), params),
-        Column::new("domain".into(), domain),
-    ];
-    for (k, col) in Metrics::KEYS.iter().zip(metric_cols) {
-        columns.push(Column::new((*k).into(), col));
+    Ok((rows, report))
+}
+
+/// The study table of `rows` (see the module doc).
+pub fn study_rows_frame(rows: &[StudyRow]) -> PolarsResult<DataFrame> {
+    fn col<T, P>(name: &str, rows: &[StudyRow], f: impl Fn(&StudyRow) -> T) -> Column
+    where
+        Series: NamedFrom<Vec<T>, P>,
+        P: ?Sized,
+    {
+        Column::new(name.into(), rows.iter().map(f).collect::<Vec<T>>())
     }
-    columns.push(Column::new("cos_x_xprime".into(), cos_xp));
-    columns.push(Column::new("cos_x_y".into(), cos_y));
-    columns.push(Column::new(names::A_CD.into(), a_cd));
-    columns.push(Column::new(names::WALL_TIME_S.into(), wall));
-    let height = columns[0].len();
-    Ok((DataFrame::new(height, columns)?, report))
+    let mut columns = vec![
+        col("run_id", rows, |r| r.run_id.clone()),
+        col("model", rows, |r| r.model.clone()),
+        col("dataset", rows, |r| r.dataset.clone()),
+        col("seed", rows, |r| r.seed as i64),
+        col("variant", rows, |r| r.variant.clone()),
+        col("positions", rows, |r| r.positions.clone()),
+        col("gate", rows, |r| r.gate.clone()),
+        col("layer_norm", rows, |r| r.layer_norm),
+        col("objective", rows, |r| r.objective.as_str()),
+        col("setting", rows, |r| r.setting.clone()),
+        col("d_model", rows, |r| r.d_model.map(|x| x as i64)),
+        col("params", rows, |r| r.params as f64),
+        col("domain", rows, |r| r.domain.to_string()),
+    ];
+    for (i, k) in Metrics::KEYS.iter().enumerate() {
+        columns.push(col(k, rows, |r| r.metrics[i]));
+    }
+    columns.push(col("cos_x_xprime", rows, |r| r.cos_x_xprime));
+    columns.push(col("cos_x_y", rows, |r| r.cos_x_y));
+    columns.push(col(names::A_CD, rows, |r| r.a_cd));
+    columns.push(col(names::WALL_TIME_S, rows, |r| r.wall_time_s));
+    DataFrame::new(rows.len(), columns)
+}
+
+/// Builds the study table of `set` (see the module doc): [`study_rows`] as a frame. Runs
+/// without tensors contribute null tensor columns; runs whose tensors cannot be read are listed
+/// in the returned report.
+pub fn study_frame(set: &RunSet) -> PolarsResult<(DataFrame, LoadReport)> {
+    let (rows, report) = study_rows(set)?;
+    Ok((study_rows_frame(&rows)?, report))
 }
 
 /// (model, variant, d_model, domain).
