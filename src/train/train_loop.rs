@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use super::autocdsr::{self, AcdEpoch};
 use super::checkpoint::{self, LoopState};
-use super::evaluate::{evaluate, evaluate_full_ranking, write_capture};
+use super::evaluate::{evaluate, evaluate_full_ranking, write_capture, AcdByDomain};
 use super::loss::batch_loss;
 use super::optim::{AdamW, EpochOutcome, Schedule};
 use super::{RunConfig, RunSummary, TrainOptions};
@@ -257,6 +257,29 @@ fn train_epoch(
     }))
 }
 
+/// One `metrics.jsonl` row per domain of an evaluation: its metrics and the merged stream's
+/// mean `a_cd` (when the model has one).
+fn log_evaluation(
+    writer: &mut RunWriter,
+    epoch: usize,
+    split: runs::Split,
+    report: &EvalReport,
+    acd: &AcdByDomain,
+) -> anyhow::Result<()> {
+    for d in Domain::BOTH {
+        writer.log_metrics(
+            epoch as u32,
+            split,
+            Some(d),
+            report
+                .domain(d)
+                .iter()
+                .chain(acd[d.index()].map(|v| (names::A_CD, v))),
+        )?;
+    }
+    Ok(())
+}
+
 /// At a new best epoch: the test metrics (sampled, and full ranking when enabled) into the
 /// log and the loop state, the capture tensors and the test cases.
 fn record_best(
@@ -275,16 +298,7 @@ fn record_best(
         &prep.test_cand,
         cfg.train.eval_batch_size,
     )?;
-    for d in Domain::BOTH {
-        writer.log_metrics(
-            epoch as u32,
-            runs::Split::Test,
-            Some(d),
-            test.domain(d)
-                .iter()
-                .chain(test_acd[d.index()].map(|v| (names::A_CD, v))),
-        )?;
-    }
+    log_evaluation(writer, epoch, runs::Split::Test, &test, &test_acd)?;
     state.best_epoch = Some(epoch);
     state.best_test = Some(test);
     state.best_test_full = if cfg.train.full_ranking {
@@ -386,17 +400,7 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
             &prep.valid_cand,
             cfg.train.eval_batch_size,
         )?;
-        for d in Domain::BOTH {
-            writer.log_metrics(
-                epoch as u32,
-                runs::Split::Valid,
-                Some(d),
-                valid
-                    .domain(d)
-                    .iter()
-                    .chain(valid_acd[d.index()].map(|v| (names::A_CD, v))),
-            )?;
-        }
+        log_evaluation(&mut writer, epoch, runs::Split::Valid, &valid, &valid_acd)?;
         let outcome = state
             .schedule
             .end_epoch(&cfg.optim, epoch, valid.selection_score());
