@@ -17,12 +17,12 @@
 //! values = [[0], [0, 1]]
 //!
 //! [[axis]]
-//! key = "model.hidden"
+//! key = "model.d_model"
 //! values = [32, 64]
 //!
 //! [[run]]                          # an extra run, crossed with the seeds only
-//! label = "base-h48"
-//! set = { "gca.positions" = [], "model.hidden" = 48 }
+//! label = "base-d48"
+//! set = { "gca.positions" = [], "model.d_model" = 48 }
 //! ```
 
 use std::collections::BTreeMap;
