@@ -70,8 +70,8 @@ pub const PARALLEL_METRIC: &str = "test.A.ndcg@10";
 const MAX_PARALLEL_AXES: usize = 8;
 
 /// [`parallel_coordinates`] of a run set: the config keys whose values differ across its runs
-/// (the seed and execution settings left out; at most 8, those with more distinct values
-/// first) against `metric`, a column of [`RunSet::runs_frame`] such as `test.A.ndcg@10`.
+/// (the seed and execution settings left out; of keys that split the runs into the same groups
+/// the first; at most 8, those with more distinct values first) against `metric`, a column of [`RunSet::runs_frame`] such as `test.A.ndcg@10`.
 /// `None` when no key differs or no run has the metric.
 ///
 /// ```
@@ -98,7 +98,8 @@ pub fn parallel_coordinates_of_runs(
         return Ok(None);
     }
     let ignored = crate::runs::frames::SEED_AND_EXECUTION_KEYS;
-    let mut axes: Vec<(String, usize)> = Vec::new();
+    // (column, distinct values, each run's value as an index into them)
+    let mut axes: Vec<(String, usize, Vec<usize>)> = Vec::new();
     for c in runs.columns() {
         let name = c.name().as_str();
         let Some(key) = name.strip_prefix("config.") else {
@@ -111,12 +112,29 @@ pub fn parallel_coordinates_of_runs(
             .map(|i| c.get(i).map(|v| v.to_string()))
             .collect::<PolarsResult<Vec<_>>>()
             .map_err(frame_error)?;
-        let n = crate::runs::frames::distinct(values).len();
-        if n > 1 {
-            axes.push((name.to_owned(), n));
+        let seen = crate::runs::frames::distinct(values.iter().cloned());
+        let groups = values
+            .iter()
+            .map(|v| {
+                seen.iter()
+                    .position(|s| s == v)
+                    .expect("seen holds every value")
+            })
+            .collect();
+        if seen.len() > 1 {
+            axes.push((name.to_owned(), seen.len(), groups));
         }
     }
     axes.sort_by_key(|a| std::cmp::Reverse(a.1));
+    // Keys that split the runs into the same groups (`d_model` and `ffn_hidden`) are one axis,
+    // the first, as in the run labels.
+    let mut kept: Vec<(String, usize, Vec<usize>)> = Vec::new();
+    for axis in axes {
+        if !kept.iter().any(|k| k.2 == axis.2) {
+            kept.push(axis);
+        }
+    }
+    let mut axes = kept;
     axes.truncate(MAX_PARALLEL_AXES);
     if axes.is_empty() {
         return Ok(None);

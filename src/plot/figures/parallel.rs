@@ -47,7 +47,7 @@ impl Axis {
         }
     }
 
-    /// (height, text) of the axis ticks.
+    /// (height, text) of the axis ticks; long category names are cut to fit between axes.
     fn ticks(&self) -> Vec<(f64, String)> {
         match self {
             Axis::Numeric { lo, hi, .. } if hi > lo => {
@@ -56,7 +56,7 @@ impl Axis {
             Axis::Numeric { lo, .. } => vec![(0.5, short(*lo))],
             Axis::Categorical { values, .. } => values
                 .iter()
-                .map(|v| (self.height(&AxisValue::Label(v.clone())), v.clone()))
+                .map(|v| (self.height(&AxisValue::Label(v.clone())), cut(v)))
                 .collect(),
         }
     }
@@ -66,6 +66,18 @@ impl Axis {
 enum AxisValue {
     Number(f64),
     Label(String),
+}
+
+/// Longest tick text, in characters.
+const MAX_TICK_CHARS: usize = 18;
+
+/// `text` cut to [`MAX_TICK_CHARS`], with `…` where it was cut.
+fn cut(text: &str) -> String {
+    if text.chars().count() <= MAX_TICK_CHARS {
+        return text.to_owned();
+    }
+    let head: String = text.chars().take(MAX_TICK_CHARS - 1).collect();
+    format!("{head}…")
 }
 
 /// A number in at most 4 significant digits.
