@@ -41,5 +41,12 @@ fn main() -> anyhow::Result<()> {
 
     let _shown = cdsr_lab::plot::metrics_by_gca_positions(&study, &["ndcg@10", "hr@10"])?;
 
+    let foreign = load_runs(Path::new("../tests/fixtures/foreign_runs/hydra"), LoadOptions::default())?;
+    let (foreign_study, _) = study_frame(&foreign)?;
+    println!("{}", StudyReport::of(&foreign_study, "ndcg@10")?);
+
+    use cdsr_lab::plot::{parallel_coordinates_of_runs, ParallelLines};
+    let _shown = parallel_coordinates_of_runs(&foreign, "test.A.ndcg@10", ParallelLines::PerSeedGroup)?.expect("the sweep varies gca");
+
     Ok(())
 }

@@ -42,40 +42,89 @@ pub fn read_records(path: &Path) -> Result<Vec<Vec<u8>>> {
 }
 
 /// Splits an in-memory TFRecord stream into records; `path` only names errors.
-pub fn split_records(mut bytes: &[u8], path: &Path) -> Result<Vec<Vec<u8>>> {
-    let err = |record, issue| DataError::Record {
-        path: path.to_path_buf(),
-        record,
-        issue,
+pub fn split_records(bytes: &[u8], path: &Path) -> Result<Vec<Vec<u8>>> {
+    let framed = frame_records(bytes);
+    if let Some(stop) = framed.stop {
+        return Err(DataError::Record {
+            path: path.to_path_buf(),
+            record: stop.record,
+            issue: stop.issue,
+        });
+    }
+    Ok(framed.records.into_iter().map(<[u8]>::to_vec).collect())
+}
+
+/// The records of a TFRecord stream read up to its end or its first problem.
+#[derive(Debug)]
+pub struct FramedRecords<'a> {
+    /// The records before the problem, each CRC-checked.
+    pub records: Vec<&'a [u8]>,
+    /// The problem that stopped the reading; `None` when the stream ends after a whole record.
+    pub stop: Option<FramingStop>,
+}
+
+/// Where and why reading a TFRecord stream stopped.
+#[derive(Debug)]
+pub struct FramingStop {
+    /// 0-based index of the record that could not be read.
+    pub record: usize,
+    /// Byte offset of that record's length header.
+    pub offset: usize,
+    pub issue: RecordIssue,
+}
+
+/// Splits a TFRecord stream into records, checking both CRCs of each, and stops at the first
+/// record that is cut short or fails a check. The one framing reader: [`split_records`] makes
+/// any stop an error; TensorBoard event files (`runs::foreign::tensorboard`) accept a stream
+/// cut inside its last record, as a writer still running leaves it.
+pub fn frame_records(bytes: &[u8]) -> FramedRecords<'_> {
+    let mut records = Vec::new();
+    let mut offset = 0;
+    let stop = |records: &Vec<&[u8]>, offset, issue| {
+        Some(FramingStop {
+            record: records.len(),
+            offset,
+            issue,
+        })
     };
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let record = out.len();
-        if bytes.len() < 12 {
-            return Err(err(record, RecordIssue::Truncated("length header")));
+    while offset < bytes.len() {
+        let rest = &bytes[offset..];
+        if rest.len() < 12 {
+            let stop = stop(&records, offset, RecordIssue::Truncated("length header"));
+            return FramedRecords { records, stop };
         }
-        let len_bytes = &bytes[..8];
-        let stored = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+        let len_bytes = &rest[..8];
+        let stored = u32::from_le_bytes(rest[8..12].try_into().unwrap());
         let computed = masked_crc32c(len_bytes);
         if stored != computed {
-            return Err(err(record, RecordIssue::LengthCrc { stored, computed }));
+            let stop = stop(
+                &records,
+                offset,
+                RecordIssue::LengthCrc { stored, computed },
+            );
+            return FramedRecords { records, stop };
         }
         let len = u64::from_le_bytes(len_bytes.try_into().unwrap());
-        let rest = &bytes[12..];
-        if (rest.len() as u64) < len.saturating_add(4) {
-            return Err(err(record, RecordIssue::Truncated("data")));
+        let body = &rest[12..];
+        if (body.len() as u64) < len.saturating_add(4) {
+            let stop = stop(&records, offset, RecordIssue::Truncated("data"));
+            return FramedRecords { records, stop };
         }
         let len = len as usize;
-        let data = &rest[..len];
-        let stored = u32::from_le_bytes(rest[len..len + 4].try_into().unwrap());
+        let data = &body[..len];
+        let stored = u32::from_le_bytes(body[len..len + 4].try_into().unwrap());
         let computed = masked_crc32c(data);
         if stored != computed {
-            return Err(err(record, RecordIssue::DataCrc { stored, computed }));
+            let stop = stop(&records, offset, RecordIssue::DataCrc { stored, computed });
+            return FramedRecords { records, stop };
         }
-        out.push(data.to_vec());
-        bytes = &rest[len + 4..];
+        records.push(data);
+        offset += 12 + len + 4;
     }
-    Ok(out)
+    FramedRecords {
+        records,
+        stop: None,
+    }
 }
 
 /// Frames `records` as a TFRecord stream (uncompressed).

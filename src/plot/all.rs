@@ -7,7 +7,7 @@ use polars::prelude::*;
 
 use super::{
     attention_share, cos_boxplots, metrics_by_gca_positions, ndcg_vs_params, orthogonality_vs_ndcg,
-    training_curves, Plot, PlotError,
+    parallel_coordinates, training_curves, ParallelLines, Plot, PlotError,
 };
 use crate::analysis::attention::load_samples;
 use crate::analysis::study::study_frame;
@@ -61,6 +61,86 @@ fn non_null(df: &DataFrame, col: &str) -> PolarsResult<DataFrame> {
         .lazy()
         .filter(polars::prelude::col(col).is_not_null())
         .collect()
+}
+
+/// The metric of the parallel-coordinates figure that [`figures_of_study`] draws.
+pub const PARALLEL_METRIC: &str = "test.A.ndcg@10";
+
+/// At most this many parameter axes in [`parallel_coordinates_of_runs`].
+const MAX_PARALLEL_AXES: usize = 8;
+
+/// [`parallel_coordinates`] of a run set: the config keys whose values differ across its runs
+/// (the seed and execution settings left out; of keys that split the runs into the same groups
+/// the first; at most 8, those with more distinct values first) against `metric`, a column of [`RunSet::runs_frame`] such as `test.A.ndcg@10`.
+/// `None` when no key differs or no run has the metric.
+///
+/// ```
+/// use cdsr_lab::plot::{parallel_coordinates_of_runs, ParallelLines};
+/// use cdsr_lab::runs::{load_runs, LoadOptions};
+/// let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/foreign_runs/hydra");
+/// let set = load_runs(&dir, LoadOptions::default()).unwrap();
+/// let fig = parallel_coordinates_of_runs(&set, "test.A.ndcg@10", ParallelLines::PerSeedGroup)
+///     .unwrap()
+///     .expect("the sweep varies gca");
+/// assert!(fig.svg().contains("3 seed groups"));
+/// ```
+pub fn parallel_coordinates_of_runs(
+    set: &RunSet,
+    metric: &str,
+    lines: ParallelLines,
+) -> Result<Option<Plot>, PlotError> {
+    let frame_error = |e: PolarsError| PlotError::Stats {
+        figure: "parallel_coordinates",
+        message: e.to_string(),
+    };
+    let runs = set.runs_frame().map_err(frame_error)?;
+    if crate::runs::frames::column(&runs, metric).is_err() {
+        return Ok(None);
+    }
+    let ignored = crate::runs::frames::SEED_AND_EXECUTION_KEYS;
+    // (column, distinct values, each run's value as an index into them)
+    let mut axes: Vec<(String, usize, Vec<usize>)> = Vec::new();
+    for c in runs.columns() {
+        let name = c.name().as_str();
+        let Some(key) = name.strip_prefix("config.") else {
+            continue;
+        };
+        if ignored.contains(&key) {
+            continue;
+        }
+        let values = (0..c.len())
+            .map(|i| c.get(i).map(|v| v.to_string()))
+            .collect::<PolarsResult<Vec<_>>>()
+            .map_err(frame_error)?;
+        let seen = crate::runs::frames::distinct(values.iter().cloned());
+        let groups = values
+            .iter()
+            .map(|v| {
+                seen.iter()
+                    .position(|s| s == v)
+                    .expect("seen holds every value")
+            })
+            .collect();
+        if seen.len() > 1 {
+            axes.push((name.to_owned(), seen.len(), groups));
+        }
+    }
+    axes.sort_by_key(|a| std::cmp::Reverse(a.1));
+    // Keys that split the runs into the same groups (`d_model` and `ffn_hidden`) are one axis,
+    // the first, as in the run labels.
+    let mut kept: Vec<(String, usize, Vec<usize>)> = Vec::new();
+    for axis in axes {
+        if !kept.iter().any(|k| k.2 == axis.2) {
+            kept.push(axis);
+        }
+    }
+    let mut axes = kept;
+    axes.truncate(MAX_PARALLEL_AXES);
+    if axes.is_empty() {
+        return Ok(None);
+    }
+    let names: Vec<&str> = axes.iter().map(|a| a.0.as_str()).collect();
+    parallel_coordinates(&runs, &names, metric, lines).map(Some)
 }
 
 /// Loads the runs under `runs_dir` (complete ones only unless `options` includes runs still
@@ -156,6 +236,11 @@ pub fn figures_of_study(
         "training_curves",
         training_curves(&epochs, &[names::LOSS, names::NDCG_10]).map(Some),
         "",
+    )?;
+    emit(
+        "parallel_coordinates",
+        parallel_coordinates_of_runs(set, PARALLEL_METRIC, ParallelLines::PerSeedGroup),
+        &format!("no config value differs across the runs, or no run has {PARALLEL_METRIC}"),
     )?;
     let mut skipped_runs = set.report.skipped.clone();
     skipped_runs.extend(tensor_report.skipped);

@@ -32,7 +32,10 @@ mod frame;
 mod render;
 mod style;
 
-pub use all::{figures_from_runs, figures_of_runs, figures_of_study, FigureOutcome, FiguresReport};
+pub use all::{
+    figures_from_runs, figures_of_runs, figures_of_study, parallel_coordinates_of_runs,
+    FigureOutcome, FiguresReport, PARALLEL_METRIC,
+};
 pub use figures::*;
 pub use frame::FrameError;
 pub use render::{register_font, Figure, Plot};

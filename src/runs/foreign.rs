@@ -42,6 +42,11 @@
 //!
 //! A foreign run loads into the same [`LoadedRun`] as a native one (so it joins every frame);
 //! its tensors are read through [`TensorSource`].
+//!
+//! Runs as other trainers leave them load without a manifest ([`ForeignKind`],
+//! `docs/foreign-runs.md`): TensorBoard event files ([`tensorboard`]), Lightning CSVLogger
+//! folders ([`lightning`]) and Hydra job folders ([`hydra`]), their tags and columns mapped by
+//! one `foreign-runs.toml` for a whole tree ([`mapping`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -49,6 +54,16 @@ use std::path::{Path, PathBuf};
 use ndarray::ArrayViewD;
 use polars::prelude::*;
 use serde::Deserialize;
+
+pub mod hydra;
+pub mod lightning;
+pub mod logged;
+pub mod mapping;
+pub mod tensorboard;
+mod yaml;
+
+pub use logged::ForeignKind;
+pub use mapping::{ForeignMapping, TagMapper, FOREIGN_MAPPING};
 
 use super::error::RunError;
 use super::format::*;
@@ -266,19 +281,11 @@ fn map_metrics(spec: &ForeignMetrics, dir: &Path) -> Result<Vec<MetricsRow>, Run
                     spec.split
                 ))
             })?;
-        let split = match spec.split_values.get(split_raw) {
-            Some(s) => *s,
-            None => match split_raw {
-                "train" => Split::Train,
-                "valid" => Split::Valid,
-                "test" => Split::Test,
-                other => {
-                    return Err(err(format!(
-                        "split `{other}` is not train/valid/test; map it in [metrics.split_values]"
-                    )))
-                }
-            },
-        };
+        let split = mapping::map_split(&spec.split_values, split_raw).ok_or_else(|| {
+            err(format!(
+                "split `{split_raw}` is not train/valid/test; map it in [metrics.split_values]"
+            ))
+        })?;
         let domain = match rec.get(&spec.domain) {
             None | Some(serde_json::Value::Null) => None,
             Some(v) => {
@@ -289,12 +296,10 @@ fn map_metrics(spec: &ForeignMetrics, dir: &Path) -> Result<Vec<MetricsRow>, Run
                 if raw.is_empty() {
                     None
                 } else {
-                    Some(match spec.domain_values.get(&raw) {
-                        Some(d) => *d,
-                        None => raw
-                            .parse()
+                    Some(
+                        mapping::map_domain(&spec.domain_values, &raw)
                             .map_err(|e| err(format!("{e}; map it in [metrics.domain_values]")))?,
-                    })
+                    )
                 }
             }
         };
@@ -303,11 +308,7 @@ fn map_metrics(spec: &ForeignMetrics, dir: &Path) -> Result<Vec<MetricsRow>, Run
             if k == &spec.epoch || k == &spec.split || k == &spec.domain {
                 continue;
             }
-            let key = spec
-                .rename
-                .get(k)
-                .cloned()
-                .unwrap_or_else(|| k.to_lowercase());
+            let key = mapping::metric_key(&spec.rename, k);
             let value = match v {
                 serde_json::Value::Null => continue, // absent in this row (CSV empty cell)
                 serde_json::Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
@@ -326,7 +327,24 @@ fn map_metrics(spec: &ForeignMetrics, dir: &Path) -> Result<Vec<MetricsRow>, Run
     Ok(rows)
 }
 
-/// Loads a foreign run directory into a [`LoadedRun`].
+/// Whether `dir` is a run folder of another tool ([`ForeignKind::of`]).
+pub fn is_foreign_run(dir: &Path) -> bool {
+    ForeignKind::of(dir).is_some()
+}
+
+/// Loads any foreign run folder: a manifest run, or a TensorBoard, Lightning or Hydra one.
+pub fn load_any_foreign(dir: &Path) -> Result<LoadedRun, RunError> {
+    match ForeignKind::of(dir) {
+        Some(ForeignKind::Manifest) => load_foreign(dir),
+        Some(kind) => logged::load_logged(dir, kind),
+        None => Err(RunError::invalid(
+            dir,
+            "not a run folder (no run.json, manifest.toml, .hydra/config.yaml, event file or Lightning metrics.csv)",
+        )),
+    }
+}
+
+/// Loads a foreign run directory (with a `manifest.toml`) into a [`LoadedRun`].
 pub fn load_foreign(dir: &Path) -> Result<LoadedRun, RunError> {
     let m = read_foreign_manifest(dir)?;
     let metrics = match &m.metrics {

@@ -7,8 +7,9 @@
 //!   (rayon) and returns a [`RunSet`] whose [`LoadReport`] lists every skipped run with its
 //!   reason: not `complete`, a truncated `metrics.jsonl`, a non-finite metric (see
 //!   [`NanPolicy`]), an unknown format version, unreadable JSON.
-//! - [`foreign`] reads runs written by other tools (CSV / JSON-lines metrics and `.npy` or
-//!   safetensors tensors), mapped by a `manifest.toml`.
+//! - [`foreign`] reads runs written by other tools: TensorBoard event files, Lightning
+//!   CSVLogger and Hydra folders as they are (`docs/foreign-runs.md`), and CSV / JSON-lines
+//!   metrics with `.npy` or safetensors tensors mapped by a `manifest.toml`.
 //!
 //! # Frames (the public schemas; figures and notebooks build on these names)
 //!

@@ -117,8 +117,8 @@ pub fn read_metrics(dir: &Path) -> Result<Vec<MetricsRow>, RunError> {
 
 /// Loads one run strictly: any problem is an error. Non-finite values are kept as NaN.
 pub fn load_run(dir: &Path) -> Result<LoadedRun, RunError> {
-    if dir.join(super::foreign::FOREIGN_MANIFEST).is_file() && !dir.join(RUN_JSON).is_file() {
-        return super::foreign::load_foreign(dir);
+    if !dir.join(RUN_JSON).is_file() && super::foreign::is_foreign_run(dir) {
+        return super::foreign::load_any_foreign(dir);
     }
     let manifest = read_manifest(dir)?;
     let metrics = read_metrics(dir)?;
@@ -158,14 +158,15 @@ pub fn first_non_finite(run: &LoadedRun) -> Option<String> {
     None
 }
 
-/// Every run directory under `root` (a directory holding `run.json` or a foreign
-/// `manifest.toml`; run directories are not searched further), sorted by path.
+/// Every run directory under `root` (a directory holding `run.json`, or a run folder of
+/// another tool: [`super::foreign::ForeignKind`]; run directories are not searched further),
+/// sorted by path.
 /// `root` itself may be a run directory.
 pub fn find_run_dirs(root: &Path) -> Result<Vec<PathBuf>, RunError> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
-        if dir.join(RUN_JSON).is_file() || dir.join(super::foreign::FOREIGN_MANIFEST).is_file() {
+        if dir.join(RUN_JSON).is_file() || super::foreign::is_foreign_run(&dir) {
             out.push(dir);
             continue;
         }

@@ -8,12 +8,14 @@ use super::{style, FrameError, PlotError};
 mod attention;
 mod curves;
 mod orthogonality;
+mod parallel;
 mod param_match;
 mod positions;
 
 pub use attention::{attention_share, SuccessCell};
 pub use curves::training_curves;
 pub use orthogonality::{cos_boxplots, orthogonality_vs_ndcg};
+pub use parallel::{parallel_coordinates, ParallelLines};
 pub use param_match::ndcg_vs_params;
 pub use positions::metrics_by_gca_positions;
 
