@@ -19,6 +19,8 @@
 //! | `label` | String | what tells the run apart from the others of the set ([`RunSet::labels`]) |
 //! | `seed`, `epochs_run`, `params.total` | Int64 | |
 //! | `best_epoch` | Int64 (nullable) | for a run still training, the best so far |
+//! | `stop_reason` | String (nullable) | `early_stop`, `epoch_cap`, `time_cap` or `failed` ([`RunManifest::stopped_by`]); null while running |
+//! | `converged` | Boolean (nullable) | stopped by early stopping, not at a cap ([`RunManifest::converged`]) |
 //! | `wall_time_s` | Float64 (nullable) | |
 //! | `params.MODULE` | Int64 (nullable) | one column per module in any run (`params.gca.0`) |
 //! | `config.KEY.SUBKEY` | inferred | the config flattened to dotted keys: Boolean, Int64, Float64 or String; arrays and mixed types as compact JSON String (`config.gca.positions` = `"[0,1]"`) |
@@ -68,7 +70,7 @@ pub mod writer;
 pub use error::RunError;
 pub use format::{
     metrics, DomainMetrics, FinalResults, LoadedRun, MetricValue, Metrics, MetricsRow, ParamCounts,
-    RunIdentity, RunManifest, RunStatus, Split, FORMAT_VERSION, RUN_FORMAT, RUN_JSON,
+    RunIdentity, RunManifest, RunStatus, Split, StopReason, FORMAT_VERSION, RUN_FORMAT, RUN_JSON,
     SAMPLES_PARQUET, TEST_CASES_PARQUET,
 };
 pub use reader::{

@@ -438,6 +438,7 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
             wall_time_s: Some(wall),
             test: test.as_ref().map(domain_metrics).unwrap_or_default(),
             test_full: test_full.as_ref().map(domain_metrics),
+            stop_reason: None,
         })?;
     }
     Ok(RunSummary {
