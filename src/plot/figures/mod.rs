@@ -7,12 +7,14 @@ use super::{style, FrameError, PlotError};
 
 mod attention;
 mod curves;
+mod interventions;
 mod orthogonality;
 mod param_match;
 mod positions;
 
 pub use attention::{attention_share, SuccessCell};
 pub use curves::training_curves;
+pub use interventions::{case_cos_vs_hit, metric_by_setting};
 pub use orthogonality::{cos_boxplots, orthogonality_vs_ndcg};
 pub use param_match::ndcg_vs_params;
 pub use positions::metrics_by_gca_positions;
