@@ -30,8 +30,7 @@ use super::stats::{
 use super::study::RunLabels;
 use crate::runs::{LoadReport, RunSet};
 
-/// Column prefix of the per-case |cos| in `test_cases.parquet`: `abs_cos@P` for GCA position P.
-pub const ABS_COS_PREFIX: &str = "abs_cos@";
+pub use crate::runs::ABS_COS_PREFIX;
 
 /// A logistic regression of a binary outcome on one covariate with one intercept per group:
 /// `logit P(y = 1) = alpha_group + slope * x`, fitted by Newton's method (maximum likelihood).

@@ -78,5 +78,7 @@ pub use reader::{
     LoadReport, NanPolicy, RunSet,
 };
 pub use tensors::{map_npy_f32, MappedNpy, MappedTensors, Tensor, TensorData, TensorSet};
-pub use test_cases::{read_test_cases, test_cases_frame, TestCase, TestCases};
+pub use test_cases::{
+    read_test_cases, test_cases_frame, CaseCos, TestCase, TestCases, ABS_COS_PREFIX,
+};
 pub use writer::{write_atomic, write_csv, write_parquet, RunWriter};
