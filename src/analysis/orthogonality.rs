@@ -277,6 +277,17 @@ impl Acc {
     }
 }
 
+/// X and X' must have one shape.
+fn same_shape(x: &[usize], x_prime: &[usize]) -> Result<(), ShapeError> {
+    if x == x_prime {
+        Ok(())
+    } else {
+        Err(ShapeError::Mismatch(format!(
+            "X is {x:?} but X' is {x_prime:?}"
+        )))
+    }
+}
+
 fn check_mask(
     mask: Option<ArrayView2<'_, u8>>,
     batch: usize,
@@ -316,13 +327,7 @@ pub fn abs_cos(
     mask: Option<ArrayView2<'_, u8>>,
     options: CosOptions,
 ) -> Result<CosStats, ShapeError> {
-    if x.dim() != x_prime.dim() {
-        return Err(ShapeError::Mismatch(format!(
-            "X is {:?} but X' is {:?}",
-            x.shape(),
-            x_prime.shape()
-        )));
-    }
+    same_shape(x.shape(), x_prime.shape())?;
     let (batch, len, d) = x.dim();
     check_mask(mask, batch, len)?;
     let x = x.as_standard_layout();
@@ -373,13 +378,7 @@ pub fn abs_cos_at(
     mask: Option<ArrayView2<'_, u8>>,
     position: usize,
 ) -> Result<Vec<Option<f64>>, ShapeError> {
-    if x.dim() != x_prime.dim() {
-        return Err(ShapeError::Mismatch(format!(
-            "X is {:?} but X' is {:?}",
-            x.shape(),
-            x_prime.shape()
-        )));
-    }
+    same_shape(x.shape(), x_prime.shape())?;
     let (batch, len, _) = x.dim();
     check_mask(mask, batch, len)?;
     if position >= len {
@@ -407,13 +406,7 @@ pub fn abs_cos_rows(
     x_prime: ArrayView2<'_, f32>,
     options: CosOptions,
 ) -> Result<CosStats, ShapeError> {
-    if x.dim() != x_prime.dim() {
-        return Err(ShapeError::Mismatch(format!(
-            "X is {:?} but X' is {:?}",
-            x.shape(),
-            x_prime.shape()
-        )));
-    }
+    same_shape(x.shape(), x_prime.shape())?;
     let (n, d) = x.dim();
     let x = x.as_standard_layout();
     let xp = x_prime.as_standard_layout();
@@ -602,14 +595,7 @@ pub fn principal_angles(
     mask: Option<ArrayView2<'_, u8>>,
     k: usize,
 ) -> Result<Vec<f64>, AngleError> {
-    if x.dim() != x_prime.dim() {
-        return Err(ShapeError::Mismatch(format!(
-            "X is {:?} but X' is {:?}",
-            x.shape(),
-            x_prime.shape()
-        ))
-        .into());
-    }
+    same_shape(x.shape(), x_prime.shape())?;
     let a = top_subspace(&gram(x, mask)?, k)?;
     let b = top_subspace(&gram(x_prime, mask)?, k)?;
     principal_angles_between(&a, &b)
