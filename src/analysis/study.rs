@@ -147,6 +147,11 @@ impl Objective {
     }
 }
 
+/// Whether `suffix` is what [`intervention_label`] appends to a GCA setting.
+fn is_intervention_suffix(suffix: &str) -> bool {
+    matches!(suffix, " orthogonal" | " parallel") || suffix.starts_with(" cos_penalty ")
+}
+
 /// A GCA intervention of a run's config (`gca.project`, `gca.cos_penalty`) as the suffix of its
 /// setting label: ` orthogonal`, ` parallel`, ` cos_penalty +0.1`; empty for none.
 fn intervention_label(config: &serde_json::Value) -> String {
@@ -771,10 +776,7 @@ fn baseline_comparisons(
             .filter(|s| **s != "baseline")
             .flat_map(|s| {
                 let intervened = settings.keys().find(|r| {
-                    **r != "baseline"
-                        && s.len() > r.len() + 1
-                        && s.starts_with(**r)
-                        && s[r.len()..].starts_with(' ')
+                    **r != "baseline" && s.strip_prefix(**r).is_some_and(is_intervention_suffix)
                 });
                 std::iter::once((*s, "baseline")).chain(intervened.map(|r| (*s, *r)))
             })
@@ -1013,7 +1015,8 @@ mod tests {
     }
 
     /// An intervention on X' is compared with the baseline and, paired by seed, with the GCA
-    /// setting it changes; a setting that merely starts with another's name is not.
+    /// setting it changes; a setting that merely starts with another's name (as `AutoCDSR fixed`
+    /// starts with `AutoCDSR`) is not.
     #[test]
     fn an_intervention_is_also_compared_with_the_setting_it_changes() {
         let rows: [(&str, i64, f64); 9] = [
