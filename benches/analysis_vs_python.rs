@@ -68,7 +68,7 @@ fn write_runs(root: &Path) {
             let v: f64 = 0.15 + rng.random::<f64>() * 0.02;
             test.insert(d, metrics([("ndcg@1", v / 2.5), ("ndcg@10", v), ("hr@10", 2.0 * v), ("mrr", 0.8 * v), ("auc", 0.72)]));
         }
-        w.finish(FinalResults { best_epoch: Some(15), epochs_run: 20, wall_time_s: Some(800.0), test, test_full: None }).unwrap();
+        w.finish(FinalResults { best_epoch: Some(15), epochs_run: 20, wall_time_s: Some(800.0), test, test_full: None, stop_reason: None }).unwrap();
     });
     std::fs::write(root.join("done"), "").unwrap();
 }

@@ -1,7 +1,9 @@
-//! Gated cross-attention: masks (no future leak, all-masked rows are zeros not NaN) and a
-//! gradient check against central finite differences in f64.
+//! Gated cross-attention: masks (no future leak, all-masked rows are zeros not NaN), the
+//! projections of `X'` (orthogonal: |cos| 0, parallel: |cos| 1, on random inputs and on a
+//! run trained on the real 300-user slice), the |cos| sum of the penalty, and gradient checks
+//! against central finite differences in f64.
 
-use cdsr_lab::model::gca::{GcaConfig, GcaModule};
+use cdsr_lab::model::gca::{abs_cos_sum, project_rows, GcaConfig, GcaModule, Projection};
 use cdsr_lab::model::nn::{AttnMask, DType, Device, ParamStore, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -109,15 +111,19 @@ fn rows_without_a_usable_key_give_zero_not_nan() {
 
 #[test]
 fn gradient_matches_finite_differences() {
-    for (gate, layer_norm) in [
-        (cdsr_lab::model::GateActivation::Sigmoid, true),
-        (cdsr_lab::model::GateActivation::Tanh, false),
+    use cdsr_lab::model::GateActivation::{Sigmoid, Tanh};
+    for (gate, layer_norm, project) in [
+        (Sigmoid, true, Projection::None),
+        (Tanh, false, Projection::None),
+        (Sigmoid, true, Projection::Orthogonal),
+        (Tanh, false, Projection::Parallel),
     ] {
         let cfg = GcaConfig {
             positions: vec![0],
             gate,
             layer_norm,
             heads: 4,
+            project,
             ..Default::default()
         };
         let (store, m) = module(&cfg, 7);
@@ -211,5 +217,253 @@ fn gradient_matches_finite_differences() {
                 );
             }
         }
+    }
+}
+
+/// Per row: |cos(x, v)| in f64, `None` when either row is zero.
+fn row_abs_cos(x: &[f64], v: &[f64]) -> Option<f64> {
+    let dot: f64 = x.iter().zip(v).map(|(a, b)| a * b).sum();
+    let (nx, nv): (f64, f64) = (x.iter().map(|a| a * a).sum(), v.iter().map(|a| a * a).sum());
+    (nx > 0.0 && nv > 0.0).then(|| dot.abs() / (nx * nv).sqrt())
+}
+
+/// `x` with row `(b, i)` set to zero.
+fn zero_row(x: &Tensor, b: usize, i: usize) -> Tensor {
+    let mut v = to_vec3(x);
+    v[b][i] = vec![0.0; D];
+    let flat: Vec<f64> = v.into_iter().flatten().flatten().collect();
+    Tensor::from_vec(flat, x.dims(), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn projections_give_cos_zero_and_one_and_a_zero_x_gives_no_nan() {
+    let (b, l) = (3, 6);
+    // Sample 0 has no key before position 2 (X' = 0 there), sample 2 a zero query row.
+    let valid = vec![
+        vec![false, false, true, true, true, true],
+        vec![true; l],
+        vec![true; l],
+    ];
+    let mask = AttnMask::new(&valid, l, true, DType::F64).unwrap();
+    let x = zero_row(&randn(&[b, l, D], 40), 2, 3);
+    let y = randn(&[b, l, D], 41);
+    for (project, want) in [(Projection::Orthogonal, 0.0), (Projection::Parallel, 1.0)] {
+        let cfg = GcaConfig {
+            positions: vec![0],
+            heads: 4,
+            project,
+            ..Default::default()
+        };
+        let (_s, m) = module(&cfg, 9);
+        let o = m.forward(&x, &y, &mask).unwrap();
+        let (xs, xp) = (to_vec3(&x), to_vec3(&o.x_prime));
+        let raw = to_vec3(
+            o.x_prime_raw
+                .as_ref()
+                .expect("a projection keeps the raw X'"),
+        );
+        let mut checked = 0;
+        for bi in 0..b {
+            for i in 0..l {
+                match row_abs_cos(&xs[bi][i], &xp[bi][i]) {
+                    Some(c) => {
+                        assert!(
+                            (c - want).abs() <= 1e-6,
+                            "{project:?} ({bi}, {i}): |cos| {c}"
+                        );
+                        checked += 1;
+                    }
+                    // Undefined only where X or the raw X' is zero: the projection of a zero
+                    // X is zero (orthogonal: X' itself, parallel: 0), never NaN.
+                    None => {
+                        let zero_x = xs[bi][i].iter().all(|&v| v == 0.0);
+                        let zero_raw = raw[bi][i].iter().all(|&v| v == 0.0);
+                        assert!(zero_x || zero_raw, "({bi}, {i}) lost its X'");
+                        if zero_x && project == Projection::Orthogonal {
+                            assert_eq!(xp[bi][i], raw[bi][i]);
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            checked,
+            b * l - 3,
+            "two key-less rows and one zero row are skipped"
+        );
+        assert!(to_vec3(&o.out)
+            .iter()
+            .flatten()
+            .flatten()
+            .all(|v| v.is_finite()));
+        // The gradient through a zero row of X is finite too.
+        let xv = Var::from_tensor(&x).unwrap();
+        let g = m
+            .forward(xv.as_tensor(), &y, &mask)
+            .unwrap()
+            .out
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gx = to_vec3(g.get(&xv).unwrap());
+        assert!(gx.iter().flatten().flatten().all(|v| v.is_finite()));
+    }
+    // In f32, as the trainer runs, the projections hold to 1e-6 as well.
+    let x32 = x.to_dtype(DType::F32).unwrap();
+    let v32 = randn(&[b, l, D], 42).to_dtype(DType::F32).unwrap();
+    for (project, want) in [(Projection::Orthogonal, 0.0), (Projection::Parallel, 1.0)] {
+        let p = project_rows(&v32, &x32, project).unwrap();
+        let (xs, ps) = (
+            x32.to_dtype(DType::F64).unwrap(),
+            p.to_dtype(DType::F64).unwrap(),
+        );
+        let (xs, ps) = (to_vec3(&xs), to_vec3(&ps));
+        for bi in 0..b {
+            for i in 0..l {
+                if let Some(c) = row_abs_cos(&xs[bi][i], &ps[bi][i]) {
+                    assert!((c - want).abs() <= 1e-6, "f32 {project:?}: |cos| {c}");
+                }
+            }
+        }
+    }
+    assert_eq!(
+        to_vec3(&project_rows(&y, &x, Projection::None).unwrap()),
+        to_vec3(&y)
+    );
+}
+
+#[test]
+fn abs_cos_sum_equals_the_analysis_mean_and_matches_finite_differences() {
+    use cdsr_lab::analysis::orthogonality::{abs_cos, CosOptions};
+    let (b, l) = (2, 5);
+    let x = zero_row(&randn(&[b, l, D], 50), 0, 1);
+    let v = zero_row(&randn(&[b, l, D], 51), 1, 2);
+    let valid_host = [
+        [true, true, false, true, true],
+        [true, true, true, false, true],
+    ];
+    let valid_f: Vec<f64> = valid_host
+        .iter()
+        .flatten()
+        .map(|&ok| if ok { 1.0 } else { 0.0 })
+        .collect();
+    let valid = Tensor::from_vec(valid_f, (b, l, 1), &Device::Cpu).unwrap();
+    let rows = valid_host.iter().flatten().filter(|&&ok| ok).count();
+    let sum = abs_cos_sum(&x, &v, &valid)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    // The analysis library's mean (zero rows counted as 0) on the same rows.
+    let f32_of = |t: &Tensor| {
+        let v: Vec<f32> = t
+            .to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        ndarray::Array3::from_shape_vec((b, l, D), v).unwrap()
+    };
+    let mask = ndarray::Array2::from_shape_fn((b, l), |(i, j)| valid_host[i][j] as u8);
+    let stats = abs_cos(
+        f32_of(&x).view(),
+        f32_of(&v).view(),
+        Some(mask.view()),
+        CosOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(stats.n as usize, rows);
+    assert_eq!(stats.n_zero_norm, 2);
+    assert!((sum / rows as f64 - stats.mean_abs_cos).abs() < 1e-6);
+    // Gradients against central differences, zero rows included (their gradient is 0).
+    let (xv, vv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&v).unwrap());
+    let grads = abs_cos_sum(xv.as_tensor(), vv.as_tensor(), &valid)
+        .unwrap()
+        .backward()
+        .unwrap();
+    let eps = 1e-6;
+    for (var, other, first) in [(&xv, &v, true), (&vv, &x, false)] {
+        let g: Vec<f64> = grads
+            .get(var)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        for k in 0..base.len() {
+            let f = |delta: f64| {
+                let mut p = base.clone();
+                p[k] += delta;
+                let t = Tensor::from_vec(p, (b, l, D), &Device::Cpu).unwrap();
+                let (a, c) = if first { (&t, other) } else { (other, &t) };
+                abs_cos_sum(a, c, &valid)
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
+            };
+            let in_zero_row = base[k - k % D..k - k % D + D].iter().all(|&v| v == 0.0);
+            if in_zero_row {
+                assert_eq!(g[k], 0.0, "a zero row gets no gradient");
+                continue;
+            }
+            let fd = (f(eps) - f(-eps)) / (2.0 * eps);
+            assert!(
+                (fd - g[k]).abs() <= 1e-6 * (1.0 + fd.abs()),
+                "elem {k}: autograd {} vs finite difference {fd}",
+                g[k]
+            );
+        }
+    }
+}
+
+/// On the real 300-user slice: a one-epoch run with each projection captures X' with
+/// |cos(X, X')| = 0 (orthogonal) or 1 (parallel) at every valid position of every GCA module.
+#[test]
+fn a_run_on_the_real_slice_captures_the_projected_geometry() {
+    use cdsr_lab::analysis::orthogonality::abs_cos_at;
+    use cdsr_lab::runs::MappedTensors;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    for (project, want) in [(Projection::Orthogonal, 0.0), (Projection::Parallel, 1.0)] {
+        let mut cfg =
+            cdsr_lab::train::RunConfig::from_file(&root.join("configs/smoke.toml")).unwrap();
+        cfg.data.path = root.join("data/food-kitchen-mini");
+        cfg.train.epochs = 1;
+        cfg.gca.project = project;
+        let run_dir = dir.path().join(project.as_str());
+        cdsr_lab::train::train(&cfg, &run_dir, cdsr_lab::train::TrainOptions::default()).unwrap();
+        let t = MappedTensors::open(&run_dir.join("tensors.safetensors")).unwrap();
+        let mut checked = 0;
+        for p in [0, 1] {
+            for d in ["A", "B"] {
+                let x = t.f32(&format!("gca.{p}.{d}.x")).unwrap();
+                let xp = t.f32(&format!("gca.{p}.{d}.x_prime")).unwrap();
+                let raw = t.f32(&format!("gca.{p}.{d}.x_prime_raw")).unwrap();
+                assert_eq!(raw.shape(), xp.shape());
+                let mask = t.u8(&format!("gca.{p}.{d}.mask")).unwrap();
+                let x = x.into_dimensionality::<ndarray::Ix3>().unwrap();
+                let xp = xp.into_dimensionality::<ndarray::Ix3>().unwrap();
+                let mask = mask.into_dimensionality::<ndarray::Ix2>().unwrap();
+                for i in 0..x.dim().1 {
+                    for c in abs_cos_at(x, xp, Some(mask), i)
+                        .unwrap()
+                        .into_iter()
+                        .flatten()
+                    {
+                        assert!(
+                            (c - want).abs() <= 1e-6,
+                            "{project:?} gca.{p}.{d} pos {i}: {c}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(
+            checked > 100,
+            "only {checked} positions had a defined |cos|"
+        );
     }
 }

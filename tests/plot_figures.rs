@@ -229,6 +229,70 @@ fn gca_position_sets_are_ordered_by_size_then_text() {
 }
 
 #[test]
+fn metric_by_setting_orders_settings_and_marks_capped_runs() {
+    // Three settings x 3 seeds at one width, two domains; one run stopped at a cap.
+    let settings = [
+        "+GCA_early sigmoid LN orthogonal",
+        "baseline",
+        "+GCA_early sigmoid LN",
+    ];
+    let mut setting = Vec::new();
+    let mut domain = Vec::new();
+    let mut ndcg = Vec::new();
+    let mut converged = Vec::new();
+    for (k, s) in settings.iter().enumerate() {
+        for seed in 0..3 {
+            for d in ["A", "B"] {
+                setting.push(*s);
+                domain.push(d);
+                ndcg.push(0.2 + 0.01 * k as f64 + 0.002 * seed as f64);
+                converged.push(!(k == 0 && seed == 2));
+            }
+        }
+    }
+    let n = setting.len();
+    let df = df!(
+        "setting" => setting,
+        "d_model" => vec![16i64; n],
+        "domain" => domain,
+        "ndcg@10" => ndcg,
+        "converged" => converged,
+    )
+    .unwrap();
+    let fig = plot::metric_by_setting(&df, "ndcg@10").unwrap();
+    let texts = svg_texts(fig.svg());
+    let order: Vec<&String> = texts
+        .iter()
+        .filter(|t| settings.contains(&t.as_str()))
+        .take(3)
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "baseline",
+            "+GCA_early sigmoid LN",
+            "+GCA_early sigmoid LN orthogonal"
+        ]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    check_written(
+        &fig,
+        dir.path(),
+        (1120, 480),
+        &[
+            "NDCG@10",
+            "d 16 · domain A",
+            "d 16 · domain B",
+            "stopped at a cap, still improving",
+        ],
+    );
+    // Without the column, or with every run converged, no such legend.
+    let all = df.drop("converged").unwrap();
+    let texts = svg_texts(plot::metric_by_setting(&all, "ndcg@10").unwrap().svg());
+    assert!(!texts.iter().any(|t| t.starts_with("stopped at a cap")));
+}
+
+#[test]
 fn attention_share_by_cell_and_layer() {
     // Two samples in domain A, two layers each: sample 0 both hit, sample 1 single only.
     let df = df!(

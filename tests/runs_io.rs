@@ -383,15 +383,17 @@ fn cli_runs_tabulates_real_runs_by_what_sets_them_apart() {
         .lines()
         .find(|l| l.starts_with("d_model 256 (+1), epochs 12 "))
         .unwrap_or_else(|| panic!("no d 256 row in\n{text}"));
-    // params, epochs run, best epoch, then test NDCG@10 / HR@10 of Food and Kitchen.
+    // params, epochs run, best epoch, why it stopped (these 12-epoch runs ran into their cap:
+    // not converged), then test NDCG@10 / HR@10 of Food and Kitchen.
     let cells: Vec<&str> = wide
         .split("  ")
         .map(str::trim)
         .filter(|c| !c.is_empty())
         .collect();
     assert_eq!(&cells[1..5], ["complete", "9582336", "12", "10"], "{wide}");
+    assert_eq!(&cells[5..7], ["epoch_cap", "false"], "{wide}");
     assert_eq!(
-        &cells[6..10],
+        &cells[8..12],
         ["0.1804", "0.2943", "0.1259", "0.2271"],
         "{wide}"
     );
@@ -404,7 +406,7 @@ fn cli_runs_tabulates_real_runs_by_what_sets_them_apart() {
         .finish()
         .unwrap();
     assert_eq!(table.height(), 3);
-    assert_eq!(table.width(), 6 + 2 * 2 * 2);
+    assert_eq!(table.width(), 8 + 2 * 2 * 2);
 
     let bad = common::cdsr_lab()
         .arg("runs")

@@ -277,6 +277,17 @@ impl Acc {
     }
 }
 
+/// X and X' must have one shape.
+fn same_shape(x: &[usize], x_prime: &[usize]) -> Result<(), ShapeError> {
+    if x == x_prime {
+        Ok(())
+    } else {
+        Err(ShapeError::Mismatch(format!(
+            "X is {x:?} but X' is {x_prime:?}"
+        )))
+    }
+}
+
 fn check_mask(
     mask: Option<ArrayView2<'_, u8>>,
     batch: usize,
@@ -316,13 +327,7 @@ pub fn abs_cos(
     mask: Option<ArrayView2<'_, u8>>,
     options: CosOptions,
 ) -> Result<CosStats, ShapeError> {
-    if x.dim() != x_prime.dim() {
-        return Err(ShapeError::Mismatch(format!(
-            "X is {:?} but X' is {:?}",
-            x.shape(),
-            x_prime.shape()
-        )));
-    }
+    same_shape(x.shape(), x_prime.shape())?;
     let (batch, len, d) = x.dim();
     check_mask(mask, batch, len)?;
     let x = x.as_standard_layout();
@@ -353,6 +358,47 @@ pub fn abs_cos(
     Ok(acc.finish())
 }
 
+/// Per sequence `b`: `|cos(X_b,position, X'_b,position)|` at one position of `[batch, len, d]`
+/// tensors, e.g. the scored (last) position of each test case. `None` where the mask (optional
+/// `[batch, len]`) marks the position as padding or either row has zero norm: the cosine is
+/// undefined there, and a per-case analysis must not read it as "orthogonal".
+///
+/// ```
+/// use ndarray::array;
+/// use cdsr_lab::analysis::orthogonality::abs_cos_at;
+/// let x = array![[[1.0f32, 0.0], [1.0, 1.0]], [[1.0, 0.0], [0.0, 0.0]]];
+/// let xp = array![[[0.0f32, 3.0], [-2.0, 0.0]], [[0.0, 1.0], [1.0, 0.0]]];
+/// let c = abs_cos_at(x.view(), xp.view(), None, 1).unwrap();
+/// assert!((c[0].unwrap() - 0.5f64.sqrt()).abs() < 1e-7);
+/// assert_eq!(c[1], None); // a zero row of X
+/// ```
+pub fn abs_cos_at(
+    x: ArrayView3<'_, f32>,
+    x_prime: ArrayView3<'_, f32>,
+    mask: Option<ArrayView2<'_, u8>>,
+    position: usize,
+) -> Result<Vec<Option<f64>>, ShapeError> {
+    same_shape(x.shape(), x_prime.shape())?;
+    let (batch, len, _) = x.dim();
+    check_mask(mask, batch, len)?;
+    if position >= len {
+        return Err(ShapeError::Mismatch(format!(
+            "position {position} is outside a sequence of length {len}"
+        )));
+    }
+    Ok((0..batch)
+        .map(|b| {
+            if mask.is_some_and(|m| m[[b, position]] == 0) {
+                return None;
+            }
+            let a: Vec<f32> = x.slice(ndarray::s![b, position, ..]).to_vec();
+            let c: Vec<f32> = x_prime.slice(ndarray::s![b, position, ..]).to_vec();
+            let (dot, na, nb) = dot_norms(&a, &c);
+            (na > 0.0 && nb > 0.0).then(|| (dot.abs() / (na.sqrt() * nb.sqrt())).min(1.0))
+        })
+        .collect())
+}
+
 /// |cos| of row pairs of two `[n, d]` matrices (every row valid); `per_position` has a single
 /// entry. This is the flat form used for very large row sets.
 pub fn abs_cos_rows(
@@ -360,13 +406,7 @@ pub fn abs_cos_rows(
     x_prime: ArrayView2<'_, f32>,
     options: CosOptions,
 ) -> Result<CosStats, ShapeError> {
-    if x.dim() != x_prime.dim() {
-        return Err(ShapeError::Mismatch(format!(
-            "X is {:?} but X' is {:?}",
-            x.shape(),
-            x_prime.shape()
-        )));
-    }
+    same_shape(x.shape(), x_prime.shape())?;
     let (n, d) = x.dim();
     let x = x.as_standard_layout();
     let xp = x_prime.as_standard_layout();
@@ -555,14 +595,7 @@ pub fn principal_angles(
     mask: Option<ArrayView2<'_, u8>>,
     k: usize,
 ) -> Result<Vec<f64>, AngleError> {
-    if x.dim() != x_prime.dim() {
-        return Err(ShapeError::Mismatch(format!(
-            "X is {:?} but X' is {:?}",
-            x.shape(),
-            x_prime.shape()
-        ))
-        .into());
-    }
+    same_shape(x.shape(), x_prime.shape())?;
     let a = top_subspace(&gram(x, mask)?, k)?;
     let b = top_subspace(&gram(x_prime, mask)?, k)?;
     principal_angles_between(&a, &b)

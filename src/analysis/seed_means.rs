@@ -16,7 +16,8 @@ impl RunSet {
     /// [`RunSet::results_frame`] over seeds: runs whose configs differ only in `train.seed`
     /// (and in execution settings such as the thread count) are one experiment and make one
     /// row, labelled by what sets the experiments apart ([`config_labels`] without the seed).
-    /// Columns: `label`, `runs` (how many), `seeds` (`1, 2, 3`), `params` (of the first run),
+    /// Columns: `label`, `runs` (how many), `seeds` (`1, 2, 3`), `unconverged` (how many of
+    /// them stopped at a cap, [`crate::runs::RunManifest::converged`]), `params` (of the first run),
     /// then per metric its mean over the runs that recorded it and its sample standard
     /// deviation (`test.A.ndcg@10`, `test.A.ndcg@10 sd`; the sd is null for one run). Rows keep
     /// the order in which their first run appears in the set.
@@ -97,6 +98,17 @@ impl RunSet {
                     .collect::<Vec<_>>(),
             ),
             Column::new("seeds".into(), seeds),
+            Column::new(
+                "unconverged".into(),
+                groups
+                    .iter()
+                    .map(|(_, m)| {
+                        m.iter()
+                            .filter(|&&i| self.runs[i].manifest.converged() == Some(false))
+                            .count() as i64
+                    })
+                    .collect::<Vec<_>>(),
+            ),
             Column::new(
                 "params".into(),
                 groups

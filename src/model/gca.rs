@@ -10,11 +10,24 @@
 //! domain's stream ([`KvSource::Other`], the default) or the merged stream
 //! ([`KvSource::Merged`]). Masks are causal plus key padding; query rows with no usable key
 //! give `X' = 0` exactly (see [`crate::model::nn::AttnMask`]).
+//!
+//! Two interventions on the geometry of `X'` (`[gca]` options, to test whether orthogonality
+//! causes accuracy rather than only correlating with it):
+//! - [`Projection`] (`project`): per position, replace `X'` by its part orthogonal to `X`,
+//!   `X' - (X'·X / X·X) X`, or by its part parallel to `X`, before the gate and the residual
+//!   ([`project_rows`]; a zero row of `X` has no direction: its parallel part is 0).
+//! - `cos_penalty = w`: the trainer adds `w · mean |cos(X, X')|` over the valid query
+//!   positions of every GCA module to the loss (signed: `w > 0` pushes towards orthogonal,
+//!   `w < 0` towards parallel); the modules record their sums when
+//!   [`Ctx::gca_cos`](crate::model::nn::Ctx) asks for them ([`abs_cos_sum`]).
+//!
+//! Both are built from differentiable tensor ops and never divide by zero.
 
 use serde::{Deserialize, Serialize};
 
 use super::nn::{
-    mask_mul, AttnMask, Ctx, Device, LayerNorm, Linear, MultiHeadAttention, Result, Scope, Tensor,
+    mask_mul, AbsCosSum, AttnMask, Ctx, Device, LayerNorm, Linear, MultiHeadAttention, Result,
+    Scope, Tensor, D,
 };
 use crate::data::Domain;
 
@@ -38,7 +51,41 @@ pub enum KvSource {
     Merged,
 }
 
+/// What a GCA module keeps of the cross-attention output `X'` (`gca.project`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Projection {
+    /// `X'` as attention computed it.
+    #[default]
+    None,
+    /// Only the part of `X'` orthogonal to `X`: `|cos(X, X')| = 0`.
+    Orthogonal,
+    /// Only the part of `X'` along `X`: `|cos(X, X')| = 1` (0 where that part is zero).
+    Parallel,
+}
+
+impl Projection {
+    pub fn is_none(&self) -> bool {
+        *self == Projection::None
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Projection::None => "none",
+            Projection::Orthogonal => "orthogonal",
+            Projection::Parallel => "parallel",
+        }
+    }
+}
+
+fn is_zero(w: &f64) -> bool {
+    *w == 0.0
+}
+
 /// GCA options of a run (`[gca]` in the run config). No positions = no GCA.
+///
+/// `project` and `cos_penalty` are left out of the serialised config at their defaults, so a
+/// config without them keeps its canonical form (and its run id).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GcaConfig {
@@ -50,6 +97,12 @@ pub struct GcaConfig {
     /// Attention heads (the paper uses 4 or 8).
     pub heads: usize,
     pub kv_source: KvSource,
+    /// Keep only the part of `X'` orthogonal or parallel to `X` (default `none`).
+    #[serde(skip_serializing_if = "Projection::is_none")]
+    pub project: Projection,
+    /// Weight `w` of `mean |cos(X, X')|` added to the training loss (signed; default 0).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cos_penalty: f64,
 }
 
 impl Default for GcaConfig {
@@ -60,6 +113,8 @@ impl Default for GcaConfig {
             layer_norm: true,
             heads: 4,
             kv_source: KvSource::Other,
+            project: Projection::None,
+            cos_penalty: 0.0,
         }
     }
 }
@@ -68,8 +123,10 @@ impl Default for GcaConfig {
 pub struct GcaOutput {
     /// The module output `LN?(X + g * X')`.
     pub out: Tensor,
-    /// The cross-attention output `X'` before gating.
+    /// The cross-attention output `X'` before gating (after the projection, if any).
     pub x_prime: Tensor,
+    /// The attention output before the projection; `None` without one.
+    pub x_prime_raw: Option<Tensor>,
 }
 
 /// One gated cross-attention module (one query domain).
@@ -78,6 +135,7 @@ pub struct GcaModule {
     gate: Linear,
     norm: Option<LayerNorm>,
     act: GateActivation,
+    project: Projection,
 }
 
 impl GcaModule {
@@ -91,12 +149,17 @@ impl GcaModule {
                 None
             },
             act: cfg.gate,
+            project: cfg.project,
         })
     }
 
     /// `x: [b, lq, d]` queries, `y: [b, lk, d]` keys/values, `mask` over (query, key) pairs.
     pub fn forward(&self, x: &Tensor, y: &Tensor, mask: &AttnMask) -> Result<GcaOutput> {
-        let x_prime = self.attn.forward(x, y, mask, false)?.out;
+        let attended = self.attn.forward(x, y, mask, false)?.out;
+        let (x_prime, x_prime_raw) = match self.project {
+            Projection::None => (attended, None),
+            p => (project_rows(&attended, x, p)?, Some(attended)),
+        };
         let pre = self.gate.forward(&Tensor::cat(&[x, &x_prime], 2)?)?;
         let g = match self.act {
             GateActivation::Sigmoid => sigmoid(&pre)?,
@@ -107,13 +170,63 @@ impl GcaModule {
             Some(n) => n.forward(&sum)?,
             None => sum,
         };
-        Ok(GcaOutput { out, x_prime })
+        Ok(GcaOutput {
+            out,
+            x_prime,
+            x_prime_raw,
+        })
     }
+}
+
+/// Per row (last axis) of `v`: its part along the matching row of `x`, `(v·x / x·x) x`
+/// ([`Projection::Parallel`]), or the rest `v - (v·x / x·x) x` ([`Projection::Orthogonal`]);
+/// `v` itself for [`Projection::None`]. A zero row of `x` has no direction: its parallel part
+/// is 0 (the division uses `x·x + 1` there, which is exact since `v·x = 0`), so no NaN and
+/// finite gradients.
+pub fn project_rows(v: &Tensor, x: &Tensor, keep: Projection) -> Result<Tensor> {
+    if keep == Projection::None {
+        return Ok(v.clone());
+    }
+    let dot = (v * x)?.sum_keepdim(D::Minus1)?;
+    let nx = x.sqr()?.sum_keepdim(D::Minus1)?;
+    let zero = nx.detach().eq(0f64)?.to_dtype(nx.dtype())?;
+    let parallel = x.broadcast_mul(&(dot / (nx + zero)?)?)?;
+    match keep {
+        Projection::Parallel => Ok(parallel),
+        _ => v - parallel,
+    }
+}
+
+/// `Σ |cos(x_i, v_i)|` over the rows `i` (last axis) where `valid` (`[.., 1]`, 0 or 1) is 1, as
+/// a differentiable scalar. A pair with a zero row counts as 0 with zero gradient (as
+/// [`crate::analysis::orthogonality::abs_cos`] counts it by default).
+pub fn abs_cos_sum(x: &Tensor, v: &Tensor, valid: &Tensor) -> Result<Tensor> {
+    let dot = (x * v)?.sum_keepdim(D::Minus1)?;
+    let norms = (x.sqr()?.sum_keepdim(D::Minus1)? * v.sqr()?.sum_keepdim(D::Minus1)?)?;
+    let zero = norms.detach().eq(0f64)?.to_dtype(norms.dtype())?;
+    let nonzero = (zero.ones_like()? - &zero)?;
+    let cos = ((dot * nonzero)? / (norms + zero)?.sqrt()?)?;
+    cos.abs()?.broadcast_mul(valid)?.sum_all()
 }
 
 /// Sigmoid from differentiable primitives (`1 / (1 + exp(-x))`).
 fn sigmoid(x: &Tensor) -> Result<Tensor> {
     (x.neg()?.exp()? + 1.0)?.recip()
+}
+
+/// The loss term of `gca.cos_penalty = w`: `w` times the mean |cos(X, X')| over the valid
+/// query rows of every module recorded in `sums` (pooled: each row counts once); `None` when
+/// no module had a valid row.
+pub fn cos_penalty(sums: &[AbsCosSum], w: f64) -> Result<Option<Tensor>> {
+    let rows: usize = sums.iter().map(|s| s.rows).sum();
+    let Some(first) = sums.first().filter(|_| rows > 0) else {
+        return Ok(None);
+    };
+    let mut total = first.sum.clone();
+    for s in &sums[1..] {
+        total = (total + &s.sum)?;
+    }
+    Ok(Some((total * (w / rows as f64))?))
 }
 
 /// The two modules of one GCA position: `[A queries, B queries]`.
@@ -154,10 +267,23 @@ impl GcaLayer {
         for d in Domain::BOTH {
             let i = d.index();
             let o = self.modules[i].forward(inp.queries[i], inp.kv[i], inp.masks[i])?;
+            if let Some(sums) = ctx.gca_cos.as_mut() {
+                sums.push(AbsCosSum {
+                    sum: abs_cos_sum(inp.queries[i], &o.x_prime, inp.query_valid[i])?,
+                    rows: inp.query_valid_host[i]
+                        .iter()
+                        .flatten()
+                        .filter(|&&v| v)
+                        .count(),
+                });
+            }
             if let Some(cap) = ctx.capture.as_mut() {
                 let p = self.position;
                 cap.push((format!("gca.{p}.{d}.x"), inp.queries[i].detach()));
                 cap.push((format!("gca.{p}.{d}.x_prime"), o.x_prime.detach()));
+                if let Some(raw) = &o.x_prime_raw {
+                    cap.push((format!("gca.{p}.{d}.x_prime_raw"), raw.detach()));
+                }
                 cap.push((format!("gca.{p}.{d}.y"), inp.kv[i].detach()));
                 let host = inp.query_valid_host[i];
                 let (b, l) = (host.len(), host.first().map_or(0, |r| r.len()));

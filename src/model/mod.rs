@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 pub use autocdsr::IbConfig;
-pub use gca::{GateActivation, GcaConfig, KvSource};
+pub use gca::{GateActivation, GcaConfig, KvSource, Projection};
 pub use input::{SeqBatch, StreamInput};
 use nn::{Ctx, DType, Embedding, ParamStore, Result, Tensor};
 
@@ -130,6 +130,27 @@ pub fn check_options(
                 layers = cfg.layers
             ));
         }
+    }
+    let intervenes = !gca.project.is_none() || gca.cos_penalty != 0.0;
+    if intervenes && gca.positions.is_empty() {
+        return Err(format!(
+            "gca.project = \"{}\" and gca.cos_penalty = {} act on GCA modules, but gca.positions is empty",
+            gca.project.as_str(),
+            gca.cos_penalty
+        ));
+    }
+    if !gca.cos_penalty.is_finite() {
+        return Err(format!(
+            "gca.cos_penalty must be a finite number, got {}",
+            gca.cos_penalty
+        ));
+    }
+    if gca.cos_penalty != 0.0 && !gca.project.is_none() {
+        return Err(format!(
+            "gca.cos_penalty = {} with gca.project = \"{}\": the projection fixes |cos(X, X')|, so the penalty could not move it",
+            gca.cos_penalty,
+            gca.project.as_str()
+        ));
     }
     if ib.is_some() && cfg.kind != ModelKind::Bert4rec {
         return Err(format!(
@@ -321,6 +342,32 @@ mod tests {
         let e = err(&single, &gca(vec![0], 4), None);
         assert!(
             e.contains("gca.positions must be empty") && e.contains("sasrec-single"),
+            "{e}"
+        );
+        let with = |positions: Vec<usize>, project: Projection, cos_penalty: f64| GcaConfig {
+            positions,
+            project,
+            cos_penalty,
+            ..GcaConfig::default()
+        };
+        assert_eq!(
+            check_options(&abxi, &with(vec![0], Projection::Orthogonal, 0.0), None),
+            Ok(())
+        );
+        assert_eq!(
+            check_options(&abxi, &with(vec![0], Projection::None, -0.5), None),
+            Ok(())
+        );
+        let e = err(&abxi, &with(vec![], Projection::Parallel, 0.0), None);
+        assert!(
+            e.contains("gca.project = \"parallel\"") && e.contains("gca.positions is empty"),
+            "{e}"
+        );
+        let e = err(&abxi, &with(vec![0], Projection::None, f64::NAN), None);
+        assert!(e.contains("gca.cos_penalty must be a finite number"), "{e}");
+        let e = err(&abxi, &with(vec![0], Projection::Orthogonal, 0.1), None);
+        assert!(
+            e.contains("gca.cos_penalty = 0.1 with gca.project = \"orthogonal\""),
             "{e}"
         );
         let e = err(&abxi, &gca(vec![], 4), Some(&IbConfig::default()));

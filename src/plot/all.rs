@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 
 use super::{
-    attention_share, cos_boxplots, metrics_by_gca_positions, ndcg_vs_params, orthogonality_vs_ndcg,
-    parallel_coordinates, training_curves, ParallelLines, Plot, PlotError,
+    attention_share, case_cos_vs_hit, cos_boxplots, metric_by_setting, metrics_by_gca_positions,
+    ndcg_vs_params, orthogonality_vs_ndcg, parallel_coordinates, training_curves, ParallelLines,
+    Plot, PlotError,
 };
 use crate::analysis::attention::load_samples;
+use crate::analysis::cases::case_cos_frame;
 use crate::analysis::study::study_frame;
 use crate::eval::names;
 use crate::runs::{load_runs, LoadOptions, LoadReport, RunSet};
@@ -144,7 +146,8 @@ pub fn parallel_coordinates_of_runs(
 }
 
 /// Loads the runs under `runs_dir` (complete ones only unless `options` includes runs still
-/// training) and writes figures 1-6 into `out_dir` as PNG and SVG. A figure whose input is
+/// training) and writes figures 1-6, NDCG@10 by setting and the per-case |cos| figure into
+/// `out_dir` as PNG and SVG. A figure whose input is
 /// absent is skipped with the reason; drawing errors are errors.
 pub fn figures_from_runs(
     runs_dir: &Path,
@@ -223,6 +226,19 @@ pub fn figures_of_study(
         metrics_by_gca_positions(study, &[names::NDCG_10, names::HR_10]).map(Some),
         "",
     )?;
+    emit(
+        "metric_by_setting",
+        metric_by_setting(study, "ndcg@10").map(Some),
+        "",
+    )?;
+    let (cases, cases_report) = case_cos_frame(set)?;
+    emit(
+        "case_cos_vs_hit",
+        (cases.height() > 0)
+            .then(|| case_cos_vs_hit(&cases))
+            .transpose(),
+        "no GCA run has per-case |cos| in test_cases.parquet",
+    )?;
     let (samples, samples_report) = load_samples(set)?;
     emit(
         "attention_share",
@@ -245,6 +261,7 @@ pub fn figures_of_study(
     let mut skipped_runs = set.report.skipped.clone();
     skipped_runs.extend(tensor_report.skipped);
     skipped_runs.extend(samples_report.skipped);
+    skipped_runs.extend(cases_report.skipped);
     Ok(FiguresReport {
         runs: set.len(),
         figures,

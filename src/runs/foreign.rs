@@ -400,6 +400,7 @@ pub fn load_foreign(dir: &Path) -> Result<LoadedRun, RunError> {
             test,
             test_full: None,
             failure: None,
+            stop_reason: None,
         },
         metrics,
     })

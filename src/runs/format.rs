@@ -40,6 +40,44 @@ impl std::fmt::Display for RunStatus {
     }
 }
 
+/// Why a run stopped training (`stop_reason` in `run.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The validation score did not improve for more than `optim.early_stop_patience`
+    /// epochs: the run converged by the stopping rule.
+    EarlyStop,
+    /// It reached `train.epochs` first.
+    EpochCap,
+    /// It reached `train.max_wall_time_s` first.
+    TimeCap,
+    /// It failed (see `failure`).
+    Failed,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::EarlyStop => "early_stop",
+            StopReason::EpochCap => "epoch_cap",
+            StopReason::TimeCap => "time_cap",
+            StopReason::Failed => "failed",
+        }
+    }
+
+    /// Stopped by a budget (epochs or time) while the stopping rule still saw improvement
+    /// within its patience: not converged.
+    pub fn is_cap(self) -> bool {
+        matches!(self, StopReason::EpochCap | StopReason::TimeCap)
+    }
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The evaluation split a metrics row belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -151,6 +189,40 @@ pub struct RunManifest {
     /// Why a `failed` run failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// Why training stopped; see [`RunManifest::stopped_by`] for runs that do not record it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<StopReason>,
+}
+
+impl RunManifest {
+    /// Why the run stopped: `failed` for a failed run, the recorded `stop_reason` of a
+    /// complete one, and for a complete run that does not record it, `early_stop` when it ran
+    /// fewer epochs than its config's `train.epochs` and `epoch_cap` otherwise (such runs had no
+    /// time cap). `None` while running, or when neither is known (a foreign run without
+    /// `train.epochs`).
+    pub fn stopped_by(&self) -> Option<StopReason> {
+        match self.status {
+            RunStatus::Failed => Some(StopReason::Failed),
+            RunStatus::Running => None,
+            RunStatus::Complete => self.stop_reason.or_else(|| {
+                let cap = self.config.get("train")?.get("epochs")?.as_u64()?;
+                Some(if u64::from(self.epochs_run) < cap {
+                    StopReason::EarlyStop
+                } else {
+                    StopReason::EpochCap
+                })
+            }),
+        }
+    }
+
+    /// Whether the run converged by its stopping rule (stopped early, not at a cap); `None`
+    /// when [`RunManifest::stopped_by`] is unknown or the run failed.
+    pub fn converged(&self) -> Option<bool> {
+        match self.stopped_by()? {
+            StopReason::Failed => None,
+            s => Some(s == StopReason::EarlyStop),
+        }
+    }
 }
 
 /// One line of `metrics.jsonl`: one (epoch, split, domain) with its metric values.
@@ -191,6 +263,8 @@ pub struct FinalResults {
     pub wall_time_s: Option<f64>,
     pub test: DomainMetrics,
     pub test_full: Option<DomainMetrics>,
+    /// Why training stopped (`None`: not recorded).
+    pub stop_reason: Option<StopReason>,
 }
 
 /// A run read from disk: its manifest and its per-epoch metrics rows.

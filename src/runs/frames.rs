@@ -376,6 +376,18 @@ impl RunSet {
                     .collect::<Vec<_>>(),
             ),
             Column::new(
+                "stop_reason".into(),
+                runs.iter()
+                    .map(|r| r.manifest.stopped_by().map(StopReason::as_str))
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "converged".into(),
+                runs.iter()
+                    .map(|r| r.manifest.converged())
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
                 names::WALL_TIME_S.into(),
                 runs.iter()
                     .map(|r| r.manifest.wall_time_s)
@@ -417,8 +429,10 @@ impl RunSet {
     }
 
     /// The results at a glance, one row per run: `label`, `status`, `params`, `epochs_run`,
-    /// `best_epoch`, `wall_time_s`, then `test.D.METRIC` for each of `metrics` and both domains, and the
-    /// full-ranking `test_full.D.METRIC` when `full_ranking` is set. What `cdsr-lab runs` prints.
+    /// `best_epoch`, `stop_reason`, `converged` (false: stopped at a cap while the stopping rule
+    /// still saw improvement), `wall_time_s`, then `test.D.METRIC` for each of `metrics` and both
+    /// domains, and the full-ranking `test_full.D.METRIC` when `full_ranking` is set. What
+    /// `cdsr-lab runs` prints.
     /// A run still training shows its best epoch so far ([`LoadedRun::best_so_far`]).
     /// A metric that no run recorded is an error naming the metrics there are.
     ///
@@ -437,6 +451,8 @@ impl RunSet {
             "params.total",
             "epochs_run",
             "best_epoch",
+            "stop_reason",
+            "converged",
             names::WALL_TIME_S,
         ];
         let wanted = test_metric_names(metrics, full_ranking);

@@ -20,6 +20,8 @@
 //! | `label` | String | what tells the run apart from the others of the set ([`RunSet::labels`]) |
 //! | `seed`, `epochs_run`, `params.total` | Int64 | |
 //! | `best_epoch` | Int64 (nullable) | for a run still training, the best so far |
+//! | `stop_reason` | String (nullable) | `early_stop`, `epoch_cap`, `time_cap` or `failed` ([`RunManifest::stopped_by`]); null while running |
+//! | `converged` | Boolean (nullable) | stopped by early stopping, not at a cap ([`RunManifest::converged`]) |
 //! | `wall_time_s` | Float64 (nullable) | |
 //! | `params.MODULE` | Int64 (nullable) | one column per module in any run (`params.gca.0`) |
 //! | `config.KEY.SUBKEY` | inferred | the config flattened to dotted keys: Boolean, Int64, Float64 or String; arrays and mixed types as compact JSON String (`config.gca.positions` = `"[0,1]"`) |
@@ -69,7 +71,7 @@ pub mod writer;
 pub use error::RunError;
 pub use format::{
     metrics, DomainMetrics, FinalResults, LoadedRun, MetricValue, Metrics, MetricsRow, ParamCounts,
-    RunIdentity, RunManifest, RunStatus, Split, FORMAT_VERSION, RUN_FORMAT, RUN_JSON,
+    RunIdentity, RunManifest, RunStatus, Split, StopReason, FORMAT_VERSION, RUN_FORMAT, RUN_JSON,
     SAMPLES_PARQUET, TEST_CASES_PARQUET,
 };
 pub use reader::{
@@ -77,5 +79,7 @@ pub use reader::{
     LoadReport, NanPolicy, RunSet,
 };
 pub use tensors::{map_npy_f32, MappedNpy, MappedTensors, Tensor, TensorData, TensorSet};
-pub use test_cases::{read_test_cases, test_cases_frame, TestCase, TestCases};
+pub use test_cases::{
+    read_test_cases, test_cases_frame, CaseCos, TestCase, TestCases, ABS_COS_PREFIX,
+};
 pub use writer::{write_atomic, write_csv, write_parquet, RunWriter};

@@ -39,7 +39,17 @@ pub struct TestCase {
     /// The merged stream's `a_cd` per layer; `None` for a case without a valid token or a
     /// model without a merged stream.
     pub a_cd: Option<Vec<f64>>,
+    /// |cos(X, X')| per GCA position (empty without GCA).
+    pub abs_cos: CaseCos,
 }
+
+/// |cos(X, X')| of one case per GCA position, at the scored (last) position, in the module of
+/// the case's target domain; `None` where undefined (padding, a zero row). Written as the
+/// `abs_cos@P` columns.
+pub type CaseCos = std::collections::BTreeMap<usize, Option<f64>>;
+
+/// Column prefix of the per-case |cos| of GCA position P: `abs_cos@P`.
+pub const ABS_COS_PREFIX: &str = "abs_cos@";
 
 impl TestCase {
     pub fn new(domain: Domain, rank: usize, a_cd: Option<Vec<f64>>) -> Self {
@@ -48,7 +58,13 @@ impl TestCase {
             rank,
             hit_10: rank <= 10,
             a_cd,
+            abs_cos: CaseCos::new(),
         }
+    }
+
+    /// The case with its per-position |cos(X, X')|.
+    pub fn with_abs_cos(self, abs_cos: CaseCos) -> Self {
+        TestCase { abs_cos, ..self }
     }
 }
 
@@ -101,6 +117,19 @@ pub fn test_cases_frame(cases: &[TestCase]) -> PolarsResult<DataFrame> {
             cases
                 .iter()
                 .map(|c| c.a_cd.as_ref().and_then(|v| v.get(l).copied()))
+                .collect::<Vec<_>>(),
+        ));
+    }
+    let positions: std::collections::BTreeSet<usize> = cases
+        .iter()
+        .flat_map(|c| c.abs_cos.keys().copied())
+        .collect();
+    for p in positions {
+        columns.push(Column::new(
+            format!("{ABS_COS_PREFIX}{p}").into(),
+            cases
+                .iter()
+                .map(|c| c.abs_cos.get(&p).copied().flatten())
                 .collect::<Vec<_>>(),
         ));
     }
@@ -178,6 +207,8 @@ pub fn read_test_cases(run_dir: &Path) -> Result<TestCases, RunError> {
             rank: rank as usize,
             hit_10,
             a_cd,
+            // The per-case |cos| columns are read as a frame (`analysis::cases`).
+            abs_cos: CaseCos::new(),
         });
     }
     Ok(TestCases {

@@ -129,6 +129,7 @@ impl RunWriter {
             test: Default::default(),
             test_full: None,
             failure: None,
+            stop_reason: None,
         };
         let metrics_path = dir.join(METRICS_JSONL);
         let metrics = OpenOptions::new()
@@ -251,6 +252,7 @@ impl RunWriter {
             .or(Some(self.started.elapsed().as_secs_f64()));
         m.test = results.test;
         m.test_full = results.test_full;
+        m.stop_reason = results.stop_reason;
         self.write_manifest()?;
         Ok(self.dir)
     }
@@ -259,6 +261,7 @@ impl RunWriter {
     pub fn fail(mut self, reason: &str) -> Result<PathBuf, RunError> {
         self.manifest.status = RunStatus::Failed;
         self.manifest.failure = Some(reason.to_owned());
+        self.manifest.stop_reason = Some(StopReason::Failed);
         self.manifest.wall_time_s = Some(self.started.elapsed().as_secs_f64());
         self.write_manifest()?;
         Ok(self.dir)

@@ -34,6 +34,9 @@ pub struct LoopState {
     pub wall_time_s: f64,
     /// Set when early stopping fired.
     pub stopped: bool,
+    /// Why training stopped, once it has (`None` while it goes on).
+    #[serde(default)]
+    pub stop_reason: Option<crate::runs::StopReason>,
 }
 
 pub fn path(run_dir: &Path) -> PathBuf {

@@ -86,7 +86,8 @@ impl Default for OptimConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
-    /// Maximum epochs (ABXI: 500, early stop usually ends sooner).
+    /// At most this many epochs: a cap, early stopping on the validation score usually ends
+    /// sooner (ABXI: 500).
     pub epochs: usize,
     /// Sequences per batch (ABXI: 256).
     pub batch_size: usize,
@@ -108,6 +109,10 @@ pub struct TrainConfig {
     pub capture_batch_size: usize,
     /// Worker threads (rayon and the matmul kernels). Default: all cores.
     pub threads: Option<usize>,
+    /// Stop once the run's training wall time (summed over resumed calls) reaches this many
+    /// seconds (`stop_reason = "time_cap"`). Default: no time cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_wall_time_s: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -124,6 +129,7 @@ impl Default for TrainConfig {
             full_ranking: true,
             capture_batch_size: 64,
             threads: None,
+            max_wall_time_s: None,
         }
     }
 }
@@ -168,6 +174,11 @@ impl RunConfig {
             return Err(format!(
                 "train.temperature must be positive, got {}",
                 t.temperature
+            ));
+        }
+        if let Some(t) = t.max_wall_time_s.filter(|t| !(t.is_finite() && *t > 0.0)) {
+            return Err(format!(
+                "train.max_wall_time_s must be a positive number of seconds, got {t}"
             ));
         }
         if m.max_len == 0 {

@@ -165,21 +165,78 @@ fn case_ib_share(
         .collect())
 }
 
+/// |cos(X, X')| of one case per GCA position, at the scored (last) position, in the module of
+/// the case's target domain; `None` where undefined (padding, a zero row).
+use crate::runs::CaseCos;
+
+/// [`CaseCos`] of every case of an evaluation batch from its capture (`gca.P.D.{x,x_prime,mask}`,
+/// [`crate::model::nn::Ctx::capture`]); `domains` are the cases' target domains.
+fn case_abs_cos(
+    capture: &[(String, Tensor)],
+    domains: &[crate::data::Domain],
+) -> anyhow::Result<Vec<CaseCos>> {
+    use crate::analysis::orthogonality::abs_cos_at;
+    let mut out = vec![CaseCos::new(); domains.len()];
+    let find = |name: String| -> anyhow::Result<&Tensor> {
+        capture
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| t)
+            .with_context(|| format!("no tensor {name} was captured"))
+    };
+    let positions: std::collections::BTreeSet<usize> = capture
+        .iter()
+        .filter_map(|(n, _)| {
+            let parts: Vec<&str> = n.split('.').collect();
+            match parts[..] {
+                ["gca", p, _, "x"] => p.parse().ok(),
+                _ => None,
+            }
+        })
+        .collect();
+    let host = |t: &Tensor| -> anyhow::Result<ndarray::Array3<f32>> {
+        let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(ndarray::Array3::from_shape_vec(t.dims3()?, v)?)
+    };
+    for p in positions {
+        for d in crate::data::Domain::BOTH {
+            let x = host(find(format!("gca.{p}.{d}.x"))?)?;
+            let xp = host(find(format!("gca.{p}.{d}.x_prime"))?)?;
+            let mask = find(format!("gca.{p}.{d}.mask"))?;
+            let mask = ndarray::Array2::from_shape_vec(
+                mask.dims2()?,
+                mask.flatten_all()?.to_vec1::<u8>()?,
+            )?;
+            let last = x.dim().1.saturating_sub(1);
+            let cos = abs_cos_at(x.view(), xp.view(), Some(mask.view()), last)?;
+            for (i, c) in cos.into_iter().enumerate() {
+                if domains[i] == d {
+                    out[i].insert(p, c);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Sampled-negative evaluation: the metrics of `layout`, the merged stream's mean `a_cd` per
-/// domain and every case's record (in the layout's order).
+/// domain and every case's record (in the layout's order), with per-case |cos(X, X')| when
+/// `case_cos` (a model with GCA, on the test cases).
 pub(super) fn evaluate(
     model: &Model,
     ds: &Dataset,
     layout: &EvalLayout,
     cand: &Candidates,
     batch: usize,
+    case_cos: bool,
 ) -> anyhow::Result<(EvalReport, AcdByDomain, Vec<TestCase>)> {
     let mut err = None;
     // (domain, a_cd) per case in the layout's order; the ranks come from the evaluator.
     let mut shares = Vec::with_capacity(layout.len());
+    let mut cosines = Vec::with_capacity(layout.len());
     let (report, ranks) = evaluate_sampled_ranks(layout, cand, batch, |b, items| {
         let mut run = || -> anyhow::Result<Vec<f32>> {
-            let out = eval_repr(model, ds, b, false, true)?;
+            let out = eval_repr(model, ds, b, case_cos, true)?;
             let per_case = case_acd(
                 ds,
                 &out.x,
@@ -187,6 +244,10 @@ pub(super) fn evaluate(
                 model.ib_tokens(),
             )?;
             shares.extend(b.target_domain.iter().copied().zip(per_case));
+            match &out.capture {
+                Some(cap) => cosines.extend(case_abs_cos(cap, b.target_domain)?),
+                None => cosines.extend(vec![CaseCos::new(); b.batch_size()]),
+            }
             let ids =
                 Tensor::from_vec(items.to_vec(), (b.batch_size(), cand.width()), &Device::Cpu)?;
             Ok(score_candidates(&out.h_last, model.item_embedding(), &ids)?
@@ -204,7 +265,10 @@ pub(super) fn evaluate(
     let cases: Vec<TestCase> = shares
         .into_iter()
         .zip(ranks)
-        .map(|((domain, a_cd), rank)| TestCase::new(domain, rank, a_cd))
+        .zip(cosines)
+        .map(|(((domain, a_cd), rank), abs_cos)| {
+            TestCase::new(domain, rank, a_cd).with_abs_cos(abs_cos)
+        })
         .collect();
     let mut acd = [(0.0f64, 0usize); 2];
     for c in &cases {

@@ -115,8 +115,12 @@ fn forward_loss(
     if record_attention {
         ctx.attn_probs = Some(Vec::new());
     }
+    if cfg.gca.cos_penalty != 0.0 {
+        ctx.gca_cos = Some(Vec::new());
+    }
     let h = model.forward(&input, &mut ctx)?;
     let attn = ctx.attn_probs.take().unwrap_or_default();
+    let cos_sums = ctx.gca_cos.take().unwrap_or_default();
     let (bsz, l) = (batch.batch_size(), batch.max_len);
     let w = 2 * cfg.train.negatives_per_domain;
     anyhow::ensure!(
@@ -183,5 +187,10 @@ fn forward_loss(
         &weights,
         cfg.train.temperature,
     )?;
+    // `gca.cos_penalty = w`: w * mean |cos(X, X')| over the valid query rows of every module.
+    let loss = match crate::model::gca::cos_penalty(&cos_sums, cfg.gca.cos_penalty)? {
+        Some(penalty) => (loss + penalty)?,
+        None => loss,
+    };
     Ok((loss, attn))
 }

@@ -5,13 +5,15 @@
 //! ([`crate::data::sample_train_negatives`]), sampled-softmax InfoNCE, AdamW; then validation
 //! (sampled negatives, [`crate::eval`]), ABXI's schedule (warm-up, plateau, early stop), and at
 //! each new best validation MRR_A + MRR_B the test metrics (sampled and full ranking) and the
-//! GCA capture. A checkpoint is written atomically after every epoch.
+//! GCA capture. A checkpoint is written atomically after every epoch. Training ends at early
+//! stop, at `train.epochs` or at `train.max_wall_time_s`, recorded as the run's `stop_reason`
+//! ([`stopping`]); a resumed run that has stopped trains no further.
 //!
 //! Deterministic on CPU for a fixed seed and thread count: every random draw is seeded from
 //! `(seed, epoch)` or `(seed, step)`.
 //!
-//! The parts: [`loss`] (a batch's InfoNCE loss), [`evaluate`] (metrics, per-case `a_cd`, the
-//! capture), [`autocdsr`] (AutoCDSR's two-objective step), [`checkpoint`] (resume state),
+//! The parts: [`loss`] (a batch's InfoNCE loss plus `gca.cos_penalty`), [`evaluate`] (metrics,
+//! per-case `a_cd` and |cos(X, X')|, the capture), [`stopping`] (when training ends), [`autocdsr`] (AutoCDSR's two-objective step), [`checkpoint`] (resume state),
 //! [`optim`] (AdamW and the schedule), [`pareto`] (Pareto-MTL weights) and the loop itself.
 
 pub mod autocdsr;
@@ -21,6 +23,7 @@ pub mod evaluate;
 pub mod loss;
 pub mod optim;
 pub mod pareto;
+pub mod stopping;
 mod train_loop;
 
 use std::path::PathBuf;
@@ -58,6 +61,8 @@ pub struct RunSummary {
     pub wall_time_s: f64,
     /// False when the call stopped early on `stop_after_epochs`.
     pub complete: bool,
+    /// Why training stopped (`None` when the call stopped early on `stop_after_epochs`).
+    pub stop_reason: Option<stopping::StopReason>,
 }
 
 /// What `cdsr-lab train` prints: the run directory, its size and time, the test metrics.
@@ -66,8 +71,12 @@ impl std::fmt::Display for RunSummary {
         writeln!(f, "run: {}", self.run_dir.display())?;
         writeln!(
             f,
-            "params: {}  epochs: {}  best epoch: {:?}  wall time: {:.1}s",
-            self.params_total, self.epochs_run, self.best_epoch, self.wall_time_s
+            "params: {}  epochs: {}  best epoch: {:?}  stopped: {}  wall time: {:.1}s",
+            self.params_total,
+            self.epochs_run,
+            self.best_epoch,
+            self.stop_reason.map_or("not yet", |r| r.as_str()),
+            self.wall_time_s
         )?;
         for (what, report) in [("", &self.test), (" full-ranking", &self.test_full)] {
             let Some(t) = report else { continue };

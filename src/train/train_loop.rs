@@ -12,6 +12,7 @@ use super::checkpoint::{self, LoopState};
 use super::evaluate::{evaluate, evaluate_full_ranking, write_capture, AcdByDomain};
 use super::loss::batch_loss;
 use super::optim::{AdamW, EpochOutcome, Schedule};
+use super::stopping;
 use super::{RunConfig, RunSummary, TrainOptions};
 use crate::data::{self, Dataset, Domain, EvalLayout, LayoutConfig, Part, Split, TrainLayout};
 use crate::eval::names;
@@ -182,6 +183,7 @@ fn start_or_resume(
         best_test_full: None,
         wall_time_s: 0.0,
         stopped: false,
+        stop_reason: None,
     };
     Ok((w, state))
 }
@@ -297,6 +299,7 @@ fn record_best(
         &prep.test,
         &prep.test_cand,
         cfg.train.eval_batch_size,
+        !cfg.gca.positions.is_empty(),
     )?;
     log_evaluation(writer, epoch, runs::Split::Test, &test, &test_acd)?;
     state.best_epoch = Some(epoch);
@@ -352,7 +355,16 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
     let (mut writer, mut state) = start_or_resume(cfg, run_dir, &opts, ds, &model, &mut opt)?;
     let wall_before = state.wall_time_s;
     let mut epochs_this_call = 0usize;
-    while state.epoch < cfg.train.epochs && !state.stopped {
+    let budget = stopping::Budget {
+        epochs: cfg.train.epochs,
+        wall_time_s: cfg.train.max_wall_time_s,
+    };
+    // A run that has stopped (early, or at a cap already spent) never trains further.
+    let recorded = state
+        .stop_reason
+        .or(state.stopped.then_some(stopping::StopReason::EarlyStop));
+    let mut stop = stopping::stopped_before(recorded, state.epoch, state.wall_time_s, &budget);
+    while stop.is_none() {
         if opts
             .stop_after_epochs
             .is_some_and(|k| epochs_this_call >= k)
@@ -399,20 +411,27 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
             &prep.valid,
             &prep.valid_cand,
             cfg.train.eval_batch_size,
+            false,
         )?;
         log_evaluation(&mut writer, epoch, runs::Split::Valid, &valid, &valid_acd)?;
         let outcome = state
             .schedule
             .end_epoch(&cfg.optim, epoch, valid.selection_score());
-        // With no warm-up left to wait for, the first epoch after it is the first candidate.
-        let take_best = outcome == EpochOutcome::Improved
-            || (outcome == EpochOutcome::Warmup && epoch == cfg.train.epochs);
+        stop = stopping::stop_after_epoch(
+            outcome,
+            epoch,
+            wall_before + started.elapsed().as_secs_f64(),
+            &budget,
+        );
+        // A run that stops before any epoch improved (still in warm-up at a cap) selects its
+        // last epoch, so it always ends with a model and test metrics.
+        let take_best =
+            outcome == EpochOutcome::Improved || (stop.is_some() && state.best_epoch.is_none());
         if take_best {
             record_best(cfg, &prep, &model, &mut writer, &mut state, epoch)?;
         }
-        if outcome == EpochOutcome::Stop {
-            state.stopped = true;
-        }
+        state.stopped = stop == Some(stopping::StopReason::EarlyStop);
+        state.stop_reason = stop;
         state.epoch = epoch;
         state.wall_time_s = wall_before + started.elapsed().as_secs_f64();
         if opts.progress {
@@ -427,7 +446,7 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
         save_checkpoint(run_dir, &model, &opt, &state)?;
         epochs_this_call += 1;
     }
-    let complete = state.epoch >= cfg.train.epochs || state.stopped;
+    let complete = stop.is_some();
     let test = state.best_test;
     let test_full = state.best_test_full;
     let wall = state.wall_time_s;
@@ -438,6 +457,7 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
             wall_time_s: Some(wall),
             test: test.as_ref().map(domain_metrics).unwrap_or_default(),
             test_full: test_full.as_ref().map(domain_metrics),
+            stop_reason: stop,
         })?;
     }
     Ok(RunSummary {
@@ -449,5 +469,6 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
         params_total,
         wall_time_s: wall,
         complete,
+        stop_reason: stop,
     })
 }

@@ -234,6 +234,16 @@ pub struct Ctx<'a> {
     /// When true (evaluation scores only the last position), a model may return `[b, 1, d]`:
     /// its output layers (ABXI's projector, SASRec's heads) then skip the other positions.
     pub last_only: bool,
+    /// When `Some`, every GCA module pushes its `Σ |cos(X, X')|` over valid query rows here,
+    /// *not* detached (the trainer's `gca.cos_penalty` puts a loss on it).
+    pub gca_cos: Option<Vec<AbsCosSum>>,
+}
+
+/// `Σ |cos(X, X')|` over the valid query rows of one GCA module and the number of those rows.
+pub struct AbsCosSum {
+    /// Differentiable scalar.
+    pub sum: Tensor,
+    pub rows: usize,
 }
 
 impl<'a> Ctx<'a> {
@@ -245,6 +255,7 @@ impl<'a> Ctx<'a> {
             capture: None,
             attn_probs: None,
             last_only: false,
+            gca_cos: None,
         }
     }
 

@@ -7,6 +7,7 @@ use super::{style, FrameError, PlotError};
 
 mod attention;
 mod curves;
+mod interventions;
 mod orthogonality;
 mod parallel;
 mod param_match;
@@ -14,6 +15,7 @@ mod positions;
 
 pub use attention::{attention_share, SuccessCell};
 pub use curves::training_curves;
+pub use interventions::{case_cos_vs_hit, metric_by_setting};
 pub use orthogonality::{cos_boxplots, orthogonality_vs_ndcg};
 pub use parallel::{parallel_coordinates, ParallelLines};
 pub use param_match::ndcg_vs_params;
