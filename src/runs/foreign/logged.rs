@@ -257,6 +257,8 @@ pub fn loaded_run(
             wall_time_s: None,
             test,
             test_full: None,
+            // Foreign loggers do not record why training stopped.
+            stop_reason: None,
             // For a run still being written, why it counts as one (the loader's skip reason).
             failure: still_written,
         },
