@@ -129,6 +129,34 @@ fn resume_equals_uninterrupted() {
     let a = std::fs::read(full.run_dir.join("tensors.safetensors")).unwrap();
     let b = std::fs::read(resumed.run_dir.join("tensors.safetensors")).unwrap();
     assert_eq!(a, b, "captured tensors differ after resume");
+    // Resuming the complete run changes nothing on disk and gives the same summary.
+    let files = |d: &std::path::Path| -> Vec<Vec<u8>> {
+        ["run.json", "metrics.jsonl", "checkpoint/state.safetensors"]
+            .iter()
+            .map(|f| std::fs::read(d.join(f)).unwrap())
+            .collect()
+    };
+    let before = files(&dir);
+    let again = train(
+        &cfg,
+        &dir,
+        TrainOptions {
+            resume: true,
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert_eq!(files(&dir), before, "resuming a complete run rewrote it");
+    assert!(again.complete);
+    assert_eq!(again.best_epoch, full.best_epoch);
+    // The summary's metrics come from the checkpoint's JSON text: equal to the last digits
+    // serde_json keeps when it parses a float.
+    let (a, f) = (again.test.unwrap(), full.test.unwrap());
+    for (x, y) in [(a.a, f.a), (a.b, f.b)] {
+        for (u, v) in [(x.ndcg_10, y.ndcg_10), (x.mrr, y.mrr), (x.auc, y.auc)] {
+            assert!((u - v).abs() < 1e-12, "{u} vs {v}");
+        }
+    }
 }
 
 #[test]

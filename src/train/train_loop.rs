@@ -339,10 +339,49 @@ fn domain_metrics(r: &EvalReport) -> runs::DomainMetrics {
         .collect()
 }
 
-/// Trains `cfg` into `run_dir` (created; its parent must exist or be creatable).
+/// The summary of a run whose `run.json` already says `complete`, read without writing
+/// anything: resuming a complete run is a no-op (rewriting `run.json` would change it, e.g.
+/// its wall time). `None` for any other run directory.
+fn complete_summary(cfg: &RunConfig, run_dir: &Path) -> anyhow::Result<Option<RunSummary>> {
+    let Ok(m) = runs::read_manifest(run_dir) else {
+        return Ok(None);
+    };
+    if m.status != runs::RunStatus::Complete {
+        return Ok(None);
+    }
+    anyhow::ensure!(
+        m.config == serde_json::to_value(cfg)?,
+        "{} holds a complete run of another configuration",
+        run_dir.join(runs::RUN_JSON).display()
+    );
+    // The checkpoint keeps the best epoch's reports in the trainer's own form.
+    let state = if checkpoint::path(run_dir).exists() {
+        Some(checkpoint::load(run_dir, DType::F32)?.1)
+    } else {
+        None
+    };
+    Ok(Some(RunSummary {
+        run_dir: run_dir.to_path_buf(),
+        best_epoch: m.best_epoch.map(|e| e as usize),
+        epochs_run: m.epochs_run as usize,
+        test: state.as_ref().and_then(|s| s.best_test.clone()),
+        test_full: state.and_then(|s| s.best_test_full),
+        params_total: m.params.total as usize,
+        wall_time_s: m.wall_time_s.unwrap_or_default(),
+        complete: true,
+    }))
+}
+
+/// Trains `cfg` into `run_dir` (created; its parent must exist or be creatable). With
+/// `opts.resume`, a run already complete is left as it is and its summary returned.
 pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Result<RunSummary> {
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("run config: {e}"))?;
+    if opts.resume {
+        if let Some(done) = complete_summary(cfg, run_dir)? {
+            return Ok(done);
+        }
+    }
     set_threads(cfg.train.threads);
     let started = Instant::now();
     let prep = prepare(cfg)?;
