@@ -9,7 +9,8 @@
 //!
 //! What no reader can detect is left out, by construction, and only that:
 //! - in text without checksums, a digit or sign replaced by a digit, a sign or a blank is
-//!   another well-formed number (item 12 becoming 13, or 1 when its last digit turns blank);
+//!   another well-formed number (item 12 becoming 13, 1 when its last digit turns blank, -1
+//!   becoming +1);
 //! - in a table of free-text keys, any key may become another key, so CSV byte flips test the
 //!   structure: a byte that becomes, or stops being, a comma, quote or line end;
 //! - a text cut exactly at a line end is a shorter valid file where nothing declares the
@@ -106,7 +107,7 @@ enum Storage {
 }
 
 fn is_number_byte(b: u8) -> bool {
-    b.is_ascii_digit() || b == b'-'
+    b.is_ascii_digit() || b == b'-' || b == b'+'
 }
 
 fn is_csv_structure(b: u8) -> bool {
@@ -147,9 +148,14 @@ fn duplicate_line(text: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
     out
 }
 
-/// One corruption of `original`, or `None` when the draw falls in a class no reader can
-/// detect (see the module doc); the caller draws again.
-fn corrupt(original: &[u8], storage: Storage, kind: Kind, rng: &mut ChaCha8Rng) -> Option<Vec<u8>> {
+/// One corruption of `original` and where it is, or `None` when the draw falls in a class no
+/// reader can detect (see the module doc); the caller draws again.
+fn corrupt(
+    original: &[u8],
+    storage: Storage,
+    kind: Kind,
+    rng: &mut ChaCha8Rng,
+) -> Option<(Vec<u8>, String)> {
     let n = original.len();
     match kind {
         Kind::Cut => {
@@ -158,7 +164,7 @@ fn corrupt(original: &[u8], storage: Storage, kind: Kind, rng: &mut ChaCha8Rng) 
             if at_line_end && matches!(storage, Storage::Text | Storage::Csv) {
                 return None;
             }
-            Some(original[..at].to_vec())
+            Some((original[..at].to_vec(), format!("cut at byte {at}")))
         }
         Kind::Flip => {
             let at = rng.random_range(0..n);
@@ -177,22 +183,25 @@ fn corrupt(original: &[u8], storage: Storage, kind: Kind, rng: &mut ChaCha8Rng) 
             }
             let mut out = original.to_vec();
             out[at] = new;
-            Some(out)
+            Some((out, format!("byte {at}: {old:#04x} -> {new:#04x}")))
         }
-        Kind::DuplicateLine => match storage {
-            Storage::Text | Storage::CountedText | Storage::Csv => {
-                Some(duplicate_line(original, rng))
-            }
-            Storage::GzText => Some(gzip(&duplicate_line(&gunzip(original), rng))),
-            Storage::GzRecords => {
-                let raw = gunzip(original);
-                let recs = tfrecord::split_records(&raw, Path::new("mem")).unwrap();
-                let i = rng.random_range(0..recs.len());
-                let mut all: Vec<&[u8]> = recs.iter().map(Vec::as_slice).collect();
-                all.insert(i, recs[i].as_slice());
-                Some(gzip(&tfrecord::write_records(all)))
-            }
-        },
+        Kind::DuplicateLine => {
+            let bytes = match storage {
+                Storage::Text | Storage::CountedText | Storage::Csv => {
+                    duplicate_line(original, rng)
+                }
+                Storage::GzText => gzip(&duplicate_line(&gunzip(original), rng)),
+                Storage::GzRecords => {
+                    let raw = gunzip(original);
+                    let recs = tfrecord::split_records(&raw, Path::new("mem")).unwrap();
+                    let i = rng.random_range(0..recs.len());
+                    let mut all: Vec<&[u8]> = recs.iter().map(Vec::as_slice).collect();
+                    all.insert(i, recs[i].as_slice());
+                    gzip(&tfrecord::write_records(all))
+                }
+            };
+            Some((bytes, "a line or record written twice".into()))
+        }
     }
 }
 
@@ -230,7 +239,7 @@ fn probe(dir: &Path, file: &str, storage: Storage, load: Loader, intact: &Finger
         while done < trials() {
             seed += 1;
             let mut rng = ChaCha8Rng::seed_from_u64(seed * 3 + k as u64);
-            let Some(bytes) = corrupt(&original, storage, kind, &mut rng) else {
+            let Some((bytes, what)) = corrupt(&original, storage, kind, &mut rng) else {
                 tally.skipped += 1;
                 continue;
             };
@@ -241,7 +250,7 @@ fn probe(dir: &Path, file: &str, storage: Storage, load: Loader, intact: &Finger
                 file: file.to_owned(),
                 kind,
                 seed,
-                outcome,
+                outcome: format!("{what}: {outcome}"),
             };
             match result {
                 Err(_) => tally.failures.push(fail("panic".into())),

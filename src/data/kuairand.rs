@@ -227,10 +227,13 @@ fn parse_tsv_line(line: &str) -> std::result::Result<RawRow, LineIssue> {
         value: value.chars().take(40).collect(),
         expected,
     };
-    let partition = partition_number(part);
-    if partition == u64::MAX {
-        return Err(bad("partition", part, "`partition_N`"));
-    }
+    // Exactly `partition_N`: the first digits anywhere in the field would read a damaged
+    // `partiti8n_201` as partition 8 and reorder its rows without a word.
+    let partition: u64 = part
+        .strip_prefix("partition_")
+        .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| bad("partition", part, "`partition_N`"))?;
     let row = row.parse().map_err(|_| bad("row", row, "a row number"))?;
     let ints = |field, s: &str| -> std::result::Result<Vec<i64>, LineIssue> {
         s.split_ascii_whitespace()
@@ -486,5 +489,19 @@ mod tests {
             parse_tsv_line("partition_1\t0\t1 2\t9").unwrap_err(),
             LineIssue::Other(_)
         ));
+        for part in [
+            "partiti8n_201",
+            "partition_",
+            "partition_+1",
+            "xpartition_1",
+        ] {
+            assert!(matches!(
+                parse_tsv_line(&format!("{part}\t0\t1\t9")).unwrap_err(),
+                LineIssue::BadField {
+                    field: "partition",
+                    ..
+                }
+            ));
+        }
     }
 }
