@@ -52,10 +52,25 @@ fn prepare(cfg: &RunConfig) -> anyhow::Result<Prepared> {
             ..Default::default()
         },
     );
-    data::check_train_negatives(&ds, &train, cfg.train.negatives_per_domain)
-        .context("train.negatives_per_domain")?;
     let valid = EvalLayout::build(&ds, &split, Part::Valid, l);
     let test = EvalLayout::build(&ds, &split, Part::Test, l);
+    // A run over nothing would end `complete` with every metric 0 over 0 cases.
+    for (part, n) in [
+        ("training sequence", train.len()),
+        ("validation case", valid.len()),
+        ("test case", test.len()),
+    ] {
+        anyhow::ensure!(
+            n > 0,
+            "data.path {}: no {part} among its {} users ({} left out: leave-one-out needs 3 \
+             interactions per user)",
+            cfg.data.path.display(),
+            ds.users.len(),
+            split.skipped_users
+        );
+    }
+    data::check_train_negatives(&ds, &train, cfg.train.negatives_per_domain)
+        .context("train.negatives_per_domain")?;
     let seed = cfg.train.seed;
     let n = cfg.train.eval_negatives;
     let valid_cand = Candidates::sample(&ds, &valid.cases, Part::Valid, n, seed)?;
@@ -364,7 +379,7 @@ fn complete_summary(cfg: &RunConfig, run_dir: &Path) -> anyhow::Result<Option<Ru
         run_dir: run_dir.to_path_buf(),
         best_epoch: m.best_epoch.map(|e| e as usize),
         epochs_run: m.epochs_run as usize,
-        test: state.as_ref().and_then(|s| s.best_test.clone()),
+        test: state.as_ref().and_then(|s| s.best_test),
         test_full: state.and_then(|s| s.best_test_full),
         params_total: m.params.total as usize,
         wall_time_s: m.wall_time_s.unwrap_or_default(),
@@ -374,6 +389,10 @@ fn complete_summary(cfg: &RunConfig, run_dir: &Path) -> anyhow::Result<Option<Ru
 
 /// Trains `cfg` into `run_dir` (created; its parent must exist or be creatable). With
 /// `opts.resume`, a run already complete is left as it is and its summary returned.
+///
+/// Every failure after the run directory is this call's (created, or named for resuming)
+/// leaves it `failed` with the reason in `run.json`, an error or a panic alike, never
+/// `running`: only a process killed outright leaves `running`, and resuming continues it.
 pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Result<RunSummary> {
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("run config: {e}"))?;
@@ -382,13 +401,65 @@ pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Res
             return Ok(done);
         }
     }
+    let mut owned = opts.resume;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        train_into(cfg, run_dir, &opts, &mut owned)
+    }));
+    let failure = match &result {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(format!("{e:#}")),
+        Err(panic) => Some(format!("panic: {}", panic_text(panic.as_ref()))),
+    };
+    if let (Some(reason), true) = (failure, owned) {
+        if let Err(e) = mark_failed(cfg, run_dir, &reason) {
+            eprintln!(
+                "{}: could not mark the run failed: {e:#}",
+                run_dir.display()
+            );
+        }
+    }
+    match result {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// The message of a panic payload.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Marks the run of `cfg` in `run_dir` `failed` with `reason`, when its `run.json` says it is
+/// running (a run this call never opened, or of another configuration, is left alone).
+fn mark_failed(cfg: &RunConfig, run_dir: &Path, reason: &str) -> anyhow::Result<()> {
+    let Ok(m) = runs::read_manifest(run_dir) else {
+        return Ok(());
+    };
+    if m.status == runs::RunStatus::Running && m.config == serde_json::to_value(cfg)? {
+        RunWriter::mark_failed(run_dir, reason)?;
+    }
+    Ok(())
+}
+
+/// [`train`] after the config checks; sets `owned` once the run directory is this call's.
+fn train_into(
+    cfg: &RunConfig,
+    run_dir: &Path,
+    opts: &TrainOptions,
+    owned: &mut bool,
+) -> anyhow::Result<RunSummary> {
     set_threads(cfg.train.threads);
     let started = Instant::now();
     let prep = prepare(cfg)?;
     let ds = &prep.ds;
     let (model, mut opt) = build_model(cfg, ds)?;
     let params_total = model.params().total_params();
-    let (mut writer, mut state) = start_or_resume(cfg, run_dir, &opts, ds, &model, &mut opt)?;
+    let (mut writer, mut state) = start_or_resume(cfg, run_dir, opts, ds, &model, &mut opt)?;
+    *owned = true;
     let wall_before = state.wall_time_s;
     let mut epochs_this_call = 0usize;
     while state.epoch < cfg.train.epochs && !state.stopped {
