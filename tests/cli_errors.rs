@@ -79,20 +79,13 @@ fn a_second_sweep_run_on_one_folder_is_refused() {
 }
 
 use cdsr_lab::train::{train, RunConfig, TrainOptions};
+use common::quiet;
 
 /// configs/smoke.toml on the repository's 300-user slice.
 fn smoke() -> RunConfig {
     let mut cfg = RunConfig::from_file(&common::project_root().join("configs/smoke.toml")).unwrap();
     cfg.data.path = cdsr_lab::data::repo_data_dir().join("food-kitchen-mini");
     cfg
-}
-
-fn quiet() -> TrainOptions {
-    TrainOptions {
-        resume: false,
-        progress: false,
-        stop_after_epochs: None,
-    }
 }
 
 type Mutation = fn(&mut RunConfig);

@@ -112,15 +112,11 @@ fn resume_equals_uninterrupted() {
     .unwrap();
     assert!(!first.complete);
     assert_eq!(first.epochs_run, 1);
-    let resumed = train(
-        &cfg,
-        &dir,
-        TrainOptions {
-            resume: true,
-            ..opts()
-        },
-    )
-    .unwrap();
+    let resume = TrainOptions {
+        resume: true,
+        ..opts()
+    };
+    let resumed = train(&cfg, &dir, resume.clone()).unwrap();
     assert!(resumed.complete);
     assert_eq!(resumed.epochs_run, full.epochs_run);
     assert_eq!(resumed.best_epoch, full.best_epoch);
@@ -137,15 +133,7 @@ fn resume_equals_uninterrupted() {
             .collect()
     };
     let before = files(&dir);
-    let again = train(
-        &cfg,
-        &dir,
-        TrainOptions {
-            resume: true,
-            ..opts()
-        },
-    )
-    .unwrap();
+    let again = train(&cfg, &dir, resume).unwrap();
     assert_eq!(files(&dir), before, "resuming a complete run rewrote it");
     assert!(again.complete);
     assert_eq!(again.best_epoch, full.best_epoch);
