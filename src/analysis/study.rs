@@ -440,7 +440,11 @@ pub fn read_study_csv(path: &std::path::Path) -> PolarsResult<DataFrame> {
         .with_infer_schema_length(None)
         .try_into_reader_with_file_path(Some(path.to_path_buf()))
         .and_then(|r| r.finish())
-        .map_err(|e| e.context(format!("{}", path.display()).into()))?;
+        // One line naming the file (polars' own message runs over several, with hints).
+        .map_err(|e| {
+            let first = e.to_string().lines().next().unwrap_or_default().to_owned();
+            polars_err!(ComputeError: "{}: not a study table CSV: {first}", path.display())
+        })?;
     let required = [
         "run_id", "model", "seed", "variant", "d_model", "params", "domain",
     ];

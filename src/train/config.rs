@@ -133,8 +133,17 @@ impl RunConfig {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
-        let cfg: RunConfig =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+        // One line, `config PATH:LINE: message`, rather than the TOML error's source excerpt.
+        let cfg: RunConfig = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map_or(String::new(), |s| {
+                format!(":{}", 1 + text[..s.start].matches('\n').count())
+            });
+            anyhow::anyhow!(
+                "config {}{line}: {}",
+                path.display(),
+                e.message().trim_end().replace('\n', " ")
+            )
+        })?;
         cfg.validate()
             .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
         Ok(cfg)
