@@ -39,8 +39,21 @@ enum Command {
     Report(cli::analysis::ReportArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+/// A failed command prints one message, the error and its causes (`error: A: B`), and exits
+/// with status 1. Returning the error from `main` would print its Debug form, which carries a
+/// stack backtrace whenever `RUST_BACKTRACE` is set: noise for a user's mistake.
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Data(cmd) => cli::data::run(cmd),
         Command::Sweep(cmd) => cli::sweep::run(cmd),
         Command::Train(args) => cli::train::run(args),

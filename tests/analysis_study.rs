@@ -176,6 +176,7 @@ mod common;
 fn cli_report_recomputes_the_committed_reports_from_their_csv() {
     let results = common::project_root().join("results");
     for study in [
+        "demo",
         "study",
         "abxi-cpu-seeds",
         "autocdsr",

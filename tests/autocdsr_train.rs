@@ -243,7 +243,7 @@ fn single_domain_model_refuses_gca() {
     cfg.model.kind = ModelKind::SasrecSingle;
     cfg.gca.positions = vec![0];
     // The config check refuses it (so `sweep plan` does, before anything trains) ...
-    let err = cfg.validate().unwrap_err();
+    let err = cfg.validate().unwrap_err().to_string();
     assert!(err.contains("gca.positions must be empty"), "{err}");
     assert!(err.contains("sasrec-single"), "{err}");
     // ... and so does training, without writing a run.
@@ -262,13 +262,13 @@ fn bad_autocdsr_configs_name_the_field() {
         layers: vec![3],
         ..AutoCdsrConfig::default()
     });
-    let err = cfg.validate().unwrap_err();
+    let err = cfg.validate().unwrap_err().to_string();
     assert!(err.contains("autocdsr.layers contains 3"), "{err}");
     cfg.autocdsr = Some(AutoCdsrConfig {
         ib: Some(Default::default()),
         ..AutoCdsrConfig::default()
     });
-    let err = cfg.validate().unwrap_err();
+    let err = cfg.validate().unwrap_err().to_string();
     assert!(err.contains("autocdsr.ib"), "{err}");
 }
 

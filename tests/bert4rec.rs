@@ -374,17 +374,21 @@ fn configs_name_what_a_masked_or_ib_model_refuses() {
         ..AutoCdsrConfig::default()
     });
     cfg.model.layers = 3;
-    let err = cfg.validate().unwrap_err();
+    let err = cfg.validate().unwrap_err().to_string();
     assert!(
         err.contains("autocdsr.ib") && err.contains("bert4rec"),
         "{err}"
     );
     cfg.autocdsr = None;
     cfg.model.mask_prob = Some(0.2);
-    assert!(cfg.validate().unwrap_err().contains("model.mask_prob"));
+    assert!(cfg
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("model.mask_prob"));
     cfg.model.kind = ModelKind::Bert4rec;
     cfg.model.mask_prob = Some(1.5);
-    assert!(cfg.validate().unwrap_err().contains("(0, 1)"));
+    assert!(cfg.validate().unwrap_err().to_string().contains("(0, 1)"));
     cfg.model.mask_prob = None;
     cfg.gca.positions = vec![0];
     let tmp = tempfile::tempdir().unwrap();

@@ -550,3 +550,128 @@ fn results_of_a_running_run_are_its_best_epoch_so_far() {
     assert!(complete_only.is_empty());
     assert!(complete_only.report.skipped[0].1.contains("running"));
 }
+
+/// A run directory copied under a second name keeps its run id: `--over-seeds` would count it
+/// twice (seeds 1, 1, 2, 3). The copy is loaded once and reported, and the mean is the one of
+/// the three distinct seeds.
+#[test]
+fn a_copied_run_is_loaded_once_and_reported() {
+    let root = committed_abxi_cpu_runs(&[
+        "2026-11-23-d256",
+        "2026-11-24-d256-seed2",
+        "2026-11-24-d256-seed3",
+    ]);
+    let (a, b) = (
+        root.path().join("2026-11-23-d256"),
+        root.path().join("z-copy-of-d256"),
+    );
+    std::fs::create_dir(&b).unwrap();
+    for f in ["run.json", "metrics.jsonl", "config.toml"] {
+        std::fs::copy(a.join(f), b.join(f)).unwrap();
+    }
+    let set = load_runs(root.path(), LoadOptions::default()).unwrap();
+    assert_eq!(set.len(), 3, "{}", set.report);
+    assert_eq!(set.report.skipped.len(), 1);
+    let (path, reason) = &set.report.skipped[0];
+    assert_eq!(path, &b);
+    assert!(
+        reason.starts_with("duplicate run id `abxi-s1-778b1e52`, already loaded from")
+            && reason.ends_with("(an identical copy)"),
+        "{reason}"
+    );
+    let table = set.seed_means_frame(&["ndcg@10"], false).unwrap();
+    let seeds = table.column("seeds").unwrap().str().unwrap().get(0);
+    assert_eq!(seeds, Some("1, 2, 3"));
+    // The same id with other results is said to be another run.
+    let text = std::fs::read_to_string(b.join("run.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["wall_time_s"] = 1.0.into();
+    std::fs::write(b.join("run.json"), v.to_string()).unwrap();
+    let set = load_runs(root.path(), LoadOptions::default()).unwrap();
+    assert!(
+        set.report.skipped[0]
+            .1
+            .ends_with("a different run under the same id: give one of them another run_id)"),
+        "{}",
+        set.report
+    );
+}
+
+/// `results/abxi-cpu/` is a run directory that holds the directories of later runs: a walk
+/// that stopped at its `run.json` found one run. Every committed run is found; the running
+/// one and the ids shared by the three kernel re-runs are reported, not dropped in silence.
+#[test]
+fn runs_inside_a_run_directory_are_found() {
+    let results = common::project_root().join("results");
+    let dirs = find_run_dirs(&results).unwrap();
+    let expected: Vec<std::path::PathBuf> = std::fs::read_dir(results.join("abxi-cpu"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("run.json").is_file())
+        .chain([results.join("abxi-cpu")])
+        .collect();
+    assert_eq!(dirs.len(), 11);
+    for d in &expected {
+        assert!(dirs.contains(d), "{d:?} not found in {dirs:?}");
+    }
+    let set = load_runs(&results, LoadOptions::default()).unwrap();
+    let reasons: Vec<String> = set
+        .report
+        .skipped
+        .iter()
+        .map(|(p, r)| format!("{}: {r}", p.file_name().unwrap().to_string_lossy()))
+        .collect();
+    assert_eq!(set.len() + reasons.len(), 11, "{reasons:?}");
+    assert!(reasons
+        .iter()
+        .any(|r| r.starts_with("2026-11-23-d256-abxi-optim: status is `running`")));
+    // matmul and simd share fused's run id (same config, other kernels): kept once.
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| r.contains("duplicate run id `abxi-s1-ebe76f6c`"))
+            .count(),
+        2,
+        "{reasons:?}"
+    );
+    // A run's checkpoint folder is not searched as a run tree.
+    let root = committed_abxi_cpu_runs(&["2026-11-23-d256"]);
+    std::fs::create_dir(root.path().join("2026-11-23-d256/checkpoint")).unwrap();
+    let set = load_runs(root.path(), LoadOptions::default()).unwrap();
+    assert_eq!(
+        (set.len(), set.report.skipped.len()),
+        (1, 0),
+        "{}",
+        set.report
+    );
+}
+
+/// A run directory whose files were removed (all, or `run.json`) is reported with what it
+/// holds instead of vanishing from the table.
+#[test]
+fn an_emptied_run_directory_is_reported() {
+    let root = committed_abxi_cpu_runs(&["2026-11-23-d256", "2026-11-23-simd"]);
+    let emptied = root.path().join("2026-11-23-simd");
+    for f in std::fs::read_dir(&emptied).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    let no_manifest = root.path().join("2026-11-23-d256");
+    std::fs::remove_file(no_manifest.join("run.json")).unwrap();
+    let set = load_runs(root.path(), LoadOptions::default()).unwrap();
+    assert!(set.is_empty());
+    assert_eq!(
+        set.report.skipped,
+        vec![
+            (
+                no_manifest,
+                "holds config.toml, metrics.jsonl but no run.json: an unfinished or damaged \
+                 run, not loaded"
+                    .to_string()
+            ),
+            (
+                emptied,
+                "empty directory: no run.json (were its files removed?)".to_string()
+            ),
+        ]
+    );
+}

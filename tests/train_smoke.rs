@@ -112,15 +112,11 @@ fn resume_equals_uninterrupted() {
     .unwrap();
     assert!(!first.complete);
     assert_eq!(first.epochs_run, 1);
-    let resumed = train(
-        &cfg,
-        &dir,
-        TrainOptions {
-            resume: true,
-            ..opts()
-        },
-    )
-    .unwrap();
+    let resume = TrainOptions {
+        resume: true,
+        ..opts()
+    };
+    let resumed = train(&cfg, &dir, resume.clone()).unwrap();
     assert!(resumed.complete);
     assert_eq!(resumed.epochs_run, full.epochs_run);
     assert_eq!(resumed.best_epoch, full.best_epoch);
@@ -129,6 +125,26 @@ fn resume_equals_uninterrupted() {
     let a = std::fs::read(full.run_dir.join("tensors.safetensors")).unwrap();
     let b = std::fs::read(resumed.run_dir.join("tensors.safetensors")).unwrap();
     assert_eq!(a, b, "captured tensors differ after resume");
+    // Resuming the complete run changes nothing on disk and gives the same summary.
+    let files = |d: &std::path::Path| -> Vec<Vec<u8>> {
+        ["run.json", "metrics.jsonl", "checkpoint/state.safetensors"]
+            .iter()
+            .map(|f| std::fs::read(d.join(f)).unwrap())
+            .collect()
+    };
+    let before = files(&dir);
+    let again = train(&cfg, &dir, resume).unwrap();
+    assert_eq!(files(&dir), before, "resuming a complete run rewrote it");
+    assert!(again.complete);
+    assert_eq!(again.best_epoch, full.best_epoch);
+    // The summary's metrics come from the checkpoint's JSON text: equal to the last digits
+    // serde_json keeps when it parses a float.
+    let (a, f) = (again.test.unwrap(), full.test.unwrap());
+    for (x, y) in [(a.a, f.a), (a.b, f.b)] {
+        for (u, v) in [(x.ndcg_10, y.ndcg_10), (x.mrr, y.mrr), (x.auc, y.auc)] {
+            assert!((u - v).abs() < 1e-12, "{u} vs {v}");
+        }
+    }
 }
 
 #[test]

@@ -9,7 +9,8 @@
 //!   ([`load_samples`]).
 //! - [`success_cells`]: builds those records from two trained runs' `test_cases.parquet`
 //!   (a single-domain model and a cross-domain model evaluated on the same test cases);
-//!   [`write_success_cells`] saves them as the cross-domain run's `samples.parquet`.
+//!   [`write_success_cells`] saves them as the cross-domain run's `samples.parquet`;
+//!   [`pair_warnings`] says when the two runs look mixed up.
 
 use super::describe::summary;
 use super::stats::{column_f64, group_rows, StatsError};
@@ -63,6 +64,41 @@ pub fn cross_domain_share(
         normalised: share.norm_head_mean()[0],
         valid_rows: share.valid_rows[0],
     })
+}
+
+/// What looks wrong with the pair of runs given to [`success_cells`], as warnings: the same
+/// run in both places (every case then lands on the diagonal cells, both hit or both miss), or
+/// a single-domain slot holding a model that reads both domains. Runs whose `run.json` cannot
+/// be read give no warning here ([`success_cells`] reports them).
+pub fn pair_warnings(single: &std::path::Path, cross: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let (Ok(s), Ok(c)) = (
+        crate::runs::read_manifest(single),
+        crate::runs::read_manifest(cross),
+    ) else {
+        return out;
+    };
+    let same_dir = match (single.canonicalize(), cross.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => single == cross,
+    };
+    if same_dir || s.run_id == c.run_id {
+        out.push(format!(
+            "the single-domain and the cross-domain run are the same run (`{}`): every case \
+             lands in the both-hit or both-miss cell",
+            c.run_id
+        ));
+    }
+    let single_kind = crate::model::ModelKind::SasrecSingle.as_str();
+    if s.model != single_kind {
+        out.push(format!(
+            "the single-domain run {} is a `{}` model, which reads both domains; the \
+             diagnostic compares a `{single_kind}` model with a cross-domain one",
+            single.display(),
+            s.model
+        ));
+    }
+    out
 }
 
 /// Reads a run's `test_cases.parquet` as a frame, naming the file on failure

@@ -509,12 +509,60 @@ pub struct ParamMatchSummary {
 /// Reads a study table written as CSV (the demo's `study.csv`, `cdsr-lab runs`-style tables
 /// of [`study_frame`]), inferring each column's type from all rows, so a report can be
 /// recomputed from the CSV alone: `StudyReport::of(&read_study_csv(path)?, "ndcg@10")`.
+///
+/// A table without the columns that describe GCA settings and AutoCDSR runs (`gate`,
+/// `layer_norm`, `objective`, `setting`, `a_cd`, `wall_time_s`) is read as a table of plain
+/// runs: `objective` is `rec`, `setting` the `variant`, the others null. Any other missing
+/// column is an error naming every one missing.
 pub fn read_study_csv(path: &std::path::Path) -> PolarsResult<DataFrame> {
-    CsvReadOptions::default()
+    let mut df = CsvReadOptions::default()
         .with_infer_schema_length(None)
         .try_into_reader_with_file_path(Some(path.to_path_buf()))
         .and_then(|r| r.finish())
-        .map_err(|e| e.context(format!("{}", path.display()).into()))
+        // One line naming the file (polars' own message runs over several, with hints).
+        .map_err(|e| {
+            let first = e.to_string().lines().next().unwrap_or_default().to_owned();
+            polars_err!(ComputeError: "{}: not a study table CSV: {first}", path.display())
+        })?;
+    let required = [
+        "run_id", "model", "seed", "variant", "d_model", "params", "domain",
+    ];
+    let missing: Vec<&str> = required
+        .into_iter()
+        .filter(|c| df.column(c).is_err())
+        .collect();
+    if !missing.is_empty() {
+        polars_bail!(ColumnNotFound: "{}: not a study table: no column {}", path.display(),
+            missing.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "));
+    }
+    let n = df.height();
+    let absent = |df: &DataFrame, c: &str| df.column(c).is_err();
+    if absent(&df, "objective") {
+        df.with_column(Column::new(
+            "objective".into(),
+            vec![Objective::Rec.as_str(); n],
+        ))?;
+    }
+    if absent(&df, "setting") {
+        let variant = df.column("variant")?.clone().with_name("setting".into());
+        df.with_column(variant)?;
+    }
+    if absent(&df, "gate") {
+        df.with_column(Column::full_null("gate".into(), n, &DataType::String))?;
+    }
+    if absent(&df, "layer_norm") {
+        df.with_column(Column::full_null(
+            "layer_norm".into(),
+            n,
+            &DataType::Boolean,
+        ))?;
+    }
+    for c in ["a_cd", "wall_time_s", "cos_x_xprime", "cos_x_y"] {
+        if absent(&df, c) {
+            df.with_column(Column::full_null(c.into(), n, &DataType::Float64))?;
+        }
+    }
+    Ok(df)
 }
 
 impl StudyReport {

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use cdsr_lab::analysis::attention::{share_by_cell, success_cells, write_success_cells};
+use cdsr_lab::analysis::attention::{
+    pair_warnings, share_by_cell, success_cells, write_success_cells,
+};
 
 /// Arguments of `cdsr-lab diagnose`.
 #[derive(clap::Args, Debug)]
@@ -24,6 +26,9 @@ pub struct DiagnoseArgs {
 /// Writes `CROSS/samples.parquet` and prints the mean `a_cd` per domain, layer and
 /// success/failure cell with 95% intervals.
 pub fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
+    for w in pair_warnings(&args.single, &args.cross) {
+        eprintln!("warning: {w}");
+    }
     let samples = if args.print_only {
         success_cells(&args.single, &args.cross)?
     } else {

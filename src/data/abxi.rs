@@ -8,13 +8,17 @@
 //!
 //! The id space is taken as published (it already satisfies the [`Dataset`] invariant; the
 //! loader checks that it does). Every line is validated: numeric ids, ids inside the declared
-//! ranges, non-decreasing timestamps, one line per user.
+//! ranges, non-decreasing timestamps, one line per user, and a line for every user of the user
+//! map, so a sequence file cut short is an error (its last line must end with a newline, see
+//! [`super::text`]). A directory with a `*_preprocessed.txt` is taken as an ABXI directory:
+//! two candidates for one of the three files, or a missing map, is an error naming them.
+//! Maps with a key written twice, ids not exactly `1..=n` (items) or `0..n` (users), or a
+//! domain without items are refused; a leading UTF-8 byte-order mark is dropped.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::error::{DataError, LineIssue, Result};
-use super::{Dataset, ItemId, UserSequence};
+use super::{text, Dataset, ItemId, UserSequence};
 
 /// The three files of an ABXI dataset directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +29,8 @@ pub struct AbxiFiles {
 }
 
 impl AbxiFiles {
-    /// Finds `*_preprocessed.txt`, `map_item*.txt` and `map_user*.txt` in `dir`.
+    /// Finds `*_preprocessed.txt`, `map_item*.txt` and `map_user*.txt` in `dir`: exactly one
+    /// of each (two candidates are an error naming both, never a silent pick by name).
     pub fn discover(dir: &Path) -> Result<Self> {
         let entries = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
         let mut names: Vec<String> = entries
@@ -34,35 +39,64 @@ impl AbxiFiles {
             .collect();
         names.sort();
         let find = |pred: &dyn Fn(&str) -> bool, what: &str| -> Result<PathBuf> {
-            names
-                .iter()
-                .find(|n| pred(n))
-                .map(|n| dir.join(n))
-                .ok_or_else(|| DataError::Missing {
+            let found: Vec<&String> = names.iter().filter(|n| pred(n)).collect();
+            match found.as_slice() {
+                [one] => Ok(dir.join(one)),
+                [] => Err(DataError::Missing {
                     path: dir.to_path_buf(),
-                    what: what.to_string(),
-                })
+                    what: format!(
+                        "{what} (an ABXI directory holds `*_preprocessed.txt`, \
+                         `map_item*.txt` and `map_user*.txt`)"
+                    ),
+                }),
+                several => Err(DataError::invalid(
+                    dir,
+                    format!(
+                        "{} files could be {what}: {}; keep one per directory",
+                        several.len(),
+                        several
+                            .iter()
+                            .map(|n| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )),
+            }
         };
         Ok(AbxiFiles {
             sequences: find(
-                &|n| n.ends_with("_preprocessed.txt"),
-                "an ABXI sequence file `*_preprocessed.txt`",
+                &is_sequence_file,
+                "the ABXI sequence file `*_preprocessed.txt`",
             )?,
-            item_map: find(
-                &|n| n.starts_with("map_item") && n.ends_with(".txt"),
-                "an item map `map_item*.txt`",
-            )?,
-            user_map: find(
-                &|n| n.starts_with("map_user") && n.ends_with(".txt"),
-                "a user map `map_user*.txt`",
-            )?,
+            item_map: find(&is_item_map, "the item map `map_item*.txt`")?,
+            user_map: find(&is_user_map, "the user map `map_user*.txt`")?,
         })
     }
 
-    /// True when `dir` looks like an ABXI dataset directory.
+    /// True when `dir` holds any of the three files: the directory is meant as an ABXI
+    /// dataset, so a missing or doubled file is reported by [`load`] rather than the directory
+    /// being taken for something else.
     pub fn is_abxi_dir(dir: &Path) -> bool {
-        dir.is_dir() && Self::discover(dir).is_ok()
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.filter_map(|e| e.ok()).any(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| is_sequence_file(n) || is_item_map(n) || is_user_map(n))
+            })
+        })
     }
+}
+
+fn is_sequence_file(name: &str) -> bool {
+    name.ends_with("_preprocessed.txt")
+}
+
+fn is_item_map(name: &str) -> bool {
+    name.starts_with("map_item") && name.ends_with(".txt")
+}
+
+fn is_user_map(name: &str) -> bool {
+    name.starts_with("map_user") && name.ends_with(".txt")
 }
 
 /// Loads an ABXI dataset directory (e.g. `../shared/data/food-kitchen`).
@@ -104,81 +138,131 @@ fn domain_names_from(name: &str) -> [String; 2] {
     }
 }
 
-fn read_to_string(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))
+/// A JSON object's entries in file order, duplicate keys kept (a `HashMap` would keep the
+/// last one silently).
+struct Entries<V>(Vec<(String, V)>);
+
+impl<'de, V: serde::Deserialize<'de>> serde::Deserialize<'de> for Entries<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit<V>(std::marker::PhantomData<V>);
+        impl<'de, V: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visit<V> {
+            type Value = Entries<V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Entries<V>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
+/// Reads a JSON map file: its entries, refusing a key that appears twice.
+fn read_json_map<V: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<(String, V)>> {
+    let text = text::read_text(path)?;
+    let Entries(entries) = serde_json::from_str(&text).map_err(|error| DataError::Json {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let mut keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+    keys.sort_unstable();
+    if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
+        return Err(DataError::invalid(
+            path,
+            format!("key `{}` appears twice", w[0]),
+        ));
+    }
+    if entries.is_empty() {
+        return Err(DataError::invalid(path, "the map is empty"));
+    }
+    Ok(entries)
 }
 
 /// Reads the item map and checks that its ids are exactly `1..=n_a` (domain 0) followed by
-/// `n_a+1..=n_a+n_b` (domain 1). Returns `[n_a, n_b]`.
+/// `n_a+1..=n_a+n_b` (domain 1). Returns `[n_a, n_b]`. An item whose domain breaks that
+/// layout is named by its key and id.
 pub fn read_item_map(path: &Path) -> Result<[usize; 2]> {
-    let text = read_to_string(path)?;
-    let map: HashMap<String, (i64, i64)> =
-        serde_json::from_str(&text).map_err(|error| DataError::Json {
-            path: path.to_path_buf(),
-            error,
-        })?;
-    let mut n = [0usize; 2];
-    for (key, &(_, dom)) in &map {
-        match dom {
-            0 | 1 => n[dom as usize] += 1,
-            _ => {
-                return Err(DataError::invalid(
-                    path,
-                    format!("item `{key}`: domain {dom}, expected 0 (A) or 1 (B)"),
-                ))
-            }
+    let mut map: Vec<(String, (i64, i64))> = read_json_map(path)?;
+    for (key, (_, dom)) in &map {
+        if !matches!(dom, 0 | 1) {
+            return Err(DataError::invalid(
+                path,
+                format!("item `{key}`: domain {dom}, expected 0 (A) or 1 (B)"),
+            ));
         }
     }
-    let total = n[0] + n[1];
-    let mut seen = vec![false; total + 1];
-    for (key, &(id, dom)) in &map {
-        if id < 1 || id as usize > total {
+    let total = map.len();
+    map.sort_by_key(|(_, (id, _))| *id);
+    for (i, (key, (id, _))) in map.iter().enumerate() {
+        if *id < 1 || *id as usize > total {
             return Err(DataError::invalid(
                 path,
-                format!("item `{key}`: id {id} outside 1..={total}"),
+                format!("item `{key}`: id {id} outside 1..={total} (the map has {total} items)"),
             ));
         }
-        let in_a = (id as usize) <= n[0];
-        if in_a != (dom == 0) {
+        if i > 0 && map[i - 1].1 .0 == *id {
             return Err(DataError::invalid(
                 path,
-                format!(
-                    "item `{key}`: id {id} is in domain {dom} but A ids must be 1..={} and B ids after",
-                    n[0]
-                ),
+                format!("item id {id} is used twice: `{}` and `{key}`", map[i - 1].0),
             ));
         }
-        if std::mem::replace(&mut seen[id as usize], true) {
-            return Err(DataError::invalid(
-                path,
-                format!("item id {id} is used twice"),
-            ));
-        }
+    }
+    // Ids are now exactly 1..=total in order; their domains must read 0...0 1...1.
+    let dom: Vec<i64> = map.iter().map(|(_, (_, d))| *d).collect();
+    if let Some(i) = dom.windows(2).position(|w| w == [1, 0]) {
+        // A B id followed by an A id. The item that differs from both its neighbours is the
+        // one out of place: the A id inside the B ids, else the B id inside the A ids.
+        let culprit = if dom.get(i + 2) == Some(&1) { i + 1 } else { i };
+        let (key, (id, d)) = &map[culprit];
+        let name = |d: i64| if d == 0 { "0 (A)" } else { "1 (B)" };
+        return Err(DataError::invalid(
+            path,
+            format!(
+                "item `{key}` (id {id}) is in domain {}, but the ids around it are in domain {}: \
+                 A ids must be 1..=n_A and B ids follow them (is its domain or its id wrong?)",
+                name(*d),
+                name(1 - d)
+            ),
+        ));
+    }
+    let n_a = dom.iter().filter(|&&d| d == 0).count();
+    let n = [n_a, total - n_a];
+    if let Some(d) = n.iter().position(|&k| k == 0) {
+        return Err(DataError::invalid(
+            path,
+            format!(
+                "no item of domain {d} ({}): a cross-domain dataset needs both",
+                ["A", "B"][d]
+            ),
+        ));
     }
     Ok(n)
 }
 
 /// Reads the user map and checks its ids are `0..n_users`. Returns `n_users`.
 pub fn read_user_map(path: &Path) -> Result<usize> {
-    let text = read_to_string(path)?;
-    let map: HashMap<String, i64> =
-        serde_json::from_str(&text).map_err(|error| DataError::Json {
-            path: path.to_path_buf(),
-            error,
-        })?;
+    let mut map: Vec<(String, i64)> = read_json_map(path)?;
     let n = map.len();
-    let mut seen = vec![false; n];
-    for (key, &id) in &map {
-        if id < 0 || id as usize >= n {
+    map.sort_by_key(|(_, id)| *id);
+    for (i, (key, id)) in map.iter().enumerate() {
+        if *id < 0 || *id as usize >= n {
             return Err(DataError::invalid(
                 path,
-                format!("user `{key}`: id {id} outside 0..{n}"),
+                format!("user `{key}`: id {id} outside 0..{n} (the map has {n} users)"),
             ));
         }
-        if std::mem::replace(&mut seen[id as usize], true) {
+        if i > 0 && map[i - 1].1 == *id {
             return Err(DataError::invalid(
                 path,
-                format!("user id {id} is used twice"),
+                format!("user id {id} is used twice: `{}` and `{key}`", map[i - 1].0),
             ));
         }
     }
@@ -240,13 +324,16 @@ fn parse_line(line: &str, n_items: [usize; 2], n_users: usize) -> Result<UserSeq
     })
 }
 
-/// Reads the sequence file; lines in file order, blank lines skipped.
+/// Reads the sequence file; lines in file order, blank lines skipped. Every user of the map
+/// has exactly one line, and the file ends with a newline ([`text::check_final_newline`]):
+/// a file cut short is an error, not a dataset with fewer users or interactions.
 pub fn read_sequences(
     path: &Path,
     n_items: [usize; 2],
     n_users: usize,
 ) -> Result<Vec<UserSequence>> {
-    let text = read_to_string(path)?;
+    let text = text::read_text(path)?;
+    text::check_final_newline(path, &text)?;
     let mut users = Vec::with_capacity(n_users);
     let mut seen = vec![false; n_users];
     for (i, line) in text.lines().enumerate() {
@@ -263,6 +350,19 @@ pub fn read_sequences(
             ));
         }
         users.push(seq);
+    }
+    if users.is_empty() {
+        return Err(DataError::invalid(path, "no user lines: the file is empty"));
+    }
+    if let Some(missing) = seen.iter().position(|&s| !s) {
+        return Err(DataError::invalid(
+            path,
+            format!(
+                "{} user lines but the user map declares {n_users} users: user {missing} has \
+                 no line (is the file cut short?)",
+                users.len()
+            ),
+        ));
     }
     Ok(users)
 }

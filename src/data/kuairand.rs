@@ -10,16 +10,22 @@
 //! items, one per domain (it never happens for domains 9 and 4 of KuaiRand-1K). Timestamps are
 //! the token's position in the original row. Rows are ordered by (file set, partition number,
 //! row), so the TFRecord and TSV forms give identical datasets.
+//!
+//! Refused with the file and record or line: an empty (0-byte) file or one without rows, a
+//! `.gz` file that is not gzip, two partition files with the same number, a record repeating
+//! another byte for byte, a (partition, row) pair on two TSV lines, and a file set that keeps
+//! no row after the pipeline. Each would otherwise add or drop users without a word.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
 use super::error::{DataError, LineIssue, RecordIssue, Result};
 use super::split::FileSets;
-use super::tfrecord::{list_tfrecord_files, partition_number, read_records, Example};
+use super::tfrecord::{
+    list_tfrecord_files, partition_number, read_maybe_gz, read_records, Example,
+};
 use super::{Dataset, ItemId, UserSequence};
 
 /// The three file sets, in dataset order.
@@ -80,6 +86,27 @@ pub fn read_tfrecord_set(dir: &Path) -> Result<Vec<RawRow>> {
             what: "`*.tfrecord*` files".into(),
         });
     }
+    let numbered: Vec<(u64, &PathBuf)> = files
+        .iter()
+        .map(|f| {
+            (
+                partition_number(&f.file_name().unwrap_or_default().to_string_lossy()),
+                f,
+            )
+        })
+        .collect();
+    // Files come sorted by partition number: a copy of a partition sits next to it.
+    if let Some(w) = numbered.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(DataError::invalid(
+            dir,
+            format!(
+                "`{}` and `{}` have the same partition number: each partition's rows would be \
+                 read twice",
+                w[0].1.display(),
+                w[1].1.display()
+            ),
+        ));
+    }
     let per_file: Vec<Vec<RawRow>> = files
         .par_iter()
         .map(|f| read_tfrecord_file(f))
@@ -95,6 +122,18 @@ pub fn read_tfrecord_file(path: &Path) -> Result<Vec<RawRow>> {
         .unwrap_or_default();
     let partition = partition_number(&name);
     let records = read_records(path)?;
+    // Two identical records are a copy (two users never share an 800-token history): read
+    // twice, they would add a user in silence.
+    let mut first: HashMap<&[u8], usize> = HashMap::with_capacity(records.len());
+    for (i, rec) in records.iter().enumerate() {
+        if let Some(j) = first.insert(rec.as_slice(), i) {
+            return Err(DataError::Record {
+                path: path.to_path_buf(),
+                record: i,
+                issue: RecordIssue::Other(format!("repeats record {j} byte for byte")),
+            });
+        }
+    }
     records
         .iter()
         .enumerate()
@@ -132,27 +171,42 @@ pub fn read_tfrecord_file(path: &Path) -> Result<Vec<RawRow>> {
 }
 
 /// Reads one decoded TSV file (`partition<TAB>row<TAB>items<TAB>domains`, `#` header),
-/// rows sorted by (partition, row).
+/// rows sorted by (partition, row). A file without rows, a (partition, row) pair on two lines,
+/// or a last line without a newline ([`super::text::check_final_newline`]) is an error.
 pub fn read_tsv(path: &Path) -> Result<Vec<RawRow>> {
-    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let mut text = String::new();
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_string(&mut text)
-            .map_err(|e| DataError::io(path, e))?;
-    } else {
-        text = String::from_utf8(raw)
-            .map_err(|e| DataError::invalid(path, format!("not UTF-8 text: {e}")))?;
-    }
-    let mut rows = Vec::new();
+    let text = super::text::decode_utf8(path, read_maybe_gz(path)?)?;
+    super::text::check_final_newline(path, &text)?;
+    // (line number, row), sorted by (partition, row) then line.
+    let mut rows: Vec<(usize, RawRow)> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.starts_with('#') || line.trim().is_empty() {
             continue;
         }
-        rows.push(parse_tsv_line(line).map_err(|issue| DataError::line(path, i + 1, issue))?);
+        let row = parse_tsv_line(line).map_err(|issue| DataError::line(path, i + 1, issue))?;
+        rows.push((i + 1, row));
     }
-    rows.sort_by_key(|r| (r.partition, r.row));
-    Ok(rows)
+    if rows.is_empty() {
+        return Err(DataError::invalid(
+            path,
+            "no rows (only a header or blank lines)",
+        ));
+    }
+    rows.sort_by_key(|(line, r)| (r.partition, r.row, *line));
+    if let Some(w) = rows
+        .windows(2)
+        .find(|w| (w[0].1.partition, w[0].1.row) == (w[1].1.partition, w[1].1.row))
+    {
+        let (first, (line, r)) = (w[0].0, &w[1]);
+        return Err(DataError::line(
+            path,
+            *line,
+            LineIssue::Other(format!(
+                "partition_{} row {} is also on line {first}",
+                r.partition, r.row
+            )),
+        ));
+    }
+    Ok(rows.into_iter().map(|(_, r)| r).collect())
 }
 
 fn parse_tsv_line(line: &str) -> std::result::Result<RawRow, LineIssue> {
@@ -163,15 +217,23 @@ fn parse_tsv_line(line: &str) -> std::result::Result<RawRow, LineIssue> {
     let domains = f
         .next()
         .ok_or(LineIssue::MissingField("sequence_event_type"))?;
+    if f.next().is_some() {
+        return Err(LineIssue::Other(
+            "more than 4 tab-separated fields (partition, row, items, domains)".into(),
+        ));
+    }
     let bad = |field, value: &str, expected| LineIssue::BadField {
         field,
         value: value.chars().take(40).collect(),
         expected,
     };
-    let partition = partition_number(part);
-    if partition == u64::MAX {
-        return Err(bad("partition", part, "`partition_N`"));
-    }
+    // Exactly `partition_N`: the first digits anywhere in the field would read a damaged
+    // `partiti8n_201` as partition 8 and reorder its rows without a word.
+    let partition: u64 = part
+        .strip_prefix("partition_")
+        .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| bad("partition", part, "`partition_N`"))?;
     let row = row.parse().map_err(|_| bad("row", row, "a row number"))?;
     let ints = |field, s: &str| -> std::result::Result<Vec<i64>, LineIssue> {
         s.split_ascii_whitespace()
@@ -207,7 +269,31 @@ pub fn load_tfrecord(root: &Path, cfg: KuaiRandConfig) -> Result<KuaiRand> {
         .iter()
         .map(|s| read_tfrecord_set(&root.join(s)))
         .collect::<Result<Vec<_>>>()?;
-    Ok(build(sets.try_into().unwrap(), cfg, &dataset_name(root)))
+    let k = build(sets.try_into().unwrap(), cfg, &dataset_name(root));
+    check_file_sets(&k, root, cfg)?;
+    Ok(k)
+}
+
+/// Refuses a file set left without rows by the pipeline (every row too short, or in other
+/// domains): training or evaluation on it would silently have no users.
+fn check_file_sets(k: &KuaiRand, root: &Path, cfg: KuaiRandConfig) -> Result<()> {
+    let fs = &k.file_sets;
+    for (s, range) in [&fs.train, &fs.valid, &fs.test].into_iter().enumerate() {
+        if range.is_empty() {
+            return Err(DataError::invalid(
+                root,
+                format!(
+                    "no row of `{}` keeps at least {} tokens of domains {} and {} ({} rows dropped)",
+                    FILE_SETS[s],
+                    cfg.min_len.max(1),
+                    cfg.domains[0],
+                    cfg.domains[1],
+                    k.dropped_rows[s]
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Loads the TSV form: `dir/{training,evaluation,testing}.tsv.gz` (`dir` may also be the
@@ -235,7 +321,9 @@ pub fn load_tsv(dir: &Path, cfg: KuaiRandConfig) -> Result<KuaiRand> {
     } else {
         &dir
     };
-    Ok(build(sets.try_into().unwrap(), cfg, &dataset_name(root)))
+    let k = build(sets.try_into().unwrap(), cfg, &dataset_name(root));
+    check_file_sets(&k, root, cfg)?;
+    Ok(k)
 }
 
 fn dataset_name(root: &Path) -> String {
@@ -401,5 +489,19 @@ mod tests {
             parse_tsv_line("partition_1\t0\t1 2\t9").unwrap_err(),
             LineIssue::Other(_)
         ));
+        for part in [
+            "partiti8n_201",
+            "partition_",
+            "partition_+1",
+            "xpartition_1",
+        ] {
+            assert!(matches!(
+                parse_tsv_line(&format!("{part}\t0\t1\t9")).unwrap_err(),
+                LineIssue::BadField {
+                    field: "partition",
+                    ..
+                }
+            ));
+        }
     }
 }

@@ -231,6 +231,7 @@ pub mod source;
 pub mod split;
 pub mod stats;
 pub mod table;
+pub mod text;
 pub mod tfrecord;
 
 pub use error::{DataError, LineIssue, RecordIssue};

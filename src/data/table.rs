@@ -7,6 +7,7 @@
 //!   distinct domain values, taken in sorted order (A = the smaller).
 //! - Each user's interactions are sorted by `timestamp` (integer), stably: ties keep the
 //!   table's row order.
+//! - What is refused, with the line (CSV) or row (Parquet): see [`load`].
 //! - Users and items keep their original keys ([`Table::user_keys`], [`Table::item_keys`]);
 //!   dense ids follow the [`Dataset`] invariant, items in increasing key order within a domain
 //!   (numeric keys numerically). An item key seen in both domains becomes two items.
@@ -17,7 +18,7 @@ use std::path::Path;
 use polars::prelude::*;
 
 use super::error::{DataError, LineIssue, Result};
-use super::{Dataset, ItemId, UserSequence};
+use super::{text, Dataset, ItemId, UserSequence};
 
 /// CSV or Parquet, from the file extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +86,109 @@ fn key_order(s: &str) -> (bool, i64, &str) {
     }
 }
 
+/// Start line (1-based) and field count of each non-blank record of a CSV text, header
+/// included. Quoting as in RFC 4180: a quoted field may hold commas, newlines and doubled
+/// quotes. `Err(line)` when a quoted field opened on `line` is never closed.
+fn csv_records(text: &str) -> std::result::Result<Vec<(usize, usize)>, usize> {
+    let mut out = Vec::new();
+    let (mut line, mut start, mut fields) = (1, 1, 1);
+    let (mut quoted, mut blank, mut quote_line) = (false, true, 0);
+    for c in text.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                quote_line = line;
+                blank = false;
+            }
+            ',' if !quoted => {
+                fields += 1;
+                blank = false;
+            }
+            '\n' => {
+                line += 1;
+                if !quoted {
+                    if !blank {
+                        out.push((start, fields));
+                    }
+                    (start, fields, blank) = (line, 1, true);
+                }
+            }
+            '\r' => {}
+            _ => blank = false,
+        }
+    }
+    if quoted {
+        return Err(quote_line);
+    }
+    if !blank {
+        out.push((start, fields));
+    }
+    Ok(out)
+}
+
+/// Reads a CSV text checked for shape first: every record has the header's number of fields
+/// (a ragged row is named by its line), at least one row, a final newline. Returns the frame
+/// (every column as text) and the start line of each row.
+fn read_csv(
+    path: &Path,
+    table_err: impl Fn(PolarsError) -> DataError,
+) -> Result<(DataFrame, Vec<usize>)> {
+    let text = text::read_text(path)?;
+    text::check_final_newline(path, &text)?;
+    let records = csv_records(&text).map_err(|line| {
+        DataError::line(
+            path,
+            line,
+            LineIssue::Other("a quoted field is never closed".into()),
+        )
+    })?;
+    let Some(&(_, width)) = records.first() else {
+        return Err(DataError::invalid(
+            path,
+            "empty file: no header and no rows",
+        ));
+    };
+    if let Some(&(line, n)) = records.iter().find(|(_, n)| *n != width) {
+        return Err(DataError::line(
+            path,
+            line,
+            LineIssue::Other(format!("{n} fields, but the header (line 1) has {width}")),
+        ));
+    }
+    if records.len() == 1 {
+        return Err(DataError::invalid(
+            path,
+            "no rows: the file holds only its header",
+        ));
+    }
+    // Every column as text: ids stay exact and each bad value is reported by line.
+    let df = CsvReadOptions::default()
+        .with_has_header(true)
+        .with_infer_schema_length(Some(0))
+        .into_reader_with_file_handle(std::io::Cursor::new(text.into_bytes()))
+        .finish()
+        .map_err(table_err)?;
+    let lines: Vec<usize> = records[1..].iter().map(|&(line, _)| line).collect();
+    if df.height() != lines.len() {
+        return Err(DataError::invalid(
+            path,
+            format!(
+                "{} rows read but the file holds {} records: is the quoting unusual?",
+                df.height(),
+                lines.len()
+            ),
+        ));
+    }
+    Ok((df, lines))
+}
+
 /// Reads a CSV or Parquet interactions table.
+///
+/// Refused, with the file and the line (CSV) or row (Parquet): a table without rows, a ragged
+/// CSV row, a CSV without a final newline, a missing value, a non-integer timestamp (also a
+/// floating-point Parquet column: NaN or 1e30 are no time), a row repeating another one
+/// exactly, and a domain pair of which one domain has no rows. A leading UTF-8 byte-order mark
+/// is dropped.
 pub fn load(path: &Path, cfg: &TableConfig) -> Result<Table> {
     let format = TableFormat::of_path(path).ok_or_else(|| {
         DataError::invalid(path, "unknown table extension: expected .csv or .parquet")
@@ -100,23 +203,25 @@ pub fn load(path: &Path, cfg: &TableConfig) -> Result<Table> {
         path: path.to_path_buf(),
         error,
     };
-    let df = match format {
-        // Every column as text: ids stay exact and each bad value is reported by row.
-        TableFormat::Csv => CsvReadOptions::default()
-            .with_has_header(true)
-            .with_infer_schema_length(Some(0))
-            .try_into_reader_with_file_path(Some(path.to_path_buf()))
-            .and_then(|r| r.finish())
-            .map_err(table_err)?,
+    let (df, csv_lines) = match format {
+        TableFormat::Csv => read_csv(path, table_err)?,
         TableFormat::Parquet => {
             let f = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-            ParquetReader::new(f).finish().map_err(table_err)?
+            let df = ParquetReader::new(f).finish().map_err(table_err)?;
+            if df.height() == 0 {
+                return Err(DataError::invalid(path, "no rows"));
+            }
+            (df, Vec::new())
         }
     };
-    // Error locations: CSV line numbers (header is line 1), Parquet row numbers.
+    // Error locations: CSV line numbers, Parquet row numbers (0-based).
     let at = |row: usize, issue: LineIssue| match format {
-        TableFormat::Csv => DataError::line(path, row + 2, issue),
+        TableFormat::Csv => DataError::line(path, csv_lines[row], issue),
         TableFormat::Parquet => DataError::invalid(path, format!("row {row}: {issue}")),
+    };
+    let where_is = |row: usize| match format {
+        TableFormat::Csv => format!("line {}", csv_lines[row]),
+        TableFormat::Parquet => format!("row {row}"),
     };
     let c = &cfg.columns;
     let text_col = |name: &str| -> Result<Vec<Option<String>>> {
@@ -159,6 +264,16 @@ pub fn load(path: &Path, cfg: &TableConfig) -> Result<Table> {
                 });
             }
             out
+        } else if col.dtype().is_float() {
+            return Err(DataError::invalid(
+                path,
+                format!(
+                    "column `{}` holds {} numbers: timestamps must be integers (e.g. unix \
+                     seconds), as in a CSV table; convert the column to int64",
+                    c.timestamp,
+                    col.dtype()
+                ),
+            ));
         } else {
             let s = col.cast(&DataType::Int64).map_err(table_err)?;
             s.i64().map_err(table_err)?.iter().collect()
@@ -177,7 +292,8 @@ pub fn load(path: &Path, cfg: &TableConfig) -> Result<Table> {
                     return Err(DataError::invalid(
                         path,
                         format!(
-                            "column `{}` has {} distinct values {:?}: give the two domains to use",
+                            "column `{}` has {} distinct value(s) {:?}: a cross-domain table has \
+                             exactly two, or names the two to keep in `TableConfig::domains`",
                             c.domain,
                             vals.len(),
                             vals.iter().take(5).collect::<Vec<_>>()
@@ -187,7 +303,7 @@ pub fn load(path: &Path, cfg: &TableConfig) -> Result<Table> {
             }
         }
     };
-    // Rows -> (user key, item key, domain index, ts), validated.
+    // Rows -> (row, user key, item key, domain index, ts), validated.
     let mut rows: Vec<(usize, &str, &str, usize, i64)> = Vec::with_capacity(df.height());
     let mut dropped_rows = 0;
     for row in 0..df.height() {
@@ -213,6 +329,35 @@ pub fn load(path: &Path, cfg: &TableConfig) -> Result<Table> {
             items[row].as_deref().unwrap(),
             di,
             t,
+        ));
+    }
+    for (d, name) in pair.iter().enumerate() {
+        if !rows.iter().any(|r| r.3 == d) {
+            return Err(DataError::invalid(
+                path,
+                format!(
+                    "no row has `{}` = `{name}`: domain {} is empty",
+                    c.domain,
+                    ["A", "B"][d]
+                ),
+            ));
+        }
+    }
+    // An exact repeat of a row (same user, item, domain and time) is a copy, not a second
+    // interaction: it would silently weigh that interaction twice.
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| (rows[i].1, rows[i].2, rows[i].3, rows[i].4, rows[i].0));
+    if let Some(w) = order.windows(2).find(|w| {
+        let (a, b) = (&rows[w[0]], &rows[w[1]]);
+        (a.1, a.2, a.3, a.4) == (b.1, b.2, b.3, b.4)
+    }) {
+        return Err(DataError::invalid(
+            path,
+            format!(
+                "{} repeats {} (same user, item, domain and timestamp): remove the copy",
+                where_is(rows[w[1]].0),
+                where_is(rows[w[0]].0)
+            ),
         ));
     }
     // Dense item ids.

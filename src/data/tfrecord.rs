@@ -20,25 +20,51 @@ pub fn masked_crc32c(bytes: &[u8]) -> u32 {
     (c.rotate_right(15)).wrapping_add(MASK_DELTA)
 }
 
-/// Reads a whole file, gunzipping it when its name ends in `.gz` (or it starts with the gzip
-/// magic bytes).
+/// The first two bytes of every gzip file.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Reads a whole file, gunzipping it when it starts with the gzip magic bytes. A file named
+/// `*.gz` must be gzip (another start is reported as such, not as whatever its bytes then
+/// fail as), and an empty (0-byte) file is an error: no dataset file is legitimately empty.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
+    if raw.is_empty() {
+        return Err(DataError::invalid(path, "empty file (0 bytes)"));
+    }
+    if raw.starts_with(&GZIP_MAGIC) {
         let mut out = Vec::with_capacity(raw.len() * 4);
         flate2::read::MultiGzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .map_err(|e| DataError::io(path, e))?;
+            .map_err(|e| {
+                let msg = format!("corrupt or truncated gzip data: {e}");
+                DataError::io(path, std::io::Error::new(e.kind(), msg))
+            })?;
         Ok(out)
+    } else if path.extension().is_some_and(|e| e == "gz") {
+        Err(DataError::invalid(
+            path,
+            format!(
+                "not gzip data: a `.gz` file starts with the bytes 1f 8b, this one with {}",
+                raw.iter()
+                    .take(2)
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        ))
     } else {
         Ok(raw)
     }
 }
 
-/// The records of a TFRecord file, each CRC-checked.
+/// The records of a TFRecord file, each CRC-checked; a file without records is an error.
 pub fn read_records(path: &Path) -> Result<Vec<Vec<u8>>> {
     let bytes = read_maybe_gz(path)?;
-    split_records(&bytes, path)
+    let records = split_records(&bytes, path)?;
+    if records.is_empty() {
+        return Err(DataError::invalid(path, "no records (the data is empty)"));
+    }
+    Ok(records)
 }
 
 /// Splits an in-memory TFRecord stream into records; `path` only names errors.

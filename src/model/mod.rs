@@ -102,61 +102,163 @@ impl Default for ModelConfig {
     }
 }
 
-/// The rules that tie the model's kind and size to its GCA and AutoCDSR+ options. The one
-/// place they live: [`crate::train::RunConfig::validate`] calls it (so `sweep plan` rejects a
-/// bad run before anything trains) and so does [`Model::new`] (for models built without a run
-/// config). The message names the config fields.
+/// A model option that breaks one of [`check_options`]' rules: each case names the config
+/// field(s) ([`OptionsError::field`]) and the rule, in the style of linfa's checked
+/// hyper-parameters.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OptionsError {
+    /// A size that must be at least 1.
+    #[error("{field} must be at least 1, got 0")]
+    Zero { field: &'static str },
+    #[error("model.d_model ({d_model}) must be a positive multiple of model.heads ({heads})")]
+    HeadsDoNotDivide { d_model: usize, heads: usize },
+    #[error("model.dropout must be in [0, 1), got {0}")]
+    Dropout(f64),
+    #[error("model.mask_prob is for model.kind = \"bert4rec\", not \"{}\"", .0.as_str())]
+    MaskProbWithoutMasking(ModelKind),
+    #[error("model.mask_prob must be in (0, 1), got {0}")]
+    MaskProb(f64),
+    #[error(
+        "gca.positions must be empty for model.kind = \"{}\" (GCA runs on the causal streams \
+         of \"abxi\" and \"sasrec\")",
+        .0.as_str()
+    )]
+    GcaOnKind(ModelKind),
+    #[error("gca.heads ({heads}) must divide model.d_model ({d_model})")]
+    GcaHeadsDoNotDivide { heads: usize, d_model: usize },
+    #[error(
+        "gca.positions contains {position}, but the model has {layers} block(s): positions go \
+         from 0 to {layers}"
+    )]
+    GcaPositionBeyondBlocks { position: usize, layers: usize },
+    #[error(
+        "autocdsr.ib (AutoCDSR+) needs model.kind = \"bert4rec\", not \"{}\": IB tokens read a \
+         domain's whole sequence, which would show a causal next-item model the future",
+        .0.as_str()
+    )]
+    IbOnKind(ModelKind),
+    #[error(
+        "gca.project = \"{}\" and gca.cos_penalty = {cos_penalty} act on GCA modules, but \
+         gca.positions is empty",
+        .project.as_str()
+    )]
+    InterventionWithoutGca {
+        project: Projection,
+        cos_penalty: f64,
+    },
+    #[error("gca.cos_penalty must be a finite number, got {0}")]
+    CosPenaltyNotFinite(f64),
+    #[error(
+        "gca.cos_penalty = {cos_penalty} with gca.project = \"{}\": the projection fixes \
+         |cos(X, X')|, so the penalty could not move it",
+        .project.as_str()
+    )]
+    CosPenaltyWithProjection {
+        cos_penalty: f64,
+        project: Projection,
+    },
+}
+
+impl OptionsError {
+    /// The config field the rule is about (the first, for rules that tie two fields).
+    pub fn field(&self) -> &'static str {
+        match self {
+            OptionsError::Zero { field } => field,
+            OptionsError::HeadsDoNotDivide { .. } => "model.heads",
+            OptionsError::Dropout(_) => "model.dropout",
+            OptionsError::MaskProbWithoutMasking(_) | OptionsError::MaskProb(_) => {
+                "model.mask_prob"
+            }
+            OptionsError::GcaOnKind(_) | OptionsError::GcaPositionBeyondBlocks { .. } => {
+                "gca.positions"
+            }
+            OptionsError::GcaHeadsDoNotDivide { .. } => "gca.heads",
+            OptionsError::IbOnKind(_) => "autocdsr.ib",
+            OptionsError::InterventionWithoutGca { .. } => "gca.positions",
+            OptionsError::CosPenaltyNotFinite(_)
+            | OptionsError::CosPenaltyWithProjection { .. } => "gca.cos_penalty",
+        }
+    }
+}
+
+/// The rules of the model's options: sizes at least 1, heads dividing the width, dropout and
+/// mask rate in range, and what ties the model's kind and size to its GCA and AutoCDSR+
+/// options. The one place they live: [`crate::train::RunConfig::validate`] calls it (so
+/// `sweep plan` rejects a bad run before anything trains) and so does [`Model::new`] (for
+/// models built without a run config).
 pub fn check_options(
     cfg: &ModelConfig,
     gca: &GcaConfig,
     ib: Option<&IbConfig>,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), OptionsError> {
+    let mut sizes = vec![
+        ("model.d_model", cfg.d_model),
+        ("model.heads", cfg.heads),
+        ("model.ffn_hidden", cfg.ffn_hidden),
+        ("model.max_len", cfg.max_len),
+    ];
+    if cfg.kind == ModelKind::Abxi {
+        // ABXI's dLoRA and iLoRA adapters: a rank of 0 is no adapter at all.
+        sizes.extend([
+            ("model.rank_domain", cfg.rank_domain),
+            ("model.rank_invariant", cfg.rank_invariant),
+        ]);
+    }
+    if let Some(&(field, _)) = sizes.iter().find(|(_, v)| *v == 0) {
+        return Err(OptionsError::Zero { field });
+    }
+    if cfg.d_model % cfg.heads != 0 {
+        return Err(OptionsError::HeadsDoNotDivide {
+            d_model: cfg.d_model,
+            heads: cfg.heads,
+        });
+    }
+    if !(0.0..1.0).contains(&cfg.dropout) {
+        return Err(OptionsError::Dropout(cfg.dropout));
+    }
+    if let Some(p) = cfg.mask_prob {
+        if !cfg.kind.is_masked() {
+            return Err(OptionsError::MaskProbWithoutMasking(cfg.kind));
+        }
+        if !(p > 0.0 && p < 1.0) {
+            return Err(OptionsError::MaskProb(p));
+        }
+    }
     if !gca.positions.is_empty() {
         if !matches!(cfg.kind, ModelKind::Abxi | ModelKind::Sasrec) {
-            return Err(format!(
-                "gca.positions must be empty for model.kind = \"{}\" (GCA runs on the causal streams of \"abxi\" and \"sasrec\")",
-                cfg.kind.as_str()
-            ));
+            return Err(OptionsError::GcaOnKind(cfg.kind));
         }
         if gca.heads == 0 || cfg.d_model % gca.heads != 0 {
-            return Err(format!(
-                "gca.heads ({}) must divide model.d_model ({})",
-                gca.heads, cfg.d_model
-            ));
+            return Err(OptionsError::GcaHeadsDoNotDivide {
+                heads: gca.heads,
+                d_model: cfg.d_model,
+            });
         }
-        if let Some(p) = gca.positions.iter().find(|&&p| p > cfg.layers) {
-            return Err(format!(
-                "gca.positions contains {p}, but the model has {layers} block(s): positions go from 0 to {layers}",
-                layers = cfg.layers
-            ));
+        if let Some(&position) = gca.positions.iter().find(|&&p| p > cfg.layers) {
+            return Err(OptionsError::GcaPositionBeyondBlocks {
+                position,
+                layers: cfg.layers,
+            });
         }
     }
     let intervenes = !gca.project.is_none() || gca.cos_penalty != 0.0;
     if intervenes && gca.positions.is_empty() {
-        return Err(format!(
-            "gca.project = \"{}\" and gca.cos_penalty = {} act on GCA modules, but gca.positions is empty",
-            gca.project.as_str(),
-            gca.cos_penalty
-        ));
+        return Err(OptionsError::InterventionWithoutGca {
+            project: gca.project,
+            cos_penalty: gca.cos_penalty,
+        });
     }
     if !gca.cos_penalty.is_finite() {
-        return Err(format!(
-            "gca.cos_penalty must be a finite number, got {}",
-            gca.cos_penalty
-        ));
+        return Err(OptionsError::CosPenaltyNotFinite(gca.cos_penalty));
     }
     if gca.cos_penalty != 0.0 && !gca.project.is_none() {
-        return Err(format!(
-            "gca.cos_penalty = {} with gca.project = \"{}\": the projection fixes |cos(X, X')|, so the penalty could not move it",
-            gca.cos_penalty,
-            gca.project.as_str()
-        ));
+        return Err(OptionsError::CosPenaltyWithProjection {
+            cos_penalty: gca.cos_penalty,
+            project: gca.project,
+        });
     }
     if ib.is_some() && cfg.kind != ModelKind::Bert4rec {
-        return Err(format!(
-            "autocdsr.ib (AutoCDSR+) needs model.kind = \"bert4rec\", not \"{}\": IB tokens read a domain's whole sequence, which would show a causal next-item model the future",
-            cfg.kind.as_str()
-        ));
+        return Err(OptionsError::IbOnKind(cfg.kind));
     }
     Ok(())
 }
@@ -183,7 +285,7 @@ impl Model {
         seed: u64,
         dtype: DType,
     ) -> Result<Self> {
-        check_options(cfg, gca, ib).map_err(nn::Error::msg)?;
+        check_options(cfg, gca, ib).map_err(|e| nn::Error::msg(e.to_string()))?;
         let store = ParamStore::new(dtype, ChaCha8Rng::seed_from_u64(seed));
         Ok(match cfg.kind {
             ModelKind::Abxi => Model::Abxi(abxi::Abxi::new(cfg, gca, vocab, store)?),
@@ -325,12 +427,12 @@ mod tests {
         let err = |cfg: &ModelConfig, g: &GcaConfig, ib: Option<&IbConfig>| {
             check_options(cfg, g, ib).unwrap_err()
         };
-        let e = err(&abxi, &gca(vec![0], 3), None);
+        let e = err(&abxi, &gca(vec![0], 3), None).to_string();
         assert!(
             e.contains("gca.heads (3) must divide model.d_model (64)"),
             "{e}"
         );
-        let e = err(&abxi, &gca(vec![2], 4), None);
+        let e = err(&abxi, &gca(vec![2], 4), None).to_string();
         assert!(
             e.contains("gca.positions contains 2") && e.contains("1 block(s)"),
             "{e}"
@@ -339,7 +441,7 @@ mod tests {
             kind: ModelKind::SasrecSingle,
             ..abxi.clone()
         };
-        let e = err(&single, &gca(vec![0], 4), None);
+        let e = err(&single, &gca(vec![0], 4), None).to_string();
         assert!(
             e.contains("gca.positions must be empty") && e.contains("sasrec-single"),
             "{e}"
@@ -358,19 +460,54 @@ mod tests {
             check_options(&abxi, &with(vec![0], Projection::None, -0.5), None),
             Ok(())
         );
-        let e = err(&abxi, &with(vec![], Projection::Parallel, 0.0), None);
+        let e = err(&abxi, &with(vec![], Projection::Parallel, 0.0), None).to_string();
         assert!(
             e.contains("gca.project = \"parallel\"") && e.contains("gca.positions is empty"),
             "{e}"
         );
-        let e = err(&abxi, &with(vec![0], Projection::None, f64::NAN), None);
+        let e = err(&abxi, &with(vec![0], Projection::None, f64::NAN), None).to_string();
         assert!(e.contains("gca.cos_penalty must be a finite number"), "{e}");
-        let e = err(&abxi, &with(vec![0], Projection::Orthogonal, 0.1), None);
+        let e = err(&abxi, &with(vec![0], Projection::Orthogonal, 0.1), None).to_string();
         assert!(
             e.contains("gca.cos_penalty = 0.1 with gca.project = \"orthogonal\""),
             "{e}"
         );
         let e = err(&abxi, &gca(vec![], 4), Some(&IbConfig::default()));
+        assert_eq!(e, OptionsError::IbOnKind(ModelKind::Abxi));
+        let e = e.to_string();
         assert!(e.contains("autocdsr.ib") && e.contains("\"abxi\""), "{e}");
+    }
+
+    /// The size rules: a zero rank of ABXI's adapters is refused naming the field (it used to
+    /// fail inside the linear layer); SASRec has no adapters, so its ranks are not checked.
+    #[test]
+    fn zero_sizes_are_refused_naming_the_field() {
+        let none = GcaConfig::default();
+        let zero_rank = ModelConfig {
+            rank_domain: 0,
+            ..ModelConfig::default()
+        };
+        let e = check_options(&zero_rank, &none, None).unwrap_err();
+        assert_eq!(
+            e,
+            OptionsError::Zero {
+                field: "model.rank_domain"
+            }
+        );
+        assert_eq!(e.field(), "model.rank_domain");
+        assert_eq!(e.to_string(), "model.rank_domain must be at least 1, got 0");
+        let sasrec = ModelConfig {
+            kind: ModelKind::Sasrec,
+            ..zero_rank
+        };
+        assert_eq!(check_options(&sasrec, &none, None), Ok(()));
+        let no_width = ModelConfig {
+            d_model: 0,
+            ..ModelConfig::default()
+        };
+        assert_eq!(
+            check_options(&no_width, &none, None).unwrap_err().field(),
+            "model.d_model"
+        );
     }
 }

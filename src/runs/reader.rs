@@ -158,31 +158,93 @@ pub fn first_non_finite(run: &LoadedRun) -> Option<String> {
     None
 }
 
-/// Every run directory under `root` (a directory holding `run.json`, or a run folder of
-/// another tool: [`super::foreign::ForeignKind`]; run directories are not searched further),
-/// sorted by path.
-/// `root` itself may be a run directory.
-pub fn find_run_dirs(root: &Path) -> Result<Vec<PathBuf>, RunError> {
-    let mut out = Vec::new();
+/// What a walk of a run tree found: the run directories, and the directories that look like
+/// an unfinished or emptied run but hold no `run.json`, each with what it holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunTree {
+    pub runs: Vec<PathBuf>,
+    pub not_runs: Vec<(PathBuf, String)>,
+}
+
+/// Files only a run directory holds: a directory with some of them but no `run.json` is
+/// reported rather than passed over in silence.
+const RUN_FILES: [&str; 5] = [
+    CONFIG_TOML,
+    METRICS_JSONL,
+    TENSORS_SAFETENSORS,
+    TEST_CASES_PARQUET,
+    SAMPLES_PARQUET,
+];
+
+/// The trainer's checkpoint folder inside a run directory (never a run).
+const CHECKPOINT_DIR: &str = "checkpoint";
+
+/// Walks `root` (see [`find_run_dirs`]) and also lists every directory that is empty or holds
+/// run files without a `run.json`.
+pub fn scan_run_tree(root: &Path) -> Result<RunTree, RunError> {
+    let mut tree = RunTree::default();
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
-        if dir.join(RUN_JSON).is_file() || super::foreign::is_foreign_run(&dir) {
-            out.push(dir);
+        let native = dir.join(RUN_JSON).is_file();
+        let foreign = !native && super::foreign::is_foreign_run(&dir);
+        let is_run = native || foreign;
+        if is_run {
+            tree.runs.push(dir.clone());
+        }
+        // A foreign run's folder holds its logger's own folders (a Hydra job's event files):
+        // they belong to that run, so the walk does not look inside it.
+        if foreign {
             continue;
         }
-        let entries = std::fs::read_dir(&dir).map_err(|e| RunError::io(&dir, e))?;
-        for entry in entries {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| RunError::io(&dir, e))? {
             let entry = entry.map_err(|e| RunError::io(&dir, e))?;
             let ft = entry
                 .file_type()
                 .map_err(|e| RunError::io(&entry.path(), e))?;
-            if ft.is_dir() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // A run's own checkpoint folder is not a nested run tree.
+            if ft.is_dir() && !(is_run && name == CHECKPOINT_DIR) {
                 stack.push(entry.path());
             }
+            names.push(name);
+        }
+        if is_run || dir == root {
+            continue;
+        }
+        let mut found: Vec<&str> = RUN_FILES
+            .into_iter()
+            .filter(|f| names.iter().any(|n| n == f))
+            .collect();
+        if names.iter().any(|n| n == CHECKPOINT_DIR) {
+            found.push(CHECKPOINT_DIR);
+        }
+        if names.is_empty() {
+            tree.not_runs.push((
+                dir,
+                "empty directory: no run.json (were its files removed?)".into(),
+            ));
+        } else if !found.is_empty() {
+            tree.not_runs.push((
+                dir,
+                format!(
+                    "holds {} but no run.json: an unfinished or damaged run, not loaded",
+                    found.join(", ")
+                ),
+            ));
         }
     }
-    out.sort();
-    Ok(out)
+    tree.runs.sort();
+    tree.not_runs.sort();
+    Ok(tree)
+}
+
+/// Every run directory under `root` (a directory holding `run.json`, or a run folder of
+/// another tool: [`super::foreign::ForeignKind`]), sorted by path. `root` itself may be a run directory, and a run
+/// directory may hold further run directories (results kept next to the run they
+/// re-examine): they are searched too, all but a run's `checkpoint/` folder.
+pub fn find_run_dirs(root: &Path) -> Result<Vec<PathBuf>, RunError> {
+    Ok(scan_run_tree(root)?.runs)
 }
 
 /// A set of loaded runs plus the report of those skipped.
@@ -205,12 +267,23 @@ impl RunSet {
 /// Loads every run under `root` in parallel (rayon). Runs that cannot be read, are not
 /// complete, or hold non-finite metrics (with [`NanPolicy::SkipRun`]) are skipped and listed
 /// in the report; the walk itself failing (unreadable `root`) is an error.
+///
+/// Directories that are empty or hold run files without `run.json` are listed in the report
+/// too ([`scan_run_tree`]), so a run whose files were removed does not vanish without a word.
 pub fn load_runs(root: &Path, options: LoadOptions) -> Result<RunSet, RunError> {
-    let dirs = find_run_dirs(root)?;
-    Ok(load_run_dirs(&dirs, options))
+    let tree = scan_run_tree(root)?;
+    let mut set = load_run_dirs(&tree.runs, options);
+    set.report.skipped.extend(tree.not_runs);
+    set.report.skipped.sort();
+    Ok(set)
 }
 
 /// Loads the given run directories in parallel; see [`load_runs`].
+///
+/// A run id is the key that frames join on, so it names one run: when several directories
+/// hold the same `run_id` (a run directory copied), the first by path is kept and each other
+/// is reported as skipped, saying whether it is an identical copy or a different run under
+/// the same id. Counting a copy twice would change every mean over seeds without a word.
 pub fn load_run_dirs(dirs: &[PathBuf], options: LoadOptions) -> RunSet {
     let results: Vec<Result<LoadedRun, (PathBuf, String)>> = dirs
         .par_iter()
@@ -232,9 +305,29 @@ pub fn load_run_dirs(dirs: &[PathBuf], options: LoadOptions) -> RunSet {
         })
         .collect();
     let mut set = RunSet::default();
+    let mut first_of: std::collections::HashMap<String, usize> = Default::default();
     for r in results {
         match r {
-            Ok(run) => set.runs.push(run),
+            Ok(run) => match first_of.get(&run.manifest.run_id) {
+                Some(&k) => {
+                    let kept = &set.runs[k];
+                    let how = if kept.manifest == run.manifest && kept.metrics == run.metrics {
+                        "an identical copy"
+                    } else {
+                        "a different run under the same id: give one of them another run_id"
+                    };
+                    let reason = format!(
+                        "duplicate run id `{}`, already loaded from {} ({how})",
+                        run.manifest.run_id,
+                        kept.dir.display()
+                    );
+                    set.report.skipped.push((run.dir, reason));
+                }
+                None => {
+                    first_of.insert(run.manifest.run_id.clone(), set.runs.len());
+                    set.runs.push(run);
+                }
+            },
             Err(skip) => set.report.skipped.push(skip),
         }
     }

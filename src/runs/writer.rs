@@ -267,14 +267,28 @@ impl RunWriter {
         Ok(self.dir)
     }
 
-    fn write_manifest(&self) -> Result<(), RunError> {
-        let path = self.dir.join(RUN_JSON);
-        let text = serde_json::to_vec_pretty(&self.manifest).map_err(|e| RunError::Json {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        write_atomic(&path, &text)
+    /// Marks the run in `dir` `failed` with a reason, without a writer: for a failure before
+    /// the writer was opened (e.g. the data of a run being resumed no longer loads) or after
+    /// it was dropped (an error or panic that unwound through it). Rewrites `run.json` only.
+    pub fn mark_failed(dir: &Path, reason: &str) -> Result<(), RunError> {
+        let mut manifest = super::reader::read_manifest(dir)?;
+        manifest.status = RunStatus::Failed;
+        manifest.failure = Some(reason.to_owned());
+        write_manifest_to(dir, &manifest)
     }
+
+    fn write_manifest(&self) -> Result<(), RunError> {
+        write_manifest_to(&self.dir, &self.manifest)
+    }
+}
+
+fn write_manifest_to(dir: &Path, manifest: &RunManifest) -> Result<(), RunError> {
+    let path = dir.join(RUN_JSON);
+    let text = serde_json::to_vec_pretty(manifest).map_err(|e| RunError::Json {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    write_atomic(&path, &text)
 }
 
 fn check_run_id(id: &str) -> Result<(), RunError> {

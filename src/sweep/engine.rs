@@ -15,7 +15,7 @@ fn to_run_config(config: &Table) -> std::result::Result<RunConfig, String> {
     let cfg: RunConfig = Value::Table(config.clone())
         .try_into()
         .map_err(|e: toml::de::Error| e.message().to_owned())?;
-    cfg.validate()?;
+    cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)
 }
 

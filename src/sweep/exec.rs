@@ -35,6 +35,15 @@ pub fn exec_run(
     train: TrainFn,
 ) -> Result<ExecOutcome> {
     let run_dir = dir.run(&run.id);
+    std::fs::create_dir_all(dir.records())
+        .with_context(|| format!("cannot create {}", dir.records().display()))?;
+    // A Slurm task and a local worker (or two requeued tasks) never train one run together;
+    // the wait lets a worker of a killed runner finish exiting.
+    let _lock = super::lock::Lock::acquire_within(
+        &dir.run_lock(&run.id),
+        &format!("run {}", run.id),
+        std::time::Duration::from_secs(10),
+    )?;
     let previous = AttemptRecord::load(dir, &run.id)?;
     if run_is_complete(&run_dir) {
         if let Some(mut r) = previous.filter(|r| r.state != RunState::Complete) {

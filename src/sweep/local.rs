@@ -63,12 +63,16 @@ enum Event {
 
 /// Runs every incomplete run of `plan` into `dir` with at most `opts.jobs` at a time.
 ///
-/// Writes `plan.json`, keeps `status.jsonl` current after every start and finish, and sends
+/// Holds the folder's lock ([`SweepDir::lock`]) throughout: a second `sweep run` on the same
+/// folder stops at once, naming the process at work. Writes `plan.json`, keeps `status.jsonl` current after every start and finish, and sends
 /// each run's output to `logs/<id>.log`. Complete runs are skipped; interrupted ones resume.
 pub fn run_local(plan: &Plan, dir: &SweepDir, opts: &LocalOptions) -> Result<LocalReport> {
     for d in [dir.root.clone(), dir.logs(), dir.runs()] {
         std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
     }
+    // A second `sweep run` on this folder would train the same runs at the same time.
+    let _lock =
+        super::lock::Lock::acquire(&dir.lock(), &format!("sweep folder {}", dir.root.display()))?;
     plan.save(&dir.plan())?;
     let todo: VecDeque<usize> = plan
         .runs

@@ -7,6 +7,7 @@
 //! - [`plan`]: the saved plan and the sweep folder layout.
 //! - [`exec`]: executing one run (skip when complete, resume from its checkpoint).
 //! - [`local`]: a bounded pool of child processes on this machine.
+//! - [`lock`]: one process per sweep folder (`sweep.lock`) and per run (`status/<id>.lock`).
 //! - [`slurm`]: the job-array script for a Slurm cluster.
 //! - [`status`]: per-run attempt records, the status table and its summary.
 //! - [`engine`]: the one place the sweep touches the trainer.
@@ -34,6 +35,7 @@
 pub mod engine;
 pub mod exec;
 pub mod local;
+pub mod lock;
 pub mod plan;
 pub mod slurm;
 pub mod spec;

@@ -129,6 +129,14 @@ impl SweepDir {
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
     }
+    /// Held by the `cdsr-lab sweep run` working on this folder ([`super::lock`]).
+    pub fn lock(&self) -> PathBuf {
+        self.root.join("sweep.lock")
+    }
+    /// Held by the process executing run `id` ([`super::lock`]).
+    pub fn run_lock(&self, id: &str) -> PathBuf {
+        self.records().join(format!("{id}.lock"))
+    }
     /// Slurm script and per-task output.
     pub fn slurm(&self) -> PathBuf {
         self.root.join("slurm")

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use toml::{Table, Value};
 
 use crate::data::NegativeSharing;
-use crate::model::{GcaConfig, IbConfig, ModelConfig, ModelKind};
+use crate::model::{GcaConfig, IbConfig, ModelConfig};
 use crate::train::pareto::AcdWeighting;
 
 /// One training run.
@@ -139,62 +139,62 @@ impl RunConfig {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
-        let cfg: RunConfig =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+        // One line, `config PATH:LINE: message`, rather than the TOML error's source excerpt.
+        let cfg: RunConfig = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map_or(String::new(), |s| {
+                format!(":{}", 1 + text[..s.start].matches('\n').count())
+            });
+            anyhow::anyhow!(
+                "config {}{line}: {}",
+                path.display(),
+                e.message().trim_end().replace('\n', " ")
+            )
+        })?;
         cfg.validate()
             .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
         Ok(cfg)
     }
 
-    /// Checks values that serde cannot.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks every rule serde cannot (each is a case of [`ConfigError`], which names the
+    /// field); the first rule broken is the error.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let m = &self.model;
-        if m.d_model == 0 || m.heads == 0 || m.d_model % m.heads != 0 {
-            return Err(format!(
-                "model.d_model ({}) must be a positive multiple of model.heads ({})",
-                m.d_model, m.heads
-            ));
-        }
         crate::model::check_options(
             m,
             &self.gca,
             self.autocdsr.as_ref().and_then(|a| a.ib.as_ref()),
         )?;
-        if !(0.0..1.0).contains(&m.dropout) {
-            return Err(format!(
-                "model.dropout must be in [0, 1), got {}",
-                m.dropout
-            ));
+        if let Some(n) = self.data.max_users {
+            at_least_one("data.max_users", n)?;
         }
+        let o = &self.optim;
+        positive("optim.lr", o.lr)?;
+        non_negative("optim.weight_decay", o.weight_decay)?;
+        in_unit_interval("optim.beta1", o.beta1, Interval::ClosedOpen)?;
+        in_unit_interval("optim.beta2", o.beta2, Interval::ClosedOpen)?;
+        positive("optim.eps", o.eps)?;
+        in_unit_interval(
+            "optim.plateau_factor",
+            o.plateau_factor,
+            Interval::OpenClosed,
+        )?;
         let t = &self.train;
-        if t.batch_size == 0 || t.eval_batch_size == 0 {
-            return Err("train.batch_size and train.eval_batch_size must be positive".into());
+        for (field, n) in [
+            ("train.epochs", t.epochs),
+            ("train.batch_size", t.batch_size),
+            ("train.negatives_per_domain", t.negatives_per_domain),
+            ("train.eval_negatives", t.eval_negatives),
+            ("train.eval_batch_size", t.eval_batch_size),
+        ] {
+            at_least_one(field, n)?;
         }
-        if t.temperature <= 0.0 {
-            return Err(format!(
-                "train.temperature must be positive, got {}",
-                t.temperature
-            ));
+        if let Some(n) = t.threads {
+            at_least_one("train.threads", n)?;
         }
-        if let Some(t) = t.max_wall_time_s.filter(|t| !(t.is_finite() && *t > 0.0)) {
-            return Err(format!(
-                "train.max_wall_time_s must be a positive number of seconds, got {t}"
-            ));
+        if let Some(seconds) = t.max_wall_time_s {
+            positive("train.max_wall_time_s", seconds)?;
         }
-        if m.max_len == 0 {
-            return Err("model.max_len must be positive".into());
-        }
-        if let Some(p) = m.mask_prob {
-            if m.kind != ModelKind::Bert4rec {
-                return Err(format!(
-                    "model.mask_prob is for model.kind = \"bert4rec\", not \"{}\"",
-                    m.kind.as_str()
-                ));
-            }
-            if !(p > 0.0 && p < 1.0) {
-                return Err(format!("model.mask_prob must be in (0, 1), got {p}"));
-            }
-        }
+        positive("train.temperature", t.temperature)?;
         if let Some(auto) = &self.autocdsr {
             auto.validate(m.layers)?;
         }
@@ -256,7 +256,7 @@ pub enum AcdObjective {
 /// assert_eq!(plus.ib.as_ref().unwrap().tokens, 4);
 /// assert!(plus.validate(1).is_ok());
 /// assert_eq!(
-///     plus.validate(0).unwrap_err(),
+///     plus.validate(0).unwrap_err().to_string(),
 ///     "autocdsr.layers contains 0, but the model has 0 self-attention layer(s) (0..0)"
 /// );
 /// // Pareto-MTL with K = 4 circle preferences, preferring the second one
@@ -301,34 +301,150 @@ impl AutoCdsrConfig {
         self.layers.is_empty() || self.layers.contains(&l)
     }
 
-    /// Checks against the model's layer count; the message names the field.
-    pub fn validate(&self, n_layers: usize) -> Result<(), String> {
-        if let Some(&l) = self.layers.iter().find(|&&l| l >= n_layers) {
-            return Err(format!(
-                "autocdsr.layers contains {l}, but the model has {n_layers} self-attention layer(s) (0..{n_layers})"
-            ));
+    /// Checks against the model's layer count; the error names the field.
+    pub fn validate(&self, n_layers: usize) -> Result<(), ConfigError> {
+        if let Some(&layer) = self.layers.iter().find(|&&l| l >= n_layers) {
+            return Err(ConfigError::AcdLayerBeyondModel {
+                layer,
+                layers: n_layers,
+            });
         }
         if let Some(ib) = &self.ib {
-            if ib.tokens == 0 {
-                return Err("autocdsr.ib.tokens must be at least 1".into());
-            }
-            if let Some(&l) = ib.comm_layers.iter().find(|&&l| l >= n_layers) {
-                return Err(format!(
-                    "autocdsr.ib.comm_layers contains {l}, but the model has {n_layers} layer(s)"
-                ));
-            }
-        }
-        if let AcdWeighting::Pareto(p) = &self.weighting {
-            if p.preferred >= p.preferences.0.len() {
-                return Err(format!(
-                    "autocdsr.weighting.preferred = {} but there are {} preference vectors",
-                    p.preferred,
-                    p.preferences.0.len()
-                ));
+            at_least_one("autocdsr.ib.tokens", ib.tokens)?;
+            if let Some(&layer) = ib.comm_layers.iter().find(|&&l| l >= n_layers) {
+                return Err(ConfigError::IbLayerBeyondModel {
+                    layer,
+                    layers: n_layers,
+                });
             }
         }
-        Ok(())
+        match &self.weighting {
+            AcdWeighting::Pareto(p) if p.preferred >= p.preferences.0.len() => {
+                Err(ConfigError::PreferredBeyondVectors {
+                    preferred: p.preferred,
+                    vectors: p.preferences.0.len(),
+                })
+            }
+            AcdWeighting::Fixed { weight } if !weight.is_finite() => Err(ConfigError::NotFinite {
+                field: "autocdsr.weighting.weight",
+                value: *weight,
+            }),
+            _ => Ok(()),
+        }
     }
+}
+
+/// A run configuration that breaks one of [`RunConfig::validate`]'s rules. Each case names the
+/// config field ([`ConfigError::field`]) and the rule, in the style of linfa's checked
+/// hyper-parameters; the model's own rules are [`crate::model::OptionsError`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Model(#[from] crate::model::OptionsError),
+    /// A count that must be at least 1 (`train.epochs`, `train.eval_negatives`, ...).
+    #[error("{field} must be at least 1, got 0")]
+    Zero { field: &'static str },
+    /// A rate or scale that must be a finite number above 0 (`optim.lr`, ...).
+    #[error("{field} must be a finite number above 0, got {value}")]
+    NotPositive { field: &'static str, value: f64 },
+    /// A penalty that must be a finite number of at least 0 (`optim.weight_decay`).
+    #[error("{field} must be a finite number of at least 0, got {value}")]
+    Negative { field: &'static str, value: f64 },
+    /// A factor that must lie in an interval of `[0, 1]`.
+    #[error("{field} must be in {interval}, got {value}")]
+    OutOfInterval {
+        field: &'static str,
+        interval: Interval,
+        value: f64,
+    },
+    #[error("{field} must be a finite number, got {value}")]
+    NotFinite { field: &'static str, value: f64 },
+    #[error(
+        "autocdsr.layers contains {layer}, but the model has {layers} self-attention layer(s) \
+         (0..{layers})"
+    )]
+    AcdLayerBeyondModel { layer: usize, layers: usize },
+    #[error("autocdsr.ib.comm_layers contains {layer}, but the model has {layers} layer(s)")]
+    IbLayerBeyondModel { layer: usize, layers: usize },
+    #[error(
+        "autocdsr.weighting.preferred = {preferred} but there are {vectors} preference vectors"
+    )]
+    PreferredBeyondVectors { preferred: usize, vectors: usize },
+}
+
+impl ConfigError {
+    /// The config field the rule is about, as a dotted path (`optim.lr`).
+    pub fn field(&self) -> &'static str {
+        match self {
+            ConfigError::Model(e) => e.field(),
+            ConfigError::Zero { field }
+            | ConfigError::NotPositive { field, .. }
+            | ConfigError::Negative { field, .. }
+            | ConfigError::OutOfInterval { field, .. }
+            | ConfigError::NotFinite { field, .. } => field,
+            ConfigError::AcdLayerBeyondModel { .. } => "autocdsr.layers",
+            ConfigError::IbLayerBeyondModel { .. } => "autocdsr.ib.comm_layers",
+            ConfigError::PreferredBeyondVectors { .. } => "autocdsr.weighting.preferred",
+        }
+    }
+}
+
+/// The sub-intervals of `[0, 1]` a factor may be asked to lie in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interval {
+    /// `[0, 1)`: Adam's betas.
+    ClosedOpen,
+    /// `(0, 1]`: a factor that scales the learning rate down (or keeps it).
+    OpenClosed,
+}
+
+impl std::fmt::Display for Interval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Interval::ClosedOpen => "[0, 1)",
+            Interval::OpenClosed => "(0, 1]",
+        })
+    }
+}
+
+fn at_least_one(field: &'static str, n: usize) -> Result<(), ConfigError> {
+    if n == 0 {
+        return Err(ConfigError::Zero { field });
+    }
+    Ok(())
+}
+
+fn positive(field: &'static str, value: f64) -> Result<(), ConfigError> {
+    if !(value.is_finite() && value > 0.0) {
+        return Err(ConfigError::NotPositive { field, value });
+    }
+    Ok(())
+}
+
+fn non_negative(field: &'static str, value: f64) -> Result<(), ConfigError> {
+    if !(value.is_finite() && value >= 0.0) {
+        return Err(ConfigError::Negative { field, value });
+    }
+    Ok(())
+}
+
+fn in_unit_interval(
+    field: &'static str,
+    value: f64,
+    interval: Interval,
+) -> Result<(), ConfigError> {
+    let inside = match interval {
+        Interval::ClosedOpen => (0.0..1.0).contains(&value),
+        Interval::OpenClosed => value > 0.0 && value <= 1.0,
+    };
+    if !inside {
+        return Err(ConfigError::OutOfInterval {
+            field,
+            interval,
+            value,
+        });
+    }
+    Ok(())
 }
 
 /// Hex SHA-256 of the canonical form of a configuration (keys sorted at every level).

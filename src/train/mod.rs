@@ -28,7 +28,9 @@ mod train_loop;
 
 use std::path::PathBuf;
 
-pub use config::{AutoCdsrConfig, DataConfig, OptimConfig, RunConfig, TrainConfig};
+pub use config::{
+    AutoCdsrConfig, ConfigError, DataConfig, Interval, OptimConfig, RunConfig, TrainConfig,
+};
 pub use evaluate::AcdByDomain;
 pub use loss::{batch_loss, batch_loss_with_negatives, BatchLoss, Captured};
 pub use train_loop::{build_model, train};

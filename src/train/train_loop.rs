@@ -53,10 +53,25 @@ fn prepare(cfg: &RunConfig) -> anyhow::Result<Prepared> {
             ..Default::default()
         },
     );
-    data::check_train_negatives(&ds, &train, cfg.train.negatives_per_domain)
-        .context("train.negatives_per_domain")?;
     let valid = EvalLayout::build(&ds, &split, Part::Valid, l);
     let test = EvalLayout::build(&ds, &split, Part::Test, l);
+    // A run over nothing would end `complete` with every metric 0 over 0 cases.
+    for (part, n) in [
+        ("training sequence", train.len()),
+        ("validation case", valid.len()),
+        ("test case", test.len()),
+    ] {
+        anyhow::ensure!(
+            n > 0,
+            "data.path {}: no {part} among its {} users ({} left out: leave-one-out needs 3 \
+             interactions per user)",
+            cfg.data.path.display(),
+            ds.users.len(),
+            split.skipped_users
+        );
+    }
+    data::check_train_negatives(&ds, &train, cfg.train.negatives_per_domain)
+        .context("train.negatives_per_domain")?;
     let seed = cfg.train.seed;
     let n = cfg.train.eval_negatives;
     let valid_cand = Candidates::sample(&ds, &valid.cases, Part::Valid, n, seed)?;
@@ -342,17 +357,113 @@ fn domain_metrics(r: &EvalReport) -> runs::DomainMetrics {
         .collect()
 }
 
-/// Trains `cfg` into `run_dir` (created; its parent must exist or be creatable).
+/// The summary of a run whose `run.json` already says `complete`, read without writing
+/// anything: resuming a complete run is a no-op (rewriting `run.json` would change it, e.g.
+/// its wall time). `None` for any other run directory.
+fn complete_summary(cfg: &RunConfig, run_dir: &Path) -> anyhow::Result<Option<RunSummary>> {
+    let Ok(m) = runs::read_manifest(run_dir) else {
+        return Ok(None);
+    };
+    if m.status != runs::RunStatus::Complete {
+        return Ok(None);
+    }
+    anyhow::ensure!(
+        m.config == serde_json::to_value(cfg)?,
+        "{} holds a complete run of another configuration",
+        run_dir.join(runs::RUN_JSON).display()
+    );
+    // The checkpoint keeps the best epoch's reports in the trainer's own form.
+    let state = if checkpoint::path(run_dir).exists() {
+        Some(checkpoint::load(run_dir, DType::F32)?.1)
+    } else {
+        None
+    };
+    Ok(Some(RunSummary {
+        run_dir: run_dir.to_path_buf(),
+        best_epoch: m.best_epoch.map(|e| e as usize),
+        epochs_run: m.epochs_run as usize,
+        test: state.as_ref().and_then(|s| s.best_test),
+        test_full: state.and_then(|s| s.best_test_full),
+        params_total: m.params.total as usize,
+        wall_time_s: m.wall_time_s.unwrap_or_default(),
+        complete: true,
+        stop_reason: m.stopped_by(),
+    }))
+}
+
+/// Trains `cfg` into `run_dir` (created; its parent must exist or be creatable). With
+/// `opts.resume`, a run already complete is left as it is and its summary returned.
+///
+/// Every failure after the run directory is this call's (created, or named for resuming)
+/// leaves it `failed` with the reason in `run.json`, an error or a panic alike, never
+/// `running`: only a process killed outright leaves `running`, and resuming continues it.
 pub fn train(cfg: &RunConfig, run_dir: &Path, opts: TrainOptions) -> anyhow::Result<RunSummary> {
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("run config: {e}"))?;
+    if opts.resume {
+        if let Some(done) = complete_summary(cfg, run_dir)? {
+            return Ok(done);
+        }
+    }
+    let mut owned = opts.resume;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        train_into(cfg, run_dir, &opts, &mut owned)
+    }));
+    let failure = match &result {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(format!("{e:#}")),
+        Err(panic) => Some(format!("panic: {}", panic_text(panic.as_ref()))),
+    };
+    if let (Some(reason), true) = (failure, owned) {
+        if let Err(e) = mark_failed(cfg, run_dir, &reason) {
+            eprintln!(
+                "{}: could not mark the run failed: {e:#}",
+                run_dir.display()
+            );
+        }
+    }
+    match result {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// The message of a panic payload.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Marks the run of `cfg` in `run_dir` `failed` with `reason`, when its `run.json` says it is
+/// running (a run this call never opened, or of another configuration, is left alone).
+fn mark_failed(cfg: &RunConfig, run_dir: &Path, reason: &str) -> anyhow::Result<()> {
+    let Ok(m) = runs::read_manifest(run_dir) else {
+        return Ok(());
+    };
+    if m.status == runs::RunStatus::Running && m.config == serde_json::to_value(cfg)? {
+        RunWriter::mark_failed(run_dir, reason)?;
+    }
+    Ok(())
+}
+
+/// [`train`] after the config checks; sets `owned` once the run directory is this call's.
+fn train_into(
+    cfg: &RunConfig,
+    run_dir: &Path,
+    opts: &TrainOptions,
+    owned: &mut bool,
+) -> anyhow::Result<RunSummary> {
     set_threads(cfg.train.threads);
     let started = Instant::now();
     let prep = prepare(cfg)?;
     let ds = &prep.ds;
     let (model, mut opt) = build_model(cfg, ds)?;
     let params_total = model.params().total_params();
-    let (mut writer, mut state) = start_or_resume(cfg, run_dir, &opts, ds, &model, &mut opt)?;
+    let (mut writer, mut state) = start_or_resume(cfg, run_dir, opts, ds, &model, &mut opt)?;
+    *owned = true;
     let wall_before = state.wall_time_s;
     let mut epochs_this_call = 0usize;
     let budget = stopping::Budget {
