@@ -40,5 +40,33 @@ fn main() -> anyhow::Result<()> {
 
     let _shown = cdsr_lab::plot::cos_boxplots(&study)?;
 
+    use cdsr_lab::model::Projection;
+    // GCA_early, 2 seeds: X' as is, projected, and penalised at both signs.
+    let mut interventions = cfg.clone();
+    interventions.gca.positions = vec![0];
+    for seed in [1u64, 2] {
+        for (project, penalty) in [(Projection::None, 0.0), (Projection::Orthogonal, 0.0),
+                                   (Projection::Parallel, 0.0), (Projection::None, 1.0), (Projection::None, -1.0)] {
+            let mut c = interventions.clone();
+            c.gca.project = project;
+            c.gca.cos_penalty = penalty;
+            c.train.seed = seed;
+            let dir = Path::new("../runs/notebooks/interventions").join(c.run_id());
+            train(&c, &dir, TrainOptions { resume: true, ..Default::default() })?;
+        }
+    }
+
+    let set = load_runs(Path::new("../runs/notebooks/interventions"), LoadOptions::default())?;
+    let (iv_study, _) = study_frame(&set)?;
+    println!("{}", StudyReport::of(&iv_study, "ndcg@10")?);
+    let _shown = cdsr_lab::plot::metric_by_setting(&iv_study, "ndcg@10")?;
+
+    use cdsr_lab::analysis::cases::{case_cos_frame, case_cos_by_group};
+    // Per test case: |cos(X, X')| at the scored position against hit@10 and the reciprocal rank
+    // (point-biserial and Spearman with bootstrap intervals, logistic fit with one intercept per run).
+    let (cases, _) = case_cos_frame(&set)?;
+    println!("{}", case_cos_by_group(&cases, &["setting", "domain"], 1000, 1)?);
+    let _shown = cdsr_lab::plot::case_cos_vs_hit(&cases)?;
+
     Ok(())
 }

@@ -108,7 +108,13 @@ fn foreign_jsonl_metrics_and_bad_mappings_are_reported() {
     let jsonl_manifest = manifest
         .replace("file = \"log.csv\"", "file = \"log.jsonl\"")
         .replace("epoch = \"ep\"\nsplit = \"phase\"\ndomain = \"dom\"\n", "")
-        .replace("best_epoch = 3\n", "");
+        .replace("best_epoch = 3\n", "")
+        // Its own id: the other copies of the fixture below keep the original one, and a run
+        // tree loads one run per id.
+        .replace(
+            "run_id = \"torch-abxi-gca0-s1\"",
+            "run_id = \"torch-abxi-gca0-s1-jsonl\"",
+        );
     std::fs::write(good.join("manifest.toml"), &jsonl_manifest).unwrap();
     let run = load_run(&good).unwrap();
     assert_eq!(run.manifest.test[&Domain::A]["ndcg@10"].0, 0.2);
