@@ -4,6 +4,7 @@
 # Real data is read from ../shared/data (or $CDSR_SHARED_DATA) and from data/ in the repo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+total_start=$SECONDS
 
 # --- installs (idempotent; each step is skipped when already satisfied) ---------------------
 if ! command -v cargo >/dev/null 2>&1; then
@@ -38,3 +39,4 @@ if [ "${CDSR_NOTEBOOKS:-1}" = 1 ]; then
     ./scripts/notebooks.sh
     echo "notebooks (install, evcxr build, execution): $((SECONDS - start)) s"
 fi
+echo "test command in all (installs, build, tests, notebooks): $((SECONDS - total_start)) s"
