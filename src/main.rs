@@ -43,6 +43,13 @@ enum Command {
 /// with status 1. Returning the error from `main` would print its Debug form, which carries a
 /// stack backtrace whenever `RUST_BACKTRACE` is set: noise for a user's mistake.
 fn main() -> std::process::ExitCode {
+    // A reader that stops early (`cdsr-lab sweep plan FILE | head`) closes the pipe: end quietly
+    // as other command-line tools do, instead of panicking on the failed write.
+    // SAFETY: restoring the default disposition of one signal before any thread starts.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match run(Cli::parse().command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

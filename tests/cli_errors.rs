@@ -19,6 +19,31 @@ fn a_user_error_is_one_line_even_with_rust_backtrace_set() {
     assert_eq!(err, "error: /no/such/dataset: no such file or directory\n");
 }
 
+/// A reader that stops early (`cdsr-lab sweep plan FILE | head -1`) ends the command quietly,
+/// as with other command-line tools: no panic message about the closed pipe.
+#[cfg(unix)]
+#[test]
+fn a_closed_output_pipe_ends_the_command_quietly() {
+    let mut child = common::cdsr_lab()
+        .args(["sweep", "plan", "sweeps/study.toml"])
+        .env("RUST_BACKTRACE", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading end before the command has written (it reads the sweep file first), so
+    // its first write finds the pipe closed.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains("panicked"), "stderr: {err}");
+    assert!(
+        out.status.code().is_none() || out.status.code() == Some(0),
+        "{:?}",
+        out.status
+    );
+}
+
 /// The committed d 256 run as both runs of the diagnostic, and as the single-domain run
 /// although it is an `abxi` model: both mistakes are said before anything is read.
 #[test]
