@@ -8,7 +8,7 @@ use super::RunConfig;
 use crate::data::{
     self, sample_train_negatives, Dataset, NegativeSharing, TrainBatch, TrainLayout,
 };
-use crate::model::nn::{Ctx, DType, Device, Tensor};
+use crate::model::nn::{AttentionMap, Ctx, DType, Device, Tensor};
 use crate::model::{info_nce, Model, Negatives, SeqBatch};
 
 pub(super) fn rows_of<T: Copy>(flat: &[T], l: usize) -> Vec<Vec<T>> {
@@ -41,7 +41,8 @@ fn train_input(b: &TrainBatch, dtype: DType) -> anyhow::Result<SeqBatch> {
     )?)
 }
 
-/// Named tensors recorded during a forward pass (GCA inputs and outputs, attention maps).
+/// Named tensors recorded during a forward pass: GCA inputs and outputs under their run-format
+/// names (`gca.P.D.x`, ...; [`crate::model::nn::Ctx::capture`]).
 pub type Captured = Vec<(String, Tensor)>;
 
 /// What [`batch_loss`] computed for one training batch.
@@ -49,7 +50,7 @@ pub struct BatchLoss<'a> {
     pub loss: Tensor,
     /// For an AutoCDSR run (`cfg.autocdsr`), the self-attention maps of the forward pass (not
     /// detached: the a_cd objective is put on them); empty otherwise.
-    pub attention: Captured,
+    pub attention: Vec<AttentionMap>,
     /// The batch as the model read it: the layout's batch, or its masked copy for a masked
     /// model ([`data::cloze::mask_train_batch`]).
     pub input: std::borrow::Cow<'a, TrainBatch>,
@@ -107,7 +108,7 @@ fn forward_loss(
     cfg: &RunConfig,
     step_seed: u64,
     record_attention: bool,
-) -> anyhow::Result<(Tensor, Captured)> {
+) -> anyhow::Result<(Tensor, Vec<AttentionMap>)> {
     let dtype = model.params().dtype();
     let input = train_input(batch, dtype)?;
     let mut rng = ChaCha8Rng::seed_from_u64(step_seed);
