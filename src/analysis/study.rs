@@ -36,6 +36,7 @@ use polars::prelude::*;
 use crate::data::Domain;
 use crate::eval::names;
 use crate::eval::Metrics;
+use crate::runs::frames::f64_column;
 use crate::runs::{LoadReport, RunSet};
 
 /// Where a run has GCA modules, named as in the paper.
@@ -291,8 +292,8 @@ pub fn study_rows(set: &RunSet) -> PolarsResult<(Vec<StudyRow>, LoadReport)> {
     if stats.height() > 0 {
         let ids = stats.column("run_id")?.str()?.clone();
         let doms = stats.column("domain")?.str()?.clone();
-        let cx = stats.column("cos_x_xprime")?.f64()?.clone();
-        let cy = stats.column("cos_x_y")?.f64()?.clone();
+        let cx = f64_column(&stats, "cos_x_xprime")?;
+        let cy = f64_column(&stats, "cos_x_y")?;
         for i in 0..stats.height() {
             let (Some(id), Some(d)) = (ids.get(i), doms.get(i)) else {
                 continue;
@@ -300,11 +301,11 @@ pub fn study_rows(set: &RunSet) -> PolarsResult<(Vec<StudyRow>, LoadReport)> {
             let e = cos
                 .entry((id.to_owned(), d.to_owned()))
                 .or_insert((0.0, 0, 0.0, 0));
-            if let Some(v) = cx.get(i).filter(|v| v.is_finite()) {
+            if let Some(v) = cx[i] {
                 e.0 += v;
                 e.1 += 1;
             }
-            if let Some(v) = cy.get(i).filter(|v| v.is_finite()) {
+            if let Some(v) = cy[i] {
                 e.2 += v;
                 e.3 += 1;
             }
@@ -579,12 +580,7 @@ impl StudyReport {
                 .map(|v| v.unwrap_or("").to_owned())
                 .collect())
         };
-        let f = |c: &str| -> PolarsResult<Vec<Option<f64>>> {
-            Ok(crate::runs::frames::column(study, c)?
-                .cast(&DataType::Float64)?
-                .f64()?
-                .to_vec())
-        };
+        let f = |c: &str| f64_column(study, c);
         let (run_id, model, variant, domain) =
             (s("run_id")?, s("model")?, s("variant")?, s("domain")?);
         let (setting, objective) = (s("setting")?, s("objective")?);
@@ -619,7 +615,7 @@ impl StudyReport {
         type Cell = (Vec<f64>, f64, Vec<f64>, Vec<f64>, Option<usize>);
         let mut cells: BTreeMap<CellKey, Cell> = BTreeMap::new();
         for i in 0..n {
-            if let Some(a) = acc[i].filter(|a| a.is_finite()) {
+            if let Some(a) = acc[i] {
                 let e = cells
                     .entry((
                         model[i].clone(),
@@ -635,8 +631,8 @@ impl StudyReport {
                         converged.as_ref().map(|_| 0),
                     ));
                 e.0.push(a);
-                e.2.extend(acd[i].filter(|x| x.is_finite()));
-                e.3.extend(wall[i].filter(|x| x.is_finite()));
+                e.2.extend(acd[i]);
+                e.3.extend(wall[i]);
                 if let (Some(total), Some(u)) = (e.4.as_mut(), unconverged_row(i)) {
                     *total += u;
                 }
@@ -674,7 +670,7 @@ impl StudyReport {
                             && d_model[i] == c.d_model
                             && domain[i] == c.domain
                             && (setting[i] == c.setting || setting[i] == c.reference)
-                            && acc[i].is_some_and(f64::is_finite)
+                            && acc[i].is_some()
                     })
                     .filter_map(unconverged_row)
                     .sum();
@@ -802,7 +798,7 @@ fn baseline_comparisons(
     // apart under a unique negative key, which then fails the paired test's seed match).
     let mut cells: BTreeMap<Key, BTreeMap<&str, BTreeMap<i64, f64>>> = BTreeMap::new();
     for i in 0..model.len() {
-        let Some(a) = acc[i].filter(|a| a.is_finite()) else {
+        let Some(a) = acc[i] else {
             continue;
         };
         let runs = cells
