@@ -355,7 +355,7 @@ pub fn case_cos_frame(set: &RunSet) -> Result<(DataFrame, LoadReport), StatsErro
         let domains = column_keys(&cases, "domain")?;
         let ranks = f64_column(&cases, "rank")?;
         let hits = bool_column(&cases, "hit@10")?;
-        let d = crate::analysis::study::config_d_model(&m.config);
+        let d = m.config_view().model.d_model.map(|x| x as i64);
         for &p in &labels.positions {
             let cos = f64_column(&cases, &format!("{ABS_COS_PREFIX}{p}"))?;
             for i in 0..cases.height() {

@@ -37,7 +37,7 @@ use crate::data::Domain;
 use crate::eval::names;
 use crate::eval::Metrics;
 use crate::runs::frames::f64_column;
-use crate::runs::{LoadReport, RunSet};
+use crate::runs::{LoadReport, RunConfigView, RunSet};
 
 /// Where a run has GCA modules, named as in the paper.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -85,24 +85,6 @@ impl Variant {
     }
 }
 
-/// The value at `path` (table keys) of a run's config.
-fn config_at<'a>(config: &'a serde_json::Value, path: &[&str]) -> Option<&'a serde_json::Value> {
-    path.iter().try_fold(config, |v, k| v.get(k))
-}
-
-fn config_usize(config: &serde_json::Value, path: &[&str]) -> Option<usize> {
-    config_at(config, path)?.as_u64().map(|x| x as usize)
-}
-
-/// `model.d_model` of a run's config (the study frame's `d_model` column).
-pub(crate) fn config_d_model(config: &serde_json::Value) -> Option<i64> {
-    config_usize(config, &["model", "d_model"]).map(|x| x as i64)
-}
-
-fn config_str<'a>(config: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
-    config_at(config, path)?.as_str()
-}
-
 /// What a run trains for: the plain recommendation loss, or AutoCDSR's (AutoCDSR+ with IB
 /// tokens) with Pareto-MTL or a fixed weight. The study frame's `objective` column holds
 /// [`Objective::as_str`].
@@ -114,13 +96,13 @@ pub enum Objective {
 
 impl Objective {
     /// From a run's `[autocdsr]` section (absent or null: [`Objective::Rec`]).
-    pub fn of_config(config: &serde_json::Value) -> Objective {
-        let Some(a) = config.get("autocdsr").filter(|a| !a.is_null()) else {
+    pub fn of_config(config: &RunConfigView) -> Objective {
+        let Some(a) = &config.autocdsr else {
             return Objective::Rec;
         };
         Objective::AutoCdsr {
-            plus: a.get("ib").is_some_and(|ib| !ib.is_null()),
-            fixed: config_str(a, &["weighting", "kind"]) == Some("fixed"),
+            plus: a.ib.is_some(),
+            fixed: a.weighting.kind.as_deref() == Some("fixed"),
         }
     }
 
@@ -155,16 +137,13 @@ fn is_intervention_suffix(suffix: &str) -> bool {
 
 /// A GCA intervention of a run's config (`gca.project`, `gca.cos_penalty`) as the suffix of its
 /// setting label: ` orthogonal`, ` parallel`, ` cos_penalty +0.1`; empty for none.
-fn intervention_label(config: &serde_json::Value) -> String {
+fn intervention_label(config: &RunConfigView) -> String {
     let mut s = String::new();
-    if let Some(p) = config_str(config, &["gca", "project"]).filter(|p| *p != "none") {
+    if let Some(p) = config.gca.project.as_deref().filter(|p| *p != "none") {
         s.push(' ');
         s.push_str(p);
     }
-    if let Some(w) = config_at(config, &["gca", "cos_penalty"])
-        .and_then(|w| w.as_f64())
-        .filter(|w| *w != 0.0)
-    {
+    if let Some(w) = config.gca.cos_penalty.filter(|w| *w != 0.0) {
         s.push_str(&format!(" cos_penalty {w:+}"));
     }
     s
@@ -186,19 +165,18 @@ pub struct RunLabels {
 
 impl RunLabels {
     pub fn of(m: &crate::runs::RunManifest) -> RunLabels {
-        let positions = config_positions(&m.config);
-        let layers = config_usize(&m.config, &["model", "layers"]).unwrap_or(1);
+        let config = m.config_view();
+        let positions = config.gca.positions.clone();
+        let layers = config.model.layers.unwrap_or(1);
         let variant = Variant::of(&positions, layers).label();
         let has_gca = !positions.is_empty();
-        let gate = config_str(&m.config, &["gca", "gate"]).filter(|_| has_gca);
-        let layer_norm = config_at(&m.config, &["gca", "layer_norm"])
-            .and_then(|v| v.as_bool())
-            .filter(|_| has_gca);
-        let objective = Objective::of_config(&m.config);
+        let gate = config.gca.gate.as_deref().filter(|_| has_gca);
+        let layer_norm = config.gca.layer_norm.filter(|_| has_gca);
+        let objective = Objective::of_config(&config);
         let setting = if m.model == crate::model::ModelKind::SasrecSingle.as_str() {
             "single-domain".to_owned()
         } else if has_gca {
-            setting_label(&variant, gate, layer_norm, objective) + &intervention_label(&m.config)
+            setting_label(&variant, gate, layer_norm, objective) + &intervention_label(&config)
         } else {
             setting_label(&variant, gate, layer_norm, objective)
         };
@@ -232,17 +210,6 @@ fn setting_label(
         ),
         (Objective::Rec, None) => variant.to_owned(),
     }
-}
-
-fn config_positions(config: &serde_json::Value) -> Vec<usize> {
-    config_at(config, &["gca", "positions"])
-        .and_then(|p| p.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_u64().map(|x| x as usize))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// One row of the study table: a run and one of its target domains (see the module doc for
@@ -315,6 +282,7 @@ pub fn study_rows(set: &RunSet) -> PolarsResult<(Vec<StudyRow>, LoadReport)> {
     for run in &set.runs {
         let m = &run.manifest;
         let labels = RunLabels::of(m);
+        let d_model = m.config_view().model.d_model;
         let pos_label =
             serde_json::to_string(&labels.positions).expect("a list of integers serialises");
         for d in Domain::BOTH {
@@ -343,7 +311,7 @@ pub fn study_rows(set: &RunSet) -> PolarsResult<(Vec<StudyRow>, LoadReport)> {
                 layer_norm: labels.layer_norm,
                 objective: labels.objective,
                 setting: labels.setting.clone(),
-                d_model: config_usize(&m.config, &["model", "d_model"]),
+                d_model,
                 params: m.params.total,
                 domain: d,
                 metrics: Metrics::KEYS.map(|k| test.get(k).map(|x| x.0)),
