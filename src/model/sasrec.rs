@@ -356,8 +356,15 @@ impl SasRec {
                 .into_iter()
                 .enumerate()
             {
-                hs[dom] =
-                    self.block(li, blk, &hs[dom], &masks[dom], &token_masks[dom], stream, ctx)?;
+                hs[dom] = self.block(
+                    li,
+                    blk,
+                    &hs[dom],
+                    &masks[dom],
+                    &token_masks[dom],
+                    stream,
+                    ctx,
+                )?;
             }
             if ib.comm_layers.contains(&li) {
                 let mean = ((hs[0].narrow(1, 0, k)? + hs[1].narrow(1, 0, k)?)? * 0.5)?;
