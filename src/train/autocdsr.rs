@@ -37,7 +37,7 @@ pub struct AcdStep {
 /// The AutoCDSR update of one training batch: the objective on the forward pass's attention
 /// maps (`a_cd`, or for AutoCDSR+ the share onto the IB tokens) for the batch the model read,
 /// then [`autocdsr_step`] with the recommendation loss.
-pub fn batch_step(
+pub(crate) fn batch_step(
     opt: &mut AdamW,
     model: &Model,
     ds: &Dataset,

@@ -88,7 +88,7 @@ fn eval_repr(
 
 /// Mean `a_cd` of the merged stream per target domain (A, B) over the evaluated cases that
 /// have a valid token; `None` for a domain without such cases.
-pub type AcdByDomain = [Option<f64>; 2];
+pub(crate) type AcdByDomain = [Option<f64>; 2];
 
 /// Per case of an evaluation batch: the merged stream's `a_cd` per layer (normalised per
 /// valid query row, mean over heads; [`crate::model::attention_share`]), or for an AutoCDSR+

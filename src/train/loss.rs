@@ -43,10 +43,10 @@ fn train_input(b: &TrainBatch, dtype: DType) -> anyhow::Result<SeqBatch> {
 
 /// Named tensors recorded during a forward pass: GCA inputs and outputs under their run-format
 /// names (`gca.P.D.x`, ...; [`crate::model::nn::Ctx::capture`]).
-pub type Captured = Vec<(String, Tensor)>;
+pub(crate) type Captured = Vec<(String, Tensor)>;
 
 /// What [`batch_loss`] computed for one training batch.
-pub struct BatchLoss<'a> {
+pub(crate) struct BatchLoss<'a> {
     pub loss: Tensor,
     /// For an AutoCDSR run (`cfg.autocdsr`), the self-attention maps of the forward pass (not
     /// detached: the a_cd objective is put on them); empty otherwise.
@@ -58,7 +58,7 @@ pub struct BatchLoss<'a> {
 
 /// The loss of one training batch (`train` mode; items masked, negatives drawn and dropout
 /// seeded by `step_seed`).
-pub fn batch_loss<'a>(
+pub(crate) fn batch_loss<'a>(
     model: &Model,
     ds: &Dataset,
     layout: &TrainLayout,
@@ -87,8 +87,8 @@ pub fn batch_loss<'a>(
 }
 
 /// The loss of one training batch with given negatives (`[batch, max_len, 2 n]` row-major as
-/// [`sample_train_negatives`] returns them): what [`batch_loss`] computes after drawing them,
-/// and what the training-step benchmark times on pinned inputs.
+/// [`sample_train_negatives`] returns them): what the trainer's `batch_loss` computes after
+/// drawing them, and what the training-step benchmark times on pinned inputs.
 pub fn batch_loss_with_negatives(
     model: &Model,
     batch: &TrainBatch,
