@@ -30,7 +30,9 @@ pub mod train;
 /// The polars version the frames are built with, for notebooks and downstream crates.
 pub use polars;
 
-// What most programs start from: a dataset, a run config to train, a tree of runs to analyse.
+// What most programs start from: a dataset, a run config to train, a tree of runs to analyse
+// and the study table and report made from it.
+pub use analysis::study::{study_frame, StudyReport};
 pub use data::{Dataset, Domain};
 pub use runs::{load_runs, LoadOptions, RunSet};
 pub use train::{RunConfig, RunSummary, TrainOptions};

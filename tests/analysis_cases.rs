@@ -10,6 +10,7 @@ use cdsr_lab::analysis::cases::{
     ABS_COS_PREFIX,
 };
 use cdsr_lab::analysis::orthogonality::abs_cos_at;
+use cdsr_lab::runs::frames::{bool_column, f64_column};
 use cdsr_lab::runs::{load_runs, LoadOptions, MappedTensors};
 use cdsr_lab::train::{train, RunConfig, TrainOptions};
 
@@ -74,8 +75,7 @@ fn per_case_cos_from_the_trainer_matches_the_capture_and_the_statistics_hold() {
         let t = MappedTensors::open(&run.tensors_path()).unwrap();
         let mut compared = 0;
         for p in [0, 1] {
-            let col = cdsr_lab::analysis::stats::column_f64(&tc, &format!("{ABS_COS_PREFIX}{p}"))
-                .unwrap();
+            let col = f64_column(&tc, &format!("{ABS_COS_PREFIX}{p}")).unwrap();
             for d in ["A", "B"] {
                 let x = t.f32(&format!("gca.{p}.{d}.x")).unwrap();
                 let xp = t.f32(&format!("gca.{p}.{d}.x_prime")).unwrap();
@@ -94,15 +94,18 @@ fn per_case_cos_from_the_trainer_matches_the_capture_and_the_statistics_hold() {
                     }
                     match c {
                         Some(c) => {
+                            let written = col[i].unwrap();
                             assert!(
-                                (c - col[i]).abs() < 1e-6,
-                                "case {i} gca.{p}: {c} vs {}",
-                                col[i]
+                                (c - written).abs() < 1e-6,
+                                "case {i} gca.{p}: {c} vs {written}"
                             );
                             compared += 1;
                         }
                         None => {
-                            assert!(col[i].is_nan(), "case {i} gca.{p}: undefined |cos| written")
+                            assert!(
+                                col[i].is_none(),
+                                "case {i} gca.{p}: undefined |cos| written"
+                            )
                         }
                     }
                 }
@@ -116,12 +119,13 @@ fn per_case_cos_from_the_trainer_matches_the_capture_and_the_statistics_hold() {
     let a_rows: Vec<usize> = (0..cases.height())
         .filter(|&i| cases.column("domain").unwrap().str().unwrap().get(i) == Some("A"))
         .collect();
-    let col = |name: &str| cdsr_lab::analysis::stats::column_f64(&cases, name).unwrap();
-    let (cos, hit, rr) = (col("abs_cos"), col("hit@10"), col("rr"));
+    let col = |name: &str| f64_column(&cases, name).unwrap();
+    let (cos, rr) = (col("abs_cos"), col("rr"));
+    let hit = bool_column(&cases, "hit@10").unwrap();
     let runs = cdsr_lab::analysis::stats::column_keys(&cases, "run_id").unwrap();
-    let x: Vec<f64> = a_rows.iter().map(|&i| cos[i]).collect();
-    let y: Vec<bool> = a_rows.iter().map(|&i| hit[i] == 1.0).collect();
-    let r: Vec<f64> = a_rows.iter().map(|&i| rr[i]).collect();
+    let x: Vec<f64> = a_rows.iter().map(|&i| cos[i].unwrap()).collect();
+    let y: Vec<bool> = a_rows.iter().map(|&i| hit[i].unwrap()).collect();
+    let r: Vec<f64> = a_rows.iter().map(|&i| rr[i].unwrap()).collect();
     let g: Vec<usize> = a_rows
         .iter()
         .map(|&i| (runs[i] != runs[a_rows[0]]) as usize)

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use cdsr_lab::data::{self, ItemId};
 use cdsr_lab::model::attention_share::{attention_share, domain_labels, ShareConfig};
-use cdsr_lab::model::nn::{DType, Device, Tensor};
+use cdsr_lab::model::nn::{AttentionMap, AttentionStream, DType, Device, Tensor};
 use cdsr_lab::model::ModelKind;
 use cdsr_lab::train::autocdsr::acd_objective;
 use cdsr_lab::train::config::{AcdObjective, AutoCdsrConfig};
@@ -73,16 +73,17 @@ fn objective_equals_the_logged_share_on_real_sequences() {
                 *x = v / s;
             }
         }
-        maps.push((format!("attn.{layer}.x"), p));
+        maps.push((layer, p));
     }
-    let tensors: Vec<(String, Tensor)> = maps
+    let tensors: Vec<AttentionMap> = maps
         .iter()
-        .map(|(n, p)| {
-            let t = Tensor::from_vec(p.iter().copied().collect(), p.shape(), &Device::Cpu)
+        .map(|(layer, p)| AttentionMap {
+            layer: *layer,
+            stream: AttentionStream::Merged,
+            probs: Tensor::from_vec(p.iter().copied().collect(), p.shape(), &Device::Cpu)
                 .unwrap()
                 .to_dtype(DType::F32)
-                .unwrap();
-            (n.clone(), t)
+                .unwrap(),
         })
         .collect();
     let (labels, valid) = domain_labels(&ds, items.view());
@@ -145,9 +146,12 @@ fn objective_equals_the_logged_share_on_real_sequences() {
 
     // Only single-domain and padding rows: a_cd is exactly 0.
     let single = items.slice(ndarray::s![batch - 2.., ..]).to_owned();
-    let t: Vec<(String, Tensor)> = tensors
+    let t: Vec<AttentionMap> = tensors
         .iter()
-        .map(|(n, p)| (n.clone(), p.narrow(0, batch - 2, 2).unwrap()))
+        .map(|m| AttentionMap {
+            probs: m.probs.narrow(0, batch - 2, 2).unwrap(),
+            ..m.clone()
+        })
         .collect();
     let got = acd_objective(&t, &ds, single.view(), &all)
         .unwrap()

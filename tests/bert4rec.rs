@@ -8,12 +8,12 @@ use std::path::Path;
 
 use cdsr_lab::data::{self, Dataset, Domain, ItemId};
 use cdsr_lab::model::autocdsr::{ib_case_share, ib_streams};
-use cdsr_lab::model::nn::{Ctx, DType};
+use cdsr_lab::model::nn::{AttentionMap, AttentionStream, Ctx, DType};
 use cdsr_lab::model::{GcaConfig, IbConfig, Model, ModelConfig, ModelKind, SeqBatch};
 use cdsr_lab::train::autocdsr::ib_objective;
 use cdsr_lab::train::config::AutoCdsrConfig;
 use cdsr_lab::train::pareto::AcdWeighting;
-use cdsr_lab::train::{train, Captured, RunConfig, TrainOptions};
+use cdsr_lab::train::{train, RunConfig, TrainOptions};
 use rand::SeedableRng;
 
 mod common;
@@ -75,7 +75,7 @@ fn model(kind: ModelKind, ib: Option<&IbConfig>, ds: &Dataset) -> Model {
 }
 
 /// Output `[b, l, d]` of every position (head A everywhere) and the recorded attention maps.
-fn forward(m: &Model, rows: &[Vec<ItemId>]) -> (Vec<Vec<Vec<f32>>>, Captured) {
+fn forward(m: &Model, rows: &[Vec<ItemId>]) -> (Vec<Vec<Vec<f32>>>, Vec<AttentionMap>) {
     let td = vec![vec![Some(0); LEN]; rows.len()];
     let batch = SeqBatch::new(rows, rows, rows, &td, LEN, DType::F32).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
@@ -206,15 +206,19 @@ fn ib_objective_equals_the_logged_share() {
         assert_eq!(stream.ncols(), most.max(1));
         assert!(stream.ncols() < LEN || d == 0);
     }
-    let host = |name: &str| {
-        let p = &attn.iter().find(|(n, _)| n == name).unwrap().1;
+    let host = |layer: usize, stream: AttentionStream| {
+        let p = &attn
+            .iter()
+            .find(|m| m.layer == layer && m.stream == stream)
+            .unwrap()
+            .probs;
         let dims = p.dims4().unwrap();
         ndarray::Array4::from_shape_vec(dims, p.flatten_all().unwrap().to_vec1::<f32>().unwrap())
             .unwrap()
     };
     let mut want = 0.0;
     for l in 0..2 {
-        let (a, b) = (host(&format!("attn.{l}.a")), host(&format!("attn.{l}.b")));
+        let (a, b) = (host(l, AttentionStream::A), host(l, AttentionStream::B));
         let per_case = ib_case_share([a.view(), b.view()], 3, &streams).unwrap();
         assert_eq!(per_case[5], None, "an all-padding row has no share");
         let v: Vec<f64> = per_case.into_iter().flatten().collect();

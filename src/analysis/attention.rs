@@ -13,9 +13,10 @@
 //!   [`pair_warnings`] says when the two runs look mixed up.
 
 use super::describe::summary;
-use super::stats::{column_f64, group_rows, StatsError};
+use super::stats::{group_rows, StatsError};
 use crate::data::Domain;
 use crate::eval::names;
+use crate::runs::frames::f64_column;
 use crate::runs::{read_test_cases as read_typed_test_cases, LoadReport, RunSet};
 use ndarray::ArrayView3;
 use polars::prelude::*;
@@ -233,8 +234,8 @@ pub fn load_samples(runs: &RunSet) -> Result<(DataFrame, LoadReport), StatsError
 /// `hit_single`, `hit_cross` (Boolean), `n` (Int64), `mean`, `sd`, `ci_low`, `ci_high`
 /// (Float64; the interval is null for n < 2), sorted by the group keys then the cell.
 pub fn share_by_cell(df: &DataFrame, by: &[&str], level: f64) -> Result<DataFrame, StatsError> {
-    let a = column_f64(df, names::A_CD)?;
-    if let Some(i) = a.iter().position(|v| !v.is_finite()) {
+    let a = f64_column(df, names::A_CD)?;
+    if let Some(i) = a.iter().position(Option::is_none) {
         // Frames stacked from many runs: name the run as well as the row.
         let run = df
             .column("run_id")
@@ -272,7 +273,8 @@ pub fn share_by_cell(df: &DataFrame, by: &[&str], level: f64) -> Result<DataFram
         };
         hs.push(parse(&key[by.len()])?);
         hc.push(parse(&key[by.len() + 1])?);
-        let v: Vec<f64> = rows.iter().map(|&i| a[i]).collect();
+        // Every value is present (checked above).
+        let v: Vec<f64> = rows.iter().filter_map(|&i| a[i]).collect();
         let cell = summary(&v)?;
         let ci = cell.mean_interval(level);
         n.push(cell.n as i64);

@@ -24,10 +24,11 @@ use polars::prelude::*;
 use statrs::distribution::{ContinuousCDF, Normal};
 
 use super::stats::{
-    bootstrap_interval, bootstrap_pearson, column_f64, column_keys, group_rows, pearson, spearman,
-    Bootstrap, Correlation, Interval, StatsError,
+    bootstrap_interval, bootstrap_pearson, column_keys, group_rows, pearson, spearman, Bootstrap,
+    Correlation, Interval, StatsError,
 };
 use super::study::RunLabels;
+use crate::runs::frames::{bool_column, f64_column};
 use crate::runs::{LoadReport, RunSet};
 
 pub use crate::runs::ABS_COS_PREFIX;
@@ -350,27 +351,29 @@ pub fn case_cos_frame(set: &RunSet) -> Result<(DataFrame, LoadReport), StatsErro
         if !recorded {
             continue;
         }
-        let samples = column_f64(&cases, "sample")?;
+        let samples = f64_column(&cases, "sample")?;
         let domains = column_keys(&cases, "domain")?;
-        let ranks = column_f64(&cases, "rank")?;
-        let hits = column_f64(&cases, "hit@10")?;
-        let d = crate::analysis::study::config_d_model(&m.config);
+        let ranks = f64_column(&cases, "rank")?;
+        let hits = bool_column(&cases, "hit@10")?;
+        let d = m.config_view().model.d_model.map(|x| x as i64);
         for &p in &labels.positions {
-            let cos = column_f64(&cases, &format!("{ABS_COS_PREFIX}{p}"))?;
+            let cos = f64_column(&cases, &format!("{ABS_COS_PREFIX}{p}"))?;
             for i in 0..cases.height() {
-                if !cos[i].is_finite() || !ranks[i].is_finite() || ranks[i] < 1.0 {
+                let (Some(c), Some(rank), Some(s)) =
+                    (cos[i], ranks[i].filter(|&r| r >= 1.0), samples[i])
+                else {
                     continue;
-                }
+                };
                 run_id.push(m.run_id.clone());
                 setting.push(labels.setting.clone());
                 d_model.push(d);
                 seed.push(m.seed as i64);
                 domain.push(domains[i].clone());
                 position.push(p as i64);
-                sample.push(samples[i] as i64);
-                abs_cos.push(cos[i]);
-                hit.push(hits[i] == 1.0);
-                rr.push(1.0 / ranks[i]);
+                sample.push(s as i64);
+                abs_cos.push(c);
+                hit.push(hits[i] == Some(true));
+                rr.push(1.0 / rank);
             }
         }
     }
@@ -405,9 +408,9 @@ pub fn case_cos_by_group(
     resamples: usize,
     seed: u64,
 ) -> Result<DataFrame, StatsError> {
-    let cos = column_f64(df, "abs_cos")?;
-    let hit = column_f64(df, "hit@10")?;
-    let rr = column_f64(df, "rr")?;
+    let cos = f64_column(df, "abs_cos")?;
+    let hit = bool_column(df, "hit@10")?;
+    let rr = f64_column(df, "rr")?;
     let runs = column_keys(df, "run_id")?;
     let groups = group_rows(df, by)?;
     let mut keys: Vec<Vec<String>> = vec![Vec::new(); by.len()];
@@ -425,9 +428,10 @@ pub fn case_cos_by_group(
                 *ids.entry(runs[i].as_str()).or_insert(next)
             })
             .collect();
-        let x: Vec<f64> = rows.iter().map(|&i| cos[i]).collect();
-        let h: Vec<bool> = rows.iter().map(|&i| hit[i] == 1.0).collect();
-        let r: Vec<f64> = rows.iter().map(|&i| rr[i]).collect();
+        // A missing value enters as NaN: the statistics reject the group, which gets a note.
+        let x: Vec<f64> = rows.iter().map(|&i| cos[i].unwrap_or(f64::NAN)).collect();
+        let h: Vec<bool> = rows.iter().map(|&i| hit[i] == Some(true)).collect();
+        let r: Vec<f64> = rows.iter().map(|&i| rr[i].unwrap_or(f64::NAN)).collect();
         n.push(rows.len() as i64);
         n_runs.push(ids.len() as i64);
         match case_cos_association(&x, &h, &r, &run, resamples, seed) {

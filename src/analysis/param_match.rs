@@ -18,7 +18,8 @@
 use polars::prelude::*;
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
-use super::stats::{column_f64, column_keys, Interval, StatsError};
+use super::stats::{column_keys, Interval, StatsError};
+use crate::runs::frames::f64_column;
 
 /// `accuracy = intercept + slope * ln(params)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -264,17 +265,18 @@ pub fn param_match_frame(
         .bool()?
         .iter()
         .collect();
-    let p = column_f64(df, params)?;
-    let a = column_f64(df, accuracy)?;
+    let p = f64_column(df, params)?;
+    let a = f64_column(df, accuracy)?;
     let ids = column_keys(df, "run_id")?;
     let groups = super::stats::group_rows(df, by)?;
     let mut keys: Vec<Vec<String>> = vec![Vec::new(); by.len()];
     let mut out: Vec<(ParamMatch, LogLinearFit)> = Vec::new();
     for (key, rows) in groups {
+        // A GCA run's missing value enters as NaN: `param_match` rejects it, naming the run.
         let point = |i: usize| ParamPoint {
             run_id: ids[i].clone(),
-            params: p[i],
-            accuracy: a[i],
+            params: p[i].unwrap_or(f64::NAN),
+            accuracy: a[i].unwrap_or(f64::NAN),
         };
         let g: Vec<ParamPoint> = rows
             .iter()
@@ -283,7 +285,7 @@ pub fn param_match_frame(
             .collect();
         let b: Vec<ParamPoint> = rows
             .iter()
-            .filter(|&&i| flag[i] == Some(false) && p[i].is_finite() && a[i].is_finite())
+            .filter(|&&i| flag[i] == Some(false) && p[i].is_some() && a[i].is_some())
             .map(|&i| point(i))
             .collect();
         if g.is_empty() {

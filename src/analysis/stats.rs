@@ -13,6 +13,8 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
 
+use crate::runs::frames::f64_column;
+
 /// Why a statistic could not be computed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StatsError {
@@ -388,14 +390,6 @@ pub enum Method {
     Spearman,
 }
 
-/// Values of a column as f64 (any numeric dtype; nulls and NaN become NaN).
-pub fn column_f64(df: &DataFrame, name: &str) -> Result<Vec<f64>, StatsError> {
-    let s = crate::runs::frames::column(df, name)?
-        .as_materialized_series()
-        .cast(&DataType::Float64)?;
-    Ok(s.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
-}
-
 /// Values of a column as display strings (for group keys; nulls become `"null"`).
 pub fn column_keys(df: &DataFrame, name: &str) -> Result<Vec<String>, StatsError> {
     let s = crate::runs::frames::column(df, name)?
@@ -430,7 +424,8 @@ pub fn group_rows(df: &DataFrame, by: &[&str]) -> Result<Groups, StatsError> {
 }
 
 /// Correlation of column `x` with column `y` within each group of `by` (e.g.
-/// `["model", "domain"]`). Rows where x or y is null/NaN are dropped (counted in `n_dropped`).
+/// `["model", "domain"]`). Rows where x or y is missing (null, NaN or infinite:
+/// [`crate::runs::frames::f64_column`]) are dropped (counted in `n_dropped`).
 /// Output columns: the `by` columns (String), `n` (Int64), `n_dropped` (Int64), `r`,
 /// `p_value`, `ci_low`, `ci_high` (Fisher-z 95%), `p_holm`, `p_bh` (adjusted across the
 /// groups) — all Float64; groups where r is undefined get nulls and a `note`.
@@ -441,8 +436,8 @@ pub fn correlation_by_group(
     y: &str,
     method: Method,
 ) -> Result<DataFrame, StatsError> {
-    let xs = column_f64(df, x)?;
-    let ys = column_f64(df, y)?;
+    let xs = f64_column(df, x)?;
+    let ys = f64_column(df, y)?;
     let groups = group_rows(df, by)?;
     let mut key_cols: Vec<Vec<String>> = vec![Vec::new(); by.len()];
     let (mut n, mut dropped) = (Vec::new(), Vec::new());
@@ -451,11 +446,7 @@ pub fn correlation_by_group(
         for (c, k) in key_cols.iter_mut().zip(key) {
             c.push(k.clone());
         }
-        let (gx, gy): (Vec<f64>, Vec<f64>) = rows
-            .iter()
-            .map(|&i| (xs[i], ys[i]))
-            .filter(|(a, b)| a.is_finite() && b.is_finite())
-            .unzip();
+        let (gx, gy): (Vec<f64>, Vec<f64>) = rows.iter().filter_map(|&i| xs[i].zip(ys[i])).unzip();
         n.push(gx.len() as i64);
         dropped.push((rows.len() - gx.len()) as i64);
         let res = match method {

@@ -36,7 +36,8 @@ use polars::prelude::*;
 use crate::data::Domain;
 use crate::eval::names;
 use crate::eval::Metrics;
-use crate::runs::{LoadReport, RunSet};
+use crate::runs::frames::f64_column;
+use crate::runs::{LoadReport, RunConfigView, RunSet};
 
 /// Where a run has GCA modules, named as in the paper.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -84,24 +85,6 @@ impl Variant {
     }
 }
 
-/// The value at `path` (table keys) of a run's config.
-fn config_at<'a>(config: &'a serde_json::Value, path: &[&str]) -> Option<&'a serde_json::Value> {
-    path.iter().try_fold(config, |v, k| v.get(k))
-}
-
-fn config_usize(config: &serde_json::Value, path: &[&str]) -> Option<usize> {
-    config_at(config, path)?.as_u64().map(|x| x as usize)
-}
-
-/// `model.d_model` of a run's config (the study frame's `d_model` column).
-pub(crate) fn config_d_model(config: &serde_json::Value) -> Option<i64> {
-    config_usize(config, &["model", "d_model"]).map(|x| x as i64)
-}
-
-fn config_str<'a>(config: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
-    config_at(config, path)?.as_str()
-}
-
 /// What a run trains for: the plain recommendation loss, or AutoCDSR's (AutoCDSR+ with IB
 /// tokens) with Pareto-MTL or a fixed weight. The study frame's `objective` column holds
 /// [`Objective::as_str`].
@@ -113,13 +96,13 @@ pub enum Objective {
 
 impl Objective {
     /// From a run's `[autocdsr]` section (absent or null: [`Objective::Rec`]).
-    pub fn of_config(config: &serde_json::Value) -> Objective {
-        let Some(a) = config.get("autocdsr").filter(|a| !a.is_null()) else {
+    pub fn of_config(config: &RunConfigView) -> Objective {
+        let Some(a) = &config.autocdsr else {
             return Objective::Rec;
         };
         Objective::AutoCdsr {
-            plus: a.get("ib").is_some_and(|ib| !ib.is_null()),
-            fixed: config_str(a, &["weighting", "kind"]) == Some("fixed"),
+            plus: a.ib.is_some(),
+            fixed: a.weighting.kind.as_deref() == Some("fixed"),
         }
     }
 
@@ -154,16 +137,13 @@ fn is_intervention_suffix(suffix: &str) -> bool {
 
 /// A GCA intervention of a run's config (`gca.project`, `gca.cos_penalty`) as the suffix of its
 /// setting label: ` orthogonal`, ` parallel`, ` cos_penalty +0.1`; empty for none.
-fn intervention_label(config: &serde_json::Value) -> String {
+fn intervention_label(config: &RunConfigView) -> String {
     let mut s = String::new();
-    if let Some(p) = config_str(config, &["gca", "project"]).filter(|p| *p != "none") {
+    if let Some(p) = config.gca.project.as_deref().filter(|p| *p != "none") {
         s.push(' ');
         s.push_str(p);
     }
-    if let Some(w) = config_at(config, &["gca", "cos_penalty"])
-        .and_then(|w| w.as_f64())
-        .filter(|w| *w != 0.0)
-    {
+    if let Some(w) = config.gca.cos_penalty.filter(|w| *w != 0.0) {
         s.push_str(&format!(" cos_penalty {w:+}"));
     }
     s
@@ -185,19 +165,18 @@ pub struct RunLabels {
 
 impl RunLabels {
     pub fn of(m: &crate::runs::RunManifest) -> RunLabels {
-        let positions = config_positions(&m.config);
-        let layers = config_usize(&m.config, &["model", "layers"]).unwrap_or(1);
+        let config = m.config_view();
+        let positions = config.gca.positions.clone();
+        let layers = config.model.layers.unwrap_or(1);
         let variant = Variant::of(&positions, layers).label();
         let has_gca = !positions.is_empty();
-        let gate = config_str(&m.config, &["gca", "gate"]).filter(|_| has_gca);
-        let layer_norm = config_at(&m.config, &["gca", "layer_norm"])
-            .and_then(|v| v.as_bool())
-            .filter(|_| has_gca);
-        let objective = Objective::of_config(&m.config);
+        let gate = config.gca.gate.as_deref().filter(|_| has_gca);
+        let layer_norm = config.gca.layer_norm.filter(|_| has_gca);
+        let objective = Objective::of_config(&config);
         let setting = if m.model == crate::model::ModelKind::SasrecSingle.as_str() {
             "single-domain".to_owned()
         } else if has_gca {
-            setting_label(&variant, gate, layer_norm, objective) + &intervention_label(&m.config)
+            setting_label(&variant, gate, layer_norm, objective) + &intervention_label(&config)
         } else {
             setting_label(&variant, gate, layer_norm, objective)
         };
@@ -231,17 +210,6 @@ fn setting_label(
         ),
         (Objective::Rec, None) => variant.to_owned(),
     }
-}
-
-fn config_positions(config: &serde_json::Value) -> Vec<usize> {
-    config_at(config, &["gca", "positions"])
-        .and_then(|p| p.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_u64().map(|x| x as usize))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// One row of the study table: a run and one of its target domains (see the module doc for
@@ -291,8 +259,8 @@ pub fn study_rows(set: &RunSet) -> PolarsResult<(Vec<StudyRow>, LoadReport)> {
     if stats.height() > 0 {
         let ids = stats.column("run_id")?.str()?.clone();
         let doms = stats.column("domain")?.str()?.clone();
-        let cx = stats.column("cos_x_xprime")?.f64()?.clone();
-        let cy = stats.column("cos_x_y")?.f64()?.clone();
+        let cx = f64_column(&stats, "cos_x_xprime")?;
+        let cy = f64_column(&stats, "cos_x_y")?;
         for i in 0..stats.height() {
             let (Some(id), Some(d)) = (ids.get(i), doms.get(i)) else {
                 continue;
@@ -300,11 +268,11 @@ pub fn study_rows(set: &RunSet) -> PolarsResult<(Vec<StudyRow>, LoadReport)> {
             let e = cos
                 .entry((id.to_owned(), d.to_owned()))
                 .or_insert((0.0, 0, 0.0, 0));
-            if let Some(v) = cx.get(i).filter(|v| v.is_finite()) {
+            if let Some(v) = cx[i] {
                 e.0 += v;
                 e.1 += 1;
             }
-            if let Some(v) = cy.get(i).filter(|v| v.is_finite()) {
+            if let Some(v) = cy[i] {
                 e.2 += v;
                 e.3 += 1;
             }
@@ -314,6 +282,7 @@ pub fn study_rows(set: &RunSet) -> PolarsResult<(Vec<StudyRow>, LoadReport)> {
     for run in &set.runs {
         let m = &run.manifest;
         let labels = RunLabels::of(m);
+        let d_model = m.config_view().model.d_model;
         let pos_label =
             serde_json::to_string(&labels.positions).expect("a list of integers serialises");
         for d in Domain::BOTH {
@@ -342,7 +311,7 @@ pub fn study_rows(set: &RunSet) -> PolarsResult<(Vec<StudyRow>, LoadReport)> {
                 layer_norm: labels.layer_norm,
                 objective: labels.objective,
                 setting: labels.setting.clone(),
-                d_model: config_usize(&m.config, &["model", "d_model"]),
+                d_model,
                 params: m.params.total,
                 domain: d,
                 metrics: Metrics::KEYS.map(|k| test.get(k).map(|x| x.0)),
@@ -579,12 +548,7 @@ impl StudyReport {
                 .map(|v| v.unwrap_or("").to_owned())
                 .collect())
         };
-        let f = |c: &str| -> PolarsResult<Vec<Option<f64>>> {
-            Ok(crate::runs::frames::column(study, c)?
-                .cast(&DataType::Float64)?
-                .f64()?
-                .to_vec())
-        };
+        let f = |c: &str| f64_column(study, c);
         let (run_id, model, variant, domain) =
             (s("run_id")?, s("model")?, s("variant")?, s("domain")?);
         let (setting, objective) = (s("setting")?, s("objective")?);
@@ -619,7 +583,7 @@ impl StudyReport {
         type Cell = (Vec<f64>, f64, Vec<f64>, Vec<f64>, Option<usize>);
         let mut cells: BTreeMap<CellKey, Cell> = BTreeMap::new();
         for i in 0..n {
-            if let Some(a) = acc[i].filter(|a| a.is_finite()) {
+            if let Some(a) = acc[i] {
                 let e = cells
                     .entry((
                         model[i].clone(),
@@ -635,8 +599,8 @@ impl StudyReport {
                         converged.as_ref().map(|_| 0),
                     ));
                 e.0.push(a);
-                e.2.extend(acd[i].filter(|x| x.is_finite()));
-                e.3.extend(wall[i].filter(|x| x.is_finite()));
+                e.2.extend(acd[i]);
+                e.3.extend(wall[i]);
                 if let (Some(total), Some(u)) = (e.4.as_mut(), unconverged_row(i)) {
                     *total += u;
                 }
@@ -674,7 +638,7 @@ impl StudyReport {
                             && d_model[i] == c.d_model
                             && domain[i] == c.domain
                             && (setting[i] == c.setting || setting[i] == c.reference)
-                            && acc[i].is_some_and(f64::is_finite)
+                            && acc[i].is_some()
                     })
                     .filter_map(unconverged_row)
                     .sum();
@@ -802,7 +766,7 @@ fn baseline_comparisons(
     // apart under a unique negative key, which then fails the paired test's seed match).
     let mut cells: BTreeMap<Key, BTreeMap<&str, BTreeMap<i64, f64>>> = BTreeMap::new();
     for i in 0..model.len() {
-        let Some(a) = acc[i].filter(|a| a.is_finite()) else {
+        let Some(a) = acc[i] else {
             continue;
         };
         let runs = cells

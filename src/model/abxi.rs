@@ -7,8 +7,8 @@
 use super::gca::{GcaConfig, GcaInputs, GcaLayer, KvSource};
 use super::input::{SeqBatch, StreamInput};
 use super::nn::{
-    last_position, mask_mul, AttnMask, Ctx, Embedding, LayerNorm, LoRA, MultiHeadAttention,
-    ParamStore, Result, SwiGlu, Tensor,
+    last_position, mask_mul, AttentionMap, AttentionStream, AttnMask, Ctx, Embedding, LayerNorm,
+    LoRA, MultiHeadAttention, ParamStore, Result, SwiGlu, Tensor,
 };
 use super::ModelConfig;
 
@@ -36,7 +36,12 @@ pub struct Abxi {
     norm_d2d: [LayerNorm; 2],
 }
 
-const STREAMS: [&str; 3] = ["x", "a", "b"];
+/// The three streams in the order of the model's per-stream parts (`x`, `a`, `b`).
+const STREAMS: [AttentionStream; 3] = [
+    AttentionStream::Merged,
+    AttentionStream::A,
+    AttentionStream::B,
+];
 
 impl Abxi {
     /// Built through [`super::Model::new`], which checks the options first.
@@ -87,15 +92,15 @@ impl Abxi {
             )?;
             let mut s = store.scope("dlora", &format!("block{l}.dlora"));
             let dlora = [
-                LoRA::new(&mut s, STREAMS[0], d, cfg.rank_domain)?,
-                LoRA::new(&mut s, STREAMS[1], d, cfg.rank_domain)?,
-                LoRA::new(&mut s, STREAMS[2], d, cfg.rank_domain)?,
+                LoRA::new(&mut s, STREAMS[0].as_str(), d, cfg.rank_domain)?,
+                LoRA::new(&mut s, STREAMS[1].as_str(), d, cfg.rank_domain)?,
+                LoRA::new(&mut s, STREAMS[2].as_str(), d, cfg.rank_domain)?,
             ];
             let mut s = store.scope("norm", &format!("block{l}.norm_ffn"));
             let norm_ffn = [
-                LayerNorm::new(&mut s, STREAMS[0], d)?,
-                LayerNorm::new(&mut s, STREAMS[1], d)?,
-                LayerNorm::new(&mut s, STREAMS[2], d)?,
+                LayerNorm::new(&mut s, STREAMS[0].as_str(), d)?,
+                LayerNorm::new(&mut s, STREAMS[1].as_str(), d)?,
+                LayerNorm::new(&mut s, STREAMS[2].as_str(), d)?,
             ];
             blocks.push(Block {
                 attn,
@@ -215,7 +220,11 @@ impl Abxi {
                 let want = ctx.attn_probs.is_some();
                 let o = blk.attn.forward(&h[s], &h[s], &self_masks[s], want)?;
                 if let (Some(p), Some(rec)) = (o.probs, ctx.attn_probs.as_mut()) {
-                    rec.push((format!("attn.{l}.{}", STREAMS[s]), p));
+                    rec.push(AttentionMap {
+                        layer: l,
+                        stream: STREAMS[s],
+                        probs: p,
+                    });
                 }
                 let o = ctx.dropout(&o.out, self.cfg.dropout)?;
                 let hs = mask_mul(&blk.norm_attn.forward(&(&h[s] + o)?)?, &streams[s].mask)?;

@@ -21,8 +21,8 @@ use super::autocdsr::IbConfig;
 use super::gca::{GcaConfig, GcaInputs, GcaLayer, KvSource};
 use super::input::{SeqBatch, StreamInput};
 use super::nn::{
-    last_position, mask_mul, AttnMask, Ctx, Device, Embedding, LayerNorm, MultiHeadAttention,
-    ParamStore, Result, SwiGlu, Tensor,
+    last_position, mask_mul, AttentionMap, AttentionStream, AttnMask, Ctx, Device, Embedding,
+    LayerNorm, MultiHeadAttention, ParamStore, Result, SwiGlu, Tensor,
 };
 use super::{ModelConfig, ModelKind};
 
@@ -203,14 +203,14 @@ impl SasRec {
     pub fn forward(&self, batch: &SeqBatch, ctx: &mut Ctx) -> Result<Tensor> {
         let (ha, hb) = if self.cfg.kind == ModelKind::SasrecSingle {
             (
-                self.encode(&batch.a, "a", None, ctx)?,
-                self.encode(&batch.b, "b", None, ctx)?,
+                self.encode(&batch.a, AttentionStream::A, None, ctx)?,
+                self.encode(&batch.b, AttentionStream::B, None, ctx)?,
             )
         } else if let Some(ib) = &self.ib {
             let h = self.encode_ib(&batch.x, ib, ctx)?;
             (h.clone(), h)
         } else {
-            let h = self.encode(&batch.x, "x", Some(batch), ctx)?;
+            let h = self.encode(&batch.x, AttentionStream::Merged, Some(batch), ctx)?;
             (h.clone(), h)
         };
         let last = |t: &Tensor| last_position(t, ctx.last_only);
@@ -225,12 +225,12 @@ impl SasRec {
         a + b
     }
 
-    /// The blocks over one stream (attention maps recorded as `attn.L.NAME`); GCA layers run
+    /// The blocks over one stream (its attention maps recorded as `stream`); GCA layers run
     /// when `gca_batch` is given (the merged stream).
     fn encode(
         &self,
         x: &StreamInput,
-        name: &str,
+        stream: AttentionStream,
         gca_batch: Option<&SeqBatch>,
         ctx: &mut Ctx,
     ) -> Result<Tensor> {
@@ -240,7 +240,7 @@ impl SasRec {
             h = self.gca_at(0, h, batch, ctx)?;
         }
         for (l, blk) in self.blocks.iter().enumerate() {
-            h = self.block(l, blk, &h, &mask, &x.mask, name, ctx)?;
+            h = self.block(l, blk, &h, &mask, &x.mask, stream, ctx)?;
             if let Some(batch) = gca_batch {
                 h = self.gca_at(l + 1, h, batch, ctx)?;
             }
@@ -257,8 +257,8 @@ impl SasRec {
         ctx.dropout(&h, self.cfg.dropout)
     }
 
-    /// One post-norm block (attention map recorded as `attn.L.NAME`); `token_mask` `[b, l, 1]`
-    /// zeroes the padding rows.
+    /// One post-norm block (attention map recorded as layer `l` of `stream`); `token_mask`
+    /// `[b, l, 1]` zeroes the padding rows.
     #[allow(clippy::too_many_arguments)]
     fn block(
         &self,
@@ -267,12 +267,16 @@ impl SasRec {
         h: &Tensor,
         mask: &AttnMask,
         token_mask: &Tensor,
-        name: &str,
+        stream: AttentionStream,
         ctx: &mut Ctx,
     ) -> Result<Tensor> {
         let o = blk.attn.forward(h, h, mask, ctx.attn_probs.is_some())?;
         if let (Some(p), Some(rec)) = (o.probs, ctx.attn_probs.as_mut()) {
-            rec.push((format!("attn.{l}.{name}"), p));
+            rec.push(AttentionMap {
+                layer: l,
+                stream,
+                probs: p,
+            });
         }
         let o = ctx.dropout(&o.out, self.cfg.dropout)?;
         let h = mask_mul(&blk.norm_attn.forward(&(h + o)?)?, token_mask)?;
@@ -348,9 +352,19 @@ impl SasRec {
             token_masks.push(Tensor::cat(&[&ones, &s.mask], 1)?);
         }
         for (li, blk) in self.blocks.iter().enumerate() {
-            for (dom, name) in ["a", "b"].into_iter().enumerate() {
-                hs[dom] =
-                    self.block(li, blk, &hs[dom], &masks[dom], &token_masks[dom], name, ctx)?;
+            for (dom, stream) in [AttentionStream::A, AttentionStream::B]
+                .into_iter()
+                .enumerate()
+            {
+                hs[dom] = self.block(
+                    li,
+                    blk,
+                    &hs[dom],
+                    &masks[dom],
+                    &token_masks[dom],
+                    stream,
+                    ctx,
+                )?;
             }
             if ib.comm_layers.contains(&li) {
                 let mean = ((hs[0].narrow(1, 0, k)? + hs[1].narrow(1, 0, k)?)? * 0.5)?;

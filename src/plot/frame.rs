@@ -33,34 +33,25 @@ pub(crate) fn has(df: &DataFrame, name: &str) -> bool {
     crate::runs::frames::column(df, name).is_ok()
 }
 
-/// A numeric column as `f64` (nulls and NaN become `None`).
+/// A numeric column as `f64` under [`crate::runs::frames::f64_column`]'s rule (`None` for
+/// null, NaN and ±infinity).
 pub(crate) fn f64s(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>, FrameError> {
     let col = column(df, name)?;
-    if !col.dtype().is_primitive_numeric() {
-        return Err(FrameError::Type {
-            column: name.to_string(),
-            expected: "a number",
-            found: col.dtype().to_string(),
-        });
-    }
-    let cast = col.cast(&DataType::Float64).map_err(|e| FrameError::Type {
+    crate::runs::frames::f64_column(df, name).map_err(|_| FrameError::Type {
         column: name.to_string(),
         expected: "a number",
-        found: format!("{} ({e})", col.dtype()),
-    })?;
-    let ca = cast.f64().expect("cast to Float64 gives Float64");
-    Ok(ca.iter().map(|v| v.filter(|x| x.is_finite())).collect())
+        found: col.dtype().to_string(),
+    })
 }
 
 /// A boolean column.
 pub(crate) fn bools(df: &DataFrame, name: &str) -> Result<Vec<Option<bool>>, FrameError> {
     let col = column(df, name)?;
-    let ca = col.bool().map_err(|_| FrameError::Type {
+    crate::runs::frames::bool_column(df, name).map_err(|_| FrameError::Type {
         column: name.to_string(),
         expected: "a boolean",
         found: col.dtype().to_string(),
-    })?;
-    Ok(ca.iter().collect())
+    })
 }
 
 /// Any column as display labels: strings as they are, lists as `[0, 1]`, numbers in their

@@ -205,7 +205,7 @@ impl RunManifest {
             RunStatus::Failed => Some(StopReason::Failed),
             RunStatus::Running => None,
             RunStatus::Complete => self.stop_reason.or_else(|| {
-                let cap = self.config.get("train")?.get("epochs")?.as_u64()?;
+                let cap = self.config_view().train.epochs?;
                 Some(if u64::from(self.epochs_run) < cap {
                     StopReason::EarlyStop
                 } else {

@@ -19,6 +19,40 @@ pub fn column<'a>(df: &'a DataFrame, name: &str) -> PolarsResult<&'a Column> {
         .ok_or_else(|| polars_err!(ColumnNotFound: "{name}"))
 }
 
+/// The numbers of column `name` of `df` as `f64`: the one reading of a numeric column that
+/// statistics and figures share.
+///
+/// The rule: a value is `Some` only when it is a finite number; null, NaN and ±infinity all
+/// read as `None` (a missing value, which statistics leave out and figures do not draw). A
+/// column of any integer or float type is read this way, and so is a column holding no value
+/// at all whatever its type (an empty CSV column is read back as strings). Any other column
+/// (strings, Booleans, lists) is an error naming the column and its type.
+pub fn f64_column(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<f64>>> {
+    let col = column(df, name)?;
+    let numeric = col.dtype().is_primitive_numeric();
+    if !numeric && col.null_count() < col.len() {
+        polars_bail!(SchemaMismatch: "column `{name}` has type {}, expected a number", col.dtype());
+    }
+    let cast = col.cast(&DataType::Float64)?;
+    Ok(cast
+        .f64()?
+        .iter()
+        .map(|v| v.filter(|x| x.is_finite()))
+        .collect())
+}
+
+/// The values of Boolean column `name` of `df` (nulls read as `None`); any other type is an
+/// error naming the column and its type.
+pub fn bool_column(df: &DataFrame, name: &str) -> PolarsResult<Vec<Option<bool>>> {
+    let col = column(df, name)?;
+    match col.bool() {
+        Ok(ca) => Ok(ca.iter().collect()),
+        Err(_) => {
+            polars_bail!(SchemaMismatch: "column `{name}` has type {}, expected a boolean", col.dtype())
+        }
+    }
+}
+
 /// Flattens nested JSON into dotted keys: `{"gca": {"positions": [0, 1]}}` becomes
 /// `gca.positions -> [0, 1]`. Arrays are leaves (kept whole).
 pub fn flatten_json(value: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
@@ -576,6 +610,46 @@ impl RunSet {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn f64_column_reads_finite_numbers_and_nothing_else() {
+        let df = polars::df!(
+            "float" => [Some(0.5), None, Some(f64::NAN), Some(f64::INFINITY), Some(-2.0)],
+            "int" => [Some(3i64), None, Some(-1), Some(0), Some(7)],
+            "text" => ["0.5", "x", "1", "2", "3"],
+            "flag" => [true, false, true, true, false]
+        )
+        .unwrap();
+        assert_eq!(
+            super::f64_column(&df, "float").unwrap(),
+            [Some(0.5), None, None, None, Some(-2.0)]
+        );
+        assert_eq!(
+            super::f64_column(&df, "int").unwrap(),
+            [Some(3.0), None, Some(-1.0), Some(0.0), Some(7.0)]
+        );
+        // Strings and Booleans are not numbers, even when they would parse as one.
+        for name in ["text", "flag"] {
+            let err = super::f64_column(&df, name).unwrap_err().to_string();
+            assert!(err.contains(&format!("column `{name}` has type")), "{err}");
+            assert!(err.contains("expected a number"), "{err}");
+        }
+        assert!(super::f64_column(&df, "absent")
+            .unwrap_err()
+            .to_string()
+            .contains("absent"));
+        // A column with no value is empty whatever its type (an empty CSV column reads as str).
+        let empty = polars::df!("x" => [None::<&str>, None]).unwrap();
+        assert_eq!(super::f64_column(&empty, "x").unwrap(), [None, None]);
+        assert_eq!(
+            super::bool_column(&df, "flag").unwrap(),
+            [Some(true), Some(false), Some(true), Some(true), Some(false)]
+        );
+        assert!(super::bool_column(&df, "int")
+            .unwrap_err()
+            .to_string()
+            .contains("expected a boolean"));
+    }
+
     use super::config_labels;
     use serde_json::json;
 

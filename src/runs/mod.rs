@@ -59,6 +59,7 @@
 //! let frame = set.runs_frame().unwrap();
 //! assert_eq!(frame.height(), 0);
 //! ```
+pub mod config_view;
 pub mod error;
 pub mod foreign;
 pub mod format;
@@ -68,6 +69,7 @@ pub mod tensors;
 pub mod test_cases;
 pub mod writer;
 
+pub use config_view::RunConfigView;
 pub use error::RunError;
 pub use format::{
     metrics, DomainMetrics, FinalResults, LoadedRun, MetricValue, Metrics, MetricsRow, ParamCounts,

@@ -59,7 +59,7 @@ impl View for &Tensor {
 /// Named tensors to write with [`crate::runs::RunWriter::write_tensors`].
 ///
 /// Names follow the run format (`gca.0.A.x`, `gca.0.A.x_prime`, `gca.0.A.y`, `gca.0.A.mask`,
-/// `attn.0.a_cd`, ...); the set itself accepts any name.
+/// ...); the set itself accepts any name.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TensorSet {
     tensors: BTreeMap<String, Tensor>,

@@ -20,7 +20,7 @@ use crate::model::attention_share::{
     cross_domain_mask, domain_labels, valid_query_rows, ShareConfig,
 };
 use crate::model::autocdsr::ib_streams;
-use crate::model::nn::{Device, Tensor};
+use crate::model::nn::{AttentionMap, AttentionStream, Device, Tensor};
 use crate::model::Model;
 
 /// What one step did.
@@ -37,7 +37,7 @@ pub struct AcdStep {
 /// The AutoCDSR update of one training batch: the objective on the forward pass's attention
 /// maps (`a_cd`, or for AutoCDSR+ the share onto the IB tokens) for the batch the model read,
 /// then [`autocdsr_step`] with the recommendation loss.
-pub fn batch_step(
+pub(crate) fn batch_step(
     opt: &mut AdamW,
     model: &Model,
     ds: &Dataset,
@@ -147,7 +147,7 @@ impl AcdEpoch {
 
 /// The differentiable `a_cd` of one batch: the share of attention the merged stream's tokens
 /// put on other-domain tokens, from the attention maps a forward pass recorded
-/// ([`crate::model::nn::Ctx::attn_probs`]; only the merged stream `x`'s maps, `attn.L.x`).
+/// ([`crate::model::nn::Ctx::attn_probs`]; only the maps of [`AttentionStream::Merged`]).
 ///
 /// `items` `[batch, len]` is the merged input (0 = padding). [`AcdObjective::RowMean`] gives,
 /// per layer, exactly [`crate::model::attention_share::AttentionShare::batch_mean_norm`] of
@@ -156,7 +156,7 @@ impl AcdEpoch {
 /// domain has `a_cd = 0` (and a zero gradient); padding rows and keys count nowhere; an item
 /// outside the dataset's domains is an error naming the sample and position.
 pub fn acd_objective(
-    attn: &[(String, Tensor)],
+    attn: &[AttentionMap],
     dataset: &Dataset,
     items: ArrayView2<ItemId>,
     cfg: &AutoCdsrConfig,
@@ -186,37 +186,36 @@ pub fn acd_objective(
         &Device::Cpu,
     )?;
     weighted_attention(attn, cfg, "the merged stream", |stream| {
-        (stream == "x").then_some(&weighted)
+        (stream == AttentionStream::Merged).then_some(&weighted)
     })
 }
 
-/// The objective both shares share: over the recorded maps `attn.L.S` whose layer `cfg` uses
-/// and whose stream `S` gets a weight mask `[batch, 1, q, k]` from `weight_of`, the sum of
+/// The objective both shares share: over the recorded maps whose layer `cfg` uses and whose
+/// stream gets a weight mask `[batch, 1, q, k]` from `weight_of`, the sum of
 /// `sum(p * w) / heads`. A map whose shape does not fit its mask is an error; `what` names the
 /// maps when none was recorded.
 fn weighted_attention<'w>(
-    attn: &[(String, Tensor)],
+    attn: &[AttentionMap],
     cfg: &AutoCdsrConfig,
     what: &str,
-    weight_of: impl Fn(&str) -> Option<&'w Tensor>,
+    weight_of: impl Fn(AttentionStream) -> Option<&'w Tensor>,
 ) -> anyhow::Result<Tensor> {
     let mut total: Option<Tensor> = None;
-    for (name, p) in attn {
-        let Some((layer, w)) = name
-            .strip_prefix("attn.")
-            .and_then(|r| r.split_once('.'))
-            .and_then(|(l, stream)| Some((l.parse::<usize>().ok()?, weight_of(stream)?)))
-        else {
+    for map in attn {
+        let Some(w) = weight_of(map.stream) else {
             continue;
         };
-        if !cfg.uses_layer(layer) {
+        if !cfg.uses_layer(map.layer) {
             continue;
         }
+        let p = &map.probs;
         let (pb, heads, pq, pk) = p.dims4()?;
         let (wb, _, wq, wk) = w.dims4()?;
         anyhow::ensure!(
             (pb, pq, pk) == (wb, wq, wk),
-            "attention map {name} has shape {:?}, expected [{wb}, heads, {wq}, {wk}]",
+            "attention map of layer {} stream {} has shape {:?}, expected [{wb}, heads, {wq}, {wk}]",
+            map.layer,
+            map.stream,
             p.dims()
         );
         let share = (p.broadcast_mul(&w.to_dtype(p.dtype())?)?.sum_all()? / heads as f64)?;
@@ -235,15 +234,15 @@ fn weighted_attention<'w>(
 
 /// AutoCDSR+'s differentiable objective: the share of attention the sequence tokens of both
 /// domains' streams put on the IB tokens (the only cross-domain path), from the maps a
-/// forward pass of an IB model recorded (`attn.L.a`, `attn.L.b`, `[batch, heads, K + l_d,
-/// K + l_d]`, IB tokens first, `l_d` from [`ib_streams`]). [`AcdObjective::RowMean`]: per sample, the IB mass summed over
+/// forward pass of an IB model recorded (streams [`AttentionStream::A`] and
+/// [`AttentionStream::B`], `[batch, heads, K + l_d, K + l_d]`, IB tokens first, `l_d` from [`ib_streams`]). [`AcdObjective::RowMean`]: per sample, the IB mass summed over
 /// the rows of both streams divided by their number (the sample's tokens), averaged over heads
 /// and over samples with tokens, summed over the chosen layers; it equals
 /// [`crate::model::attention_share::ib_share`] of the two maps combined ([`ib_case_share`], a
 /// test checks it). [`AcdObjective::Raw`]: the mass summed over rows, averaged over heads and
 /// samples.
 pub fn ib_objective(
-    attn: &[(String, Tensor)],
+    attn: &[AttentionMap],
     dataset: &Dataset,
     items: ArrayView2<ItemId>,
     cfg: &AutoCdsrConfig,
@@ -285,8 +284,8 @@ pub fn ib_objective(
         })
         .collect::<crate::model::nn::Result<_>>()?;
     weighted_attention(attn, cfg, "the IB streams", |stream| match stream {
-        "a" => Some(&weights[0]),
-        "b" => Some(&weights[1]),
-        _ => None,
+        AttentionStream::A => Some(&weights[0]),
+        AttentionStream::B => Some(&weights[1]),
+        AttentionStream::Merged => None,
     })
 }

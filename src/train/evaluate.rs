@@ -10,7 +10,7 @@ use super::loss::{rows_of, Captured};
 use crate::data::{self, Dataset, EvalBatch, EvalLayout};
 use crate::eval::{evaluate_full, evaluate_sampled_ranks, Candidates, EvalReport};
 use crate::model::attention_share::{attention_share, domain_labels, ShareConfig};
-use crate::model::nn::{Ctx, DType, Device, Tensor};
+use crate::model::nn::{AttentionMap, AttentionStream, Ctx, DType, Device, Tensor};
 use crate::model::{score_candidates, Model, ModelKind, SeqBatch};
 use crate::runs::{RunWriter, TensorSet, TestCase};
 
@@ -51,8 +51,8 @@ struct EvalForward {
     h_last: Tensor,
     /// GCA inputs and outputs, when asked for.
     capture: Option<Captured>,
-    /// Self-attention maps (`attn.L.S`), when asked for.
-    attn: Option<Captured>,
+    /// Self-attention maps, when asked for.
+    attn: Option<Vec<AttentionMap>>,
     /// The merged input rows the model read.
     x: Vec<Vec<data::ItemId>>,
 }
@@ -88,7 +88,7 @@ fn eval_repr(
 
 /// Mean `a_cd` of the merged stream per target domain (A, B) over the evaluated cases that
 /// have a valid token; `None` for a domain without such cases.
-pub type AcdByDomain = [Option<f64>; 2];
+pub(crate) type AcdByDomain = [Option<f64>; 2];
 
 /// Per case of an evaluation batch: the merged stream's `a_cd` per layer (normalised per
 /// valid query row, mean over heads; [`crate::model::attention_share`]), or for an AutoCDSR+
@@ -97,7 +97,7 @@ pub type AcdByDomain = [Option<f64>; 2];
 fn case_acd(
     ds: &Dataset,
     x: &[Vec<data::ItemId>],
-    attn: &[(String, Tensor)],
+    attn: &[AttentionMap],
     ib_tokens: Option<usize>,
 ) -> anyhow::Result<Vec<Option<Vec<f64>>>> {
     let flat: Vec<data::ItemId> = x.iter().flatten().copied().collect();
@@ -109,8 +109,8 @@ fn case_acd(
     let (labels, valid) = domain_labels(ds, items);
     let mut layers = Vec::new();
     let mut rows = None;
-    for (_, p) in attn.iter().filter(|(name, _)| name.ends_with(".x")) {
-        let map = host_map(p)?;
+    for m in attn.iter().filter(|m| m.stream == AttentionStream::Merged) {
+        let map = host_map(&m.probs)?;
         let share = attention_share(
             map.view(),
             labels.view(),
@@ -138,22 +138,26 @@ fn host_map(p: &Tensor) -> anyhow::Result<ndarray::Array4<f32>> {
 fn case_ib_share(
     ds: &Dataset,
     items: ndarray::ArrayView2<data::ItemId>,
-    attn: &[(String, Tensor)],
+    attn: &[AttentionMap],
     k: usize,
 ) -> anyhow::Result<Vec<Option<Vec<f64>>>> {
     let streams = crate::model::autocdsr::ib_streams(ds, items)?;
-    let host = |name: String| -> anyhow::Result<ndarray::Array4<f32>> {
-        let p = attn
+    let host = |layer: usize, stream: AttentionStream| -> anyhow::Result<ndarray::Array4<f32>> {
+        let m = attn
             .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, p)| p)
-            .with_context(|| format!("no attention map {name} was recorded"))?;
-        host_map(p)
+            .find(|m| m.layer == layer && m.stream == stream)
+            .with_context(|| {
+                format!("no attention map of layer {layer} stream {stream} was recorded")
+            })?;
+        host_map(&m.probs)
     };
-    let n_layers = attn.iter().filter(|(n, _)| n.ends_with(".a")).count();
+    let n_layers = attn
+        .iter()
+        .filter(|m| m.stream == AttentionStream::A)
+        .count();
     let mut layers = Vec::with_capacity(n_layers);
     for l in 0..n_layers {
-        let (a, b) = (host(format!("attn.{l}.a"))?, host(format!("attn.{l}.b"))?);
+        let (a, b) = (host(l, AttentionStream::A)?, host(l, AttentionStream::B)?);
         layers.push(crate::model::autocdsr::ib_case_share(
             [a.view(), b.view()],
             k,

@@ -8,7 +8,7 @@ use super::RunConfig;
 use crate::data::{
     self, sample_train_negatives, Dataset, NegativeSharing, TrainBatch, TrainLayout,
 };
-use crate::model::nn::{Ctx, DType, Device, Tensor};
+use crate::model::nn::{AttentionMap, Ctx, DType, Device, Tensor};
 use crate::model::{info_nce, Model, Negatives, SeqBatch};
 
 pub(super) fn rows_of<T: Copy>(flat: &[T], l: usize) -> Vec<Vec<T>> {
@@ -41,15 +41,16 @@ fn train_input(b: &TrainBatch, dtype: DType) -> anyhow::Result<SeqBatch> {
     )?)
 }
 
-/// Named tensors recorded during a forward pass (GCA inputs and outputs, attention maps).
-pub type Captured = Vec<(String, Tensor)>;
+/// Named tensors recorded during a forward pass: GCA inputs and outputs under their run-format
+/// names (`gca.P.D.x`, ...; [`crate::model::nn::Ctx::capture`]).
+pub(crate) type Captured = Vec<(String, Tensor)>;
 
 /// What [`batch_loss`] computed for one training batch.
-pub struct BatchLoss<'a> {
+pub(crate) struct BatchLoss<'a> {
     pub loss: Tensor,
     /// For an AutoCDSR run (`cfg.autocdsr`), the self-attention maps of the forward pass (not
     /// detached: the a_cd objective is put on them); empty otherwise.
-    pub attention: Captured,
+    pub attention: Vec<AttentionMap>,
     /// The batch as the model read it: the layout's batch, or its masked copy for a masked
     /// model ([`data::cloze::mask_train_batch`]).
     pub input: std::borrow::Cow<'a, TrainBatch>,
@@ -57,7 +58,7 @@ pub struct BatchLoss<'a> {
 
 /// The loss of one training batch (`train` mode; items masked, negatives drawn and dropout
 /// seeded by `step_seed`).
-pub fn batch_loss<'a>(
+pub(crate) fn batch_loss<'a>(
     model: &Model,
     ds: &Dataset,
     layout: &TrainLayout,
@@ -86,8 +87,8 @@ pub fn batch_loss<'a>(
 }
 
 /// The loss of one training batch with given negatives (`[batch, max_len, 2 n]` row-major as
-/// [`sample_train_negatives`] returns them): what [`batch_loss`] computes after drawing them,
-/// and what the training-step benchmark times on pinned inputs.
+/// [`sample_train_negatives`] returns them): what the trainer's `batch_loss` computes after
+/// drawing them, and what the training-step benchmark times on pinned inputs.
 pub fn batch_loss_with_negatives(
     model: &Model,
     batch: &TrainBatch,
@@ -107,7 +108,7 @@ fn forward_loss(
     cfg: &RunConfig,
     step_seed: u64,
     record_attention: bool,
-) -> anyhow::Result<(Tensor, Captured)> {
+) -> anyhow::Result<(Tensor, Vec<AttentionMap>)> {
     let dtype = model.params().dtype();
     let input = train_input(batch, dtype)?;
     let mut rng = ChaCha8Rng::seed_from_u64(step_seed);

@@ -12,15 +12,15 @@
 //! Deterministic on CPU for a fixed seed and thread count: every random draw is seeded from
 //! `(seed, epoch)` or `(seed, step)`.
 //!
-//! The parts: [`loss`] (a batch's InfoNCE loss plus `gca.cos_penalty`), [`evaluate`] (metrics,
+//! The parts: `loss` (a batch's InfoNCE loss plus `gca.cos_penalty`), `evaluate` (metrics,
 //! per-case `a_cd` and |cos(X, X')|, the capture), [`stopping`] (when training ends), [`autocdsr`] (AutoCDSR's two-objective step), [`checkpoint`] (resume state),
 //! [`optim`] (AdamW and the schedule), [`pareto`] (Pareto-MTL weights) and the loop itself.
 
 pub mod autocdsr;
 pub mod checkpoint;
 pub mod config;
-pub mod evaluate;
-pub mod loss;
+mod evaluate;
+mod loss;
 pub mod optim;
 pub mod pareto;
 pub mod stopping;
@@ -31,8 +31,7 @@ use std::path::PathBuf;
 pub use config::{
     AutoCdsrConfig, ConfigError, DataConfig, Interval, OptimConfig, RunConfig, TrainConfig,
 };
-pub use evaluate::AcdByDomain;
-pub use loss::{batch_loss, batch_loss_with_negatives, BatchLoss, Captured};
+pub use loss::batch_loss_with_negatives;
 pub use train_loop::{build_model, train};
 
 use crate::data::Domain;

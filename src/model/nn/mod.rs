@@ -227,16 +227,53 @@ pub struct Ctx<'a> {
     pub rng: &'a mut ChaCha8Rng,
     /// When `Some`, GCA layers record `gca.P.D.{x,x_prime,y,mask}` here (detached).
     pub capture: Option<Vec<(String, Tensor)>>,
-    /// When `Some`, self-attention layers push `(name, probs [b, heads, q, k])` here, *not*
-    /// detached, so a loss may be put on them (AutoCDSR). Names: `attn.L.S`, L the layer,
-    /// S the stream (`x`, `a`, `b`).
-    pub attn_probs: Option<Vec<(String, Tensor)>>,
+    /// When `Some`, self-attention layers push their maps here, *not* detached, so a loss may
+    /// be put on them (AutoCDSR).
+    pub attn_probs: Option<Vec<AttentionMap>>,
     /// When true (evaluation scores only the last position), a model may return `[b, 1, d]`:
     /// its output layers (ABXI's projector, SASRec's heads) then skip the other positions.
     pub last_only: bool,
     /// When `Some`, every GCA module pushes its `Σ |cos(X, X')|` over valid query rows here,
     /// *not* detached (the trainer's `gca.cos_penalty` puts a loss on it).
     pub gca_cos: Option<Vec<AbsCosSum>>,
+}
+
+/// The sequence a self-attention map was computed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AttentionStream {
+    /// The merged sequence of both domains (`x`).
+    Merged,
+    /// Domain A's own sequence (`a`).
+    A,
+    /// Domain B's own sequence (`b`).
+    B,
+}
+
+impl AttentionStream {
+    /// `x`, `a`, `b`: the stream's short name in messages and parameter names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttentionStream::Merged => "x",
+            AttentionStream::A => "a",
+            AttentionStream::B => "b",
+        }
+    }
+}
+
+impl std::fmt::Display for AttentionStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One self-attention map recorded by a forward pass ([`Ctx::attn_probs`]).
+#[derive(Debug, Clone)]
+pub struct AttentionMap {
+    /// The block it was computed in (0-based).
+    pub layer: usize,
+    pub stream: AttentionStream,
+    /// Attention probabilities `[batch, heads, q, k]`.
+    pub probs: Tensor,
 }
 
 /// `Σ |cos(X, X')|` over the valid query rows of one GCA module and the number of those rows.
