@@ -126,7 +126,13 @@ fn every_notebook_runs_top_to_bottom() {
     for nb in &books {
         let name = nb.file_name().unwrap().to_string_lossy().into_owned();
         let start = Instant::now();
-        let out = Command::new("jupyter")
+        let mut jupyter = Command::new("jupyter");
+        for (key, _) in std::env::vars_os() {
+            if is_set_by_cargo_for_tests(&key.to_string_lossy()) {
+                jupyter.env_remove(&key);
+            }
+        }
+        let out = jupyter
             .args([
                 "nbconvert",
                 "--to",
@@ -194,6 +200,46 @@ fn every_notebook_runs_top_to_bottom() {
             std::fs::rename(&tmp, nb).unwrap();
             println!("wrote outputs into {}", nb.display());
         }
+    }
+}
+
+/// Whether `cargo test` sets the variable for this test (its package's `CARGO_PKG_*`,
+/// `CARGO_MANIFEST_DIR`, ...). The kernel must not inherit them: build scripts of the
+/// notebooks' dependencies rerun when one of them changes (ring's watches `CARGO_PKG_NAME`), so
+/// the build directory shared with the user's Jupyter would rebuild ring and everything above
+/// it (most of polars) each time the notebooks switch between this test and Jupyter.
+fn is_set_by_cargo_for_tests(key: &str) -> bool {
+    key == "CARGO"
+        || key == "OUT_DIR"
+        || [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_CFG_",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_MAKEFLAGS",
+        ]
+        .iter()
+        .any(|prefix| key.starts_with(prefix))
+}
+
+#[test]
+fn the_kernel_gets_the_users_cargo_settings_but_not_this_tests_package() {
+    // Set for this very test by cargo.
+    assert!(std::env::var_os("CARGO_PKG_NAME").is_some());
+    for key in ["CARGO_PKG_NAME", "CARGO_MANIFEST_DIR", "CARGO", "OUT_DIR"] {
+        assert!(is_set_by_cargo_for_tests(key), "{key}");
+    }
+    for key in [
+        "CARGO_HOME",
+        "CARGO_TARGET_DIR",
+        "CARGO_NET_OFFLINE",
+        "PATH",
+        "RUSTUP_HOME",
+    ] {
+        assert!(!is_set_by_cargo_for_tests(key), "{key}");
     }
 }
 
