@@ -8,37 +8,30 @@ fn main() -> anyhow::Result<()> {
     std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/notebooks"))?;
 
     use std::path::Path;
-    use cdsr_lab::train::{train, RunConfig, TrainOptions};
-    // The repository's 300-user slice of food-kitchen and the seconds-long smoke configuration.
-    let mut cfg = RunConfig::from_file(Path::new("../configs/smoke.toml"))?;
-    cfg.data.path = "../data/food-kitchen-mini".into();
-
-    use cdsr_lab::model::GateActivation;
-    for (positions, gate) in [(vec![0], GateActivation::Sigmoid), (vec![1], GateActivation::Sigmoid),
-                              (vec![0, 1], GateActivation::Sigmoid), (vec![0, 1], GateActivation::Tanh)] {
-        for seed in [1u64, 2] {
-            let mut c = cfg.clone();
-            c.gca.positions = positions.clone();
-            c.gca.gate = gate;
-            c.train.seed = seed;
-            let dir = Path::new("../runs/notebooks/orthogonality").join(c.run_id());
-            train(&c, &dir, TrainOptions { resume: true, ..Default::default() })?;
-        }
-    }
-
-    use cdsr_lab::runs::{load_runs, LoadOptions};
-    use cdsr_lab::analysis::study::{study_frame, StudyReport};
-    let set = load_runs(Path::new("../runs/notebooks/orthogonality"), LoadOptions::default())?;
-    let (study, _) = study_frame(&set)?;
-    println!("{}", study.select(["run_id", "variant", "domain", "ndcg@10", "cos_x_xprime", "cos_x_y"])?);
-    println!("{}", StudyReport::of(&study, "ndcg@10")?);
-
-    let (tensor_stats, _) = set.tensor_stats_frame()?;
-    println!("{tensor_stats}");
+    use cdsr_lab::runs::{load_required_runs, LoadOptions};
+    use cdsr_lab::analysis::study::{study_frame, ReportSection, StudyReport};
+    let runs = load_required_runs(Path::new("../results/study/runs"), LoadOptions::default())?;
+    // One row per (run, domain): settings, metrics, mean |cos(X, X')| and |cos(X, Y)|.
+    let (study, _) = study_frame(&runs)?;
+    let report = StudyReport::of(&study, "ndcg@10")?;
+    print!("{}", report.section(ReportSection::Correlations));
+    print!("{}", report.section(ReportSection::Notes));
 
     let _shown = cdsr_lab::plot::orthogonality_vs_ndcg(&study)?;
 
     let _shown = cdsr_lab::plot::cos_boxplots(&study)?;
+
+    let (tensor_stats, _) = runs.tensor_stats_frame()?;
+    println!("{}", tensor_stats.head(Some(6)));
+
+    let torch_run = load_required_runs(Path::new("../tests/fixtures/foreign_run"), LoadOptions::default())?;
+    let (torch_stats, _) = torch_run.tensor_stats_frame()?;
+    println!("{torch_stats}");
+
+    use cdsr_lab::train::{train, RunConfig, TrainOptions};
+    // The repository's 300-user slice of food-kitchen and the seconds-long smoke configuration.
+    let mut cfg = RunConfig::from_file(Path::new("../configs/smoke.toml"))?;
+    cfg.data.path = "../data/food-kitchen-mini".into();
 
     use cdsr_lab::model::Projection;
     // GCA_early, 2 seeds: X' as is, projected, and penalised at both signs.
@@ -56,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
+    use cdsr_lab::runs::load_runs;
     let set = load_runs(Path::new("../runs/notebooks/interventions"), LoadOptions::default())?;
     let (iv_study, _) = study_frame(&set)?;
     println!("{}", StudyReport::of(&iv_study, "ndcg@10")?);

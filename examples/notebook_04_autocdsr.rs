@@ -8,6 +8,13 @@ fn main() -> anyhow::Result<()> {
     std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/notebooks"))?;
 
     use std::path::Path;
+    use cdsr_lab::analysis::study::{read_study_csv, ReportSection, StudyReport};
+    // The study table of the committed comparison, one row per (run, domain).
+    let committed = read_study_csv(Path::new("../results/autocdsr/study.csv"))?;
+    let report = StudyReport::of(&committed, "ndcg@10")?;
+    print!("{}", report.section(ReportSection::Variants));
+    print!("\n{}", report.section(ReportSection::AgainstBaseline));
+
     use cdsr_lab::train::{train, RunConfig, TrainOptions};
     // The repository's 300-user slice of food-kitchen and the seconds-long smoke configuration.
     let mut cfg = RunConfig::from_file(Path::new("../configs/smoke.toml"))?;

@@ -200,3 +200,32 @@ fn cli_report_recomputes_the_committed_reports_from_their_csv() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("2026-11-23-d256/run.json"), "{err}");
 }
+
+/// A report's sections, as notebooks print them one at a time, are the committed study's
+/// report cut at its headings: the correlation section is its two domain lines.
+#[test]
+fn report_sections_are_the_committed_report_cut_at_its_headings() {
+    use cdsr_lab::analysis::study::{read_study_csv, ReportSection, StudyReport};
+    let dir = common::project_root().join("results/study");
+    let report =
+        StudyReport::of(&read_study_csv(&dir.join("study.csv")).unwrap(), "ndcg@10").unwrap();
+    let committed = std::fs::read_to_string(dir.join("report.txt")).unwrap();
+    let sections: Vec<String> = ReportSection::ALL
+        .into_iter()
+        .map(|s| report.section(s))
+        .collect();
+    assert!(sections[5].is_empty(), "{}", sections[5]);
+    let tables = sections[..3].join("\n");
+    assert_eq!(
+        format!("{tables}\n{}{}", sections[3], sections[4]),
+        committed
+    );
+    assert!(sections[4].starts_with("per run:\n"), "{}", sections[4]);
+    let correlations = report.section(ReportSection::Correlations);
+    assert!(
+        correlations.starts_with("|cos(X, X')| against ndcg@10 over GCA runs\n"),
+        "{correlations}"
+    );
+    assert_eq!(correlations.lines().count(), 3, "{correlations}");
+    assert!(committed.contains(&correlations));
+}

@@ -13,13 +13,14 @@
 //! also read back: any `error` output or any stderr output fails the test. Notebooks write
 //! nothing to stderr when they work.
 //!
-//! All notebooks share one evcxr build directory (`EVCXR_TMPDIR`, kept under the cargo target
-//! directory), so the crate and its dependencies compile once, not once per notebook, and
-//! stay compiled between runs. evcxr builds every dependency again (as dylibs, at its own
-//! opt-level 2), which took most of the time; a cargo config next to that directory
-//! ([`EVCXR_PROFILE`]) compiles the dependencies unoptimised except the few whose speed the
-//! notebooks' training feels. Measured on the 2-core machine: the first notebook 192 s (evcxr
-//! rebuilding this crate), the other three 86-100 s each.
+//! The kernel runs with the settings a user's Jupyter gets from `scripts/jupyter.sh`: the
+//! `notebooks/evcxr.toml` it writes (one evcxr build directory, `notebooks/.evcxr/`, shared by
+//! all notebooks, so the crate and its dependencies compile once and stay compiled), the
+//! build profile `notebooks/.cargo/config.toml`, and mold as linker when installed.
+//! `docs/notebooks.md` has the seconds per cell; the test prints each cell's time.
+//!
+//! With `CDSR_WRITE_NOTEBOOK_OUTPUTS=1` (`scripts/notebooks.sh --write-outputs`) the executed
+//! notebooks, outputs included, replace those in `notebooks/` once every one has passed.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -95,39 +96,6 @@ fn cell_problems(executed: &Path) -> Vec<String> {
     problems
 }
 
-/// Cargo profile for evcxr's build of the notebooks' dependencies (cargo reads it from the
-/// parent of `EVCXR_TMPDIR`; config beats evcxr's `[profile.dev]`): most of polars, arrow and
-/// the rest compile fastest at opt-level 0, while the tensor engine, its matrix kernels and the
-/// seeded RNG keep full optimisation, and this crate gets opt-level 1 (notebooks train small
-/// models; evcxr rebuilds the crate for each notebook, and opt-level 3 would lengthen that).
-const EVCXR_PROFILE: &str = r#"[profile.dev]
-opt-level = 0
-[profile.dev.package.cdsr-lab]
-opt-level = 1
-"#;
-
-/// The dependencies [`EVCXR_PROFILE`] keeps at opt-level 3.
-const EVCXR_OPTIMISED: [&str; 8] = [
-    "candle-core",
-    "gemm",
-    "gemm-common",
-    "gemm-f32",
-    "gemm-f64",
-    "pulp",
-    "rand_chacha",
-    "half",
-];
-
-/// [`EVCXR_PROFILE`] plus a `[profile.dev.package.NAME] opt-level = 3` table per
-/// [`EVCXR_OPTIMISED`] crate.
-fn evcxr_cargo_config() -> String {
-    let mut config = EVCXR_PROFILE.to_owned();
-    for name in EVCXR_OPTIMISED {
-        config += &format!("[profile.dev.package.{name}]\nopt-level = 3\n");
-    }
-    config
-}
-
 #[test]
 #[ignore = "slow (compiles the crate in evcxr); scripts/test.sh runs it with --ignored"]
 fn every_notebook_runs_top_to_bottom() {
@@ -136,13 +104,17 @@ fn every_notebook_runs_top_to_bottom() {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let evcxr = Path::new(env!("CARGO_TARGET_TMPDIR")).join("evcxr-notebooks");
-    let build_dir = evcxr.join("build");
+    // The kernel reads its settings (the shared build directory) from here, as it does in the
+    // user's Jupyter; `scripts/jupyter.sh --setup` writes it.
+    let settings = root.join("notebooks/evcxr.toml");
+    assert!(
+        settings.is_file(),
+        "{} is missing: run scripts/jupyter.sh --setup (scripts/notebooks.sh does)",
+        settings.display()
+    );
     let executed = Path::new(env!("CARGO_TARGET_TMPDIR")).join("executed-notebooks");
-    std::fs::create_dir_all(&build_dir).unwrap();
-    std::fs::create_dir_all(evcxr.join(".cargo")).unwrap();
-    std::fs::write(evcxr.join(".cargo/config.toml"), evcxr_cargo_config()).unwrap();
     std::fs::create_dir_all(&executed).unwrap();
+    let write_outputs = std::env::var_os("CDSR_WRITE_NOTEBOOK_OUTPUTS").is_some();
 
     let books = notebooks(root);
     if books.is_empty() {
@@ -154,7 +126,13 @@ fn every_notebook_runs_top_to_bottom() {
     for nb in &books {
         let name = nb.file_name().unwrap().to_string_lossy().into_owned();
         let start = Instant::now();
-        let out = Command::new("jupyter")
+        let mut jupyter = Command::new("jupyter");
+        for (key, _) in std::env::vars_os() {
+            if is_set_by_cargo_for_tests(&key.to_string_lossy()) {
+                jupyter.env_remove(&key);
+            }
+        }
+        let out = jupyter
             .args([
                 "nbconvert",
                 "--to",
@@ -168,7 +146,6 @@ fn every_notebook_runs_top_to_bottom() {
             .arg(&executed)
             .arg(nb)
             .current_dir(root.join("notebooks"))
-            .env("EVCXR_TMPDIR", &build_dir)
             .output()
             .expect("jupyter runs");
         let secs = start.elapsed().as_secs_f64();
@@ -182,6 +159,10 @@ fn every_notebook_runs_top_to_bottom() {
         );
         if out.status.success() {
             let done = executed.join(&name);
+            println!(
+                "  seconds per code cell: {}",
+                cell_seconds(&done).join(", ")
+            );
             for problem in cell_problems(&done) {
                 failures.push(format!("{name}: {problem}"));
             }
@@ -210,6 +191,102 @@ fn every_notebook_runs_top_to_bottom() {
         "notebook cells failed:\n{}",
         failures.join("\n\n")
     );
+    // Outputs are committed only from a run where every notebook passed.
+    if write_outputs {
+        for nb in &books {
+            let done = executed.join(nb.file_name().unwrap());
+            let tmp = nb.with_extension("ipynb.tmp");
+            std::fs::copy(&done, &tmp).unwrap();
+            std::fs::rename(&tmp, nb).unwrap();
+            println!("wrote outputs into {}", nb.display());
+        }
+    }
+}
+
+/// Whether `cargo test` sets the variable for this test (its package's `CARGO_PKG_*`,
+/// `CARGO_MANIFEST_DIR`, ...). The kernel must not inherit them: build scripts of the
+/// notebooks' dependencies rerun when one of them changes (ring's watches `CARGO_PKG_NAME`), so
+/// the build directory shared with the user's Jupyter would rebuild ring and everything above
+/// it (most of polars) each time the notebooks switch between this test and Jupyter.
+fn is_set_by_cargo_for_tests(key: &str) -> bool {
+    key == "CARGO"
+        || key == "OUT_DIR"
+        || [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_CFG_",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_MAKEFLAGS",
+        ]
+        .iter()
+        .any(|prefix| key.starts_with(prefix))
+}
+
+#[test]
+fn the_kernel_gets_the_users_cargo_settings_but_not_this_tests_package() {
+    // Set for this very test by cargo.
+    assert!(std::env::var_os("CARGO_PKG_NAME").is_some());
+    for key in ["CARGO_PKG_NAME", "CARGO_MANIFEST_DIR", "CARGO", "OUT_DIR"] {
+        assert!(is_set_by_cargo_for_tests(key), "{key}");
+    }
+    for key in [
+        "CARGO_HOME",
+        "CARGO_TARGET_DIR",
+        "CARGO_NET_OFFLINE",
+        "PATH",
+        "RUSTUP_HOME",
+    ] {
+        assert!(!is_set_by_cargo_for_tests(key), "{key}");
+    }
+}
+
+/// Wall seconds of each code cell of an executed notebook, from the start and reply times
+/// nbconvert records in the cell's metadata (`?` where they are missing).
+fn cell_seconds(executed: &Path) -> Vec<String> {
+    let nb: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(executed).unwrap()).unwrap();
+    let stamp = |cell: &serde_json::Value, key: &str| -> Option<f64> {
+        let text = cell["metadata"]["execution"][key].as_str()?;
+        // 2026-12-03T21:04:01.123456Z: seconds within the day are enough for a cell.
+        let time = text.split('T').nth(1)?.trim_end_matches('Z');
+        let mut parts = time.split(':').map(|p| p.parse::<f64>().ok());
+        let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
+        Some(h * 3600.0 + m * 60.0 + s)
+    };
+    nb["cells"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["cell_type"] == "code")
+        .map(|c| {
+            match (
+                stamp(c, "iopub.execute_input"),
+                stamp(c, "shell.execute_reply"),
+            ) {
+                (Some(a), Some(b)) => format!("{:.1}", (b - a).rem_euclid(86_400.0)),
+                _ => "?".into(),
+            }
+        })
+        .collect()
+}
+
+/// Committed notebooks carry their outputs (tables, inline figures) so they show where the
+/// repository is browsed; this keeps each one small enough to load and diff.
+#[test]
+fn committed_notebooks_stay_small() {
+    const MAX_BYTES: u64 = 600_000;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for nb in notebooks(root) {
+        let bytes = std::fs::metadata(&nb).unwrap().len();
+        assert!(
+            bytes <= MAX_BYTES,
+            "{} is {bytes} bytes (at most {MAX_BYTES}): fewer or smaller figures",
+            nb.display()
+        );
+    }
 }
 
 /// The Rust program a notebook amounts to: its code cells in order inside `main`, evcxr

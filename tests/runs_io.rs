@@ -675,3 +675,42 @@ fn an_emptied_run_directory_is_reported() {
         ]
     );
 }
+
+/// The loader for runs an analysis depends on fails, naming the tree, where `load_runs` would
+/// give an empty set: a missing tree, an empty one, and one whose only run is damaged; it loads
+/// the committed real runs.
+#[test]
+fn required_runs_fail_clearly_when_missing() {
+    let root = tempfile::tempdir().unwrap();
+    let missing = root.path().join("study/runs");
+    let err = load_required_runs(&missing, LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!("{}: no run tree here", missing.display())),
+        "{err}"
+    );
+    let err = load_required_runs(root.path(), LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "{}: no run loaded: it holds no run directory",
+            root.path().display()
+        )
+    );
+
+    let runs = committed_abxi_cpu_runs(&["2026-11-23-d256"]);
+    let set = load_required_runs(runs.path(), LoadOptions::default()).unwrap();
+    assert_eq!(set.len(), 1);
+    let run = runs.path().join("2026-11-23-d256");
+    std::fs::remove_file(run.join("run.json")).unwrap();
+    let err = load_required_runs(runs.path(), LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no run loaded: 1 run(s) skipped, the first") && err.contains("no run.json"),
+        "{err}"
+    );
+}

@@ -833,8 +833,48 @@ fn baseline_comparisons(
     out
 }
 
-impl std::fmt::Display for StudyReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+/// A part of a [`StudyReport`]'s text: the full report ([`std::fmt::Display`]) is every
+/// section in this order, a blank line between; [`StudyReport::section`] gives one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportSection {
+    /// The metric per variant: mean ± sd over seeds, parameters, `a_cd`, time.
+    Variants,
+    /// Each setting against the baseline of the same width (and each intervention on X'
+    /// against the GCA setting it changes): paired or Welch's t-test.
+    AgainstBaseline,
+    /// |cos(X, X')| against the metric over the GCA runs: Pearson and Spearman.
+    Correlations,
+    /// The parameter-matched comparison per setting: mean accuracy gain over the nearest
+    /// baseline in parameters and the median parameter-efficiency ratio.
+    ParamMatching,
+    /// The same per GCA run (`per run:`, one line each).
+    ParamMatchesPerRun,
+    /// Statistics that could not be computed, with the reason (empty when there are none).
+    Notes,
+}
+
+impl ReportSection {
+    pub const ALL: [ReportSection; 6] = [
+        ReportSection::Variants,
+        ReportSection::AgainstBaseline,
+        ReportSection::Correlations,
+        ReportSection::ParamMatching,
+        ReportSection::ParamMatchesPerRun,
+        ReportSection::Notes,
+    ];
+}
+
+impl StudyReport {
+    /// The text of one section of the report, as the full report prints it.
+    pub fn section(&self, section: ReportSection) -> String {
+        let mut text = String::new();
+        self.write_section(&mut text, section)
+            .expect("writing to a String cannot fail");
+        text
+    }
+
+    fn write_section(&self, f: &mut String, section: ReportSection) -> std::fmt::Result {
+        use std::fmt::Write;
         let m = &self.metric;
         // The convergence column, only for tables that record it.
         let recorded = self.variants.iter().any(|v| v.unconverged.is_some());
@@ -844,127 +884,173 @@ impl std::fmt::Display for StudyReport {
             (true, None) => format!(" {:>6}", "-"),
         };
         let unconv_head = if recorded { " unconv" } else { "" };
-        writeln!(f, "{m} by variant (mean ± sd over seeds)")?;
-        writeln!(
-            f,
-            "{:<13} {:<24} {:>5} {:>6} {:>11} {:>3} {:>8} {:>8} {:>7} {:>8}{unconv_head}",
-            "model", "variant", "d", "domain", "params", "n", "mean", "sd", "a_cd", "time_s"
-        )?;
-        for v in &self.variants {
-            writeln!(
-                f,
-                "{:<13} {:<24} {:>5} {:>6} {:>11.0} {:>3} {:>8.4} {:>8} {:>7} {:>8}{}",
-                v.model,
-                v.variant,
-                v.d_model.map_or("-".into(), |d| d.to_string()),
-                v.domain,
-                v.params,
-                v.n,
-                v.mean,
-                v.sd.map_or("-".into(), |s| format!("{s:.4}")),
-                v.a_cd.map_or("-".into(), |a| format!("{a:.4}")),
-                v.wall_time_s.map_or("-".into(), |t| format!("{t:.0}")),
-                unconv(v.unconverged),
-            )?;
-        }
-        writeln!(
-            f,
-            "\n{m} against the baseline of the same width (n: seeds paired by a paired t-test (p), or runs / baseline runs for Welch's test)"
-        )?;
-        writeln!(
-            f,
-            "{:<13} {:<24} {:>5} {:>6} {:>5} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9}{unconv_head}",
-            "model", "setting", "d", "domain", "n", "mean", "baseline", "diff", "rel", "t", "p"
-        )?;
-        let row = |f: &mut std::fmt::Formatter<'_>, c: &BaselineComparison| {
-            writeln!(
-                f,
-                "{:<13} {:<24} {:>5} {:>6} {:>5} {:>8.4} {:>8.4} {:>+8.4} {:>+6.1}% {:>7.2} {:>9.2e}{}",
-                c.model,
-                c.setting,
-                c.d_model.map_or("-".into(), |d| d.to_string()),
-                c.domain,
-                if c.paired {
-                    format!("{}p", c.n)
-                } else {
-                    format!("{}/{}", c.n, c.n_baseline)
-                },
-                c.mean,
-                c.baseline_mean,
-                c.test.mean_difference,
-                100.0 * c.relative_gain(),
-                c.test.t,
-                c.test.p_value,
-                unconv(c.unconverged),
-            )
-        };
-        let (against_baseline, against_gca): (Vec<_>, Vec<_>) = self
-            .baseline_comparisons
-            .iter()
-            .partition(|c| c.reference == "baseline");
-        for c in against_baseline {
-            row(f, c)?;
-        }
-        if !against_gca.is_empty() {
-            writeln!(
-                f,
-                "\n{m} of each intervention on X' against the GCA setting it changes (same columns; `baseline` = that setting)"
-            )?;
-            for c in against_gca {
-                row(f, c)?;
-            }
-        }
-        let capped = self
-            .baseline_comparisons
-            .iter()
-            .filter(|c| c.unconverged.is_some_and(|u| u > 0))
-            .count();
-        if capped > 0 {
-            writeln!(
-                f,
-                "warning: {capped} of these comparisons include runs stopped at a cap while still improving (unconv > 0): they measure convergence speed as much as accuracy"
-            )?;
-        }
-        writeln!(f, "\n|cos(X, X')| against {m} over GCA runs")?;
-        for c in &self.correlations {
-            writeln!(
-                f,
-                "{:<8} {}: Pearson r {:+.3} (95% CI {:+.3} .. {:+.3}, p {:.2e}), Spearman rho {:+.3} (p {:.2e}), n {}",
-                c.model, c.domain, c.pearson.r, c.pearson.ci95.low, c.pearson.ci95.high,
-                c.pearson.p_value, c.spearman.r, c.spearman.p_value, c.pearson.n
-            )?;
-        }
-        writeln!(f, "\nparameter-matched comparison ({m}; ratio = baseline parameters needed / GCA parameters)")?;
-        for p in &self.param_summary {
-            writeln!(
-                f,
-                "{:<8} {}: {:<24} n {:>2}  mean gain {:+.4}  median ratio {}",
-                p.model,
-                p.domain,
-                p.setting,
-                p.n,
-                p.mean_gain,
-                p.median_ratio.map_or("-".into(), |r| format!("{r:.2}"))
-            )?;
-        }
-        writeln!(f, "per run:")?;
-        for (model, domain, ms) in &self.param_matches {
-            for p in ms {
+        match section {
+            ReportSection::Variants => {
+                writeln!(f, "{m} by variant (mean ± sd over seeds)")?;
                 writeln!(
                     f,
-                    "{model:<8} {domain}: {} ({:.0} params) vs nearest baseline {} ({:.0}, mean of {} runs): gain {:+.4}, ratio {}",
-                    p.gca.run_id,
-                    p.gca.params,
-                    p.nearest_baseline.run_id,
-                    p.nearest_baseline.params,
-                    p.nearest_baseline_runs,
-                    p.accuracy_gain,
-                    p.efficiency_ratio.map_or("-".into(), |r| format!("{r:.2}"))
+                    "{:<13} {:<24} {:>5} {:>6} {:>11} {:>3} {:>8} {:>8} {:>7} {:>8}{unconv_head}",
+                    "model",
+                    "variant",
+                    "d",
+                    "domain",
+                    "params",
+                    "n",
+                    "mean",
+                    "sd",
+                    "a_cd",
+                    "time_s"
                 )?;
+                for v in &self.variants {
+                    writeln!(
+                        f,
+                        "{:<13} {:<24} {:>5} {:>6} {:>11.0} {:>3} {:>8.4} {:>8} {:>7} {:>8}{}",
+                        v.model,
+                        v.variant,
+                        v.d_model.map_or("-".into(), |d| d.to_string()),
+                        v.domain,
+                        v.params,
+                        v.n,
+                        v.mean,
+                        v.sd.map_or("-".into(), |s| format!("{s:.4}")),
+                        v.a_cd.map_or("-".into(), |a| format!("{a:.4}")),
+                        v.wall_time_s.map_or("-".into(), |t| format!("{t:.0}")),
+                        unconv(v.unconverged),
+                    )?;
+                }
+            }
+            ReportSection::AgainstBaseline => {
+                writeln!(
+                    f,
+                    "{m} against the baseline of the same width (n: seeds paired by a paired t-test (p), or runs / baseline runs for Welch's test)"
+                )?;
+                writeln!(
+                    f,
+                    "{:<13} {:<24} {:>5} {:>6} {:>5} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9}{unconv_head}",
+                    "model", "setting", "d", "domain", "n", "mean", "baseline", "diff", "rel", "t", "p"
+                )?;
+                let row = |f: &mut String, c: &BaselineComparison| {
+                    writeln!(
+                        f,
+                        "{:<13} {:<24} {:>5} {:>6} {:>5} {:>8.4} {:>8.4} {:>+8.4} {:>+6.1}% {:>7.2} {:>9.2e}{}",
+                        c.model,
+                        c.setting,
+                        c.d_model.map_or("-".into(), |d| d.to_string()),
+                        c.domain,
+                        if c.paired {
+                            format!("{}p", c.n)
+                        } else {
+                            format!("{}/{}", c.n, c.n_baseline)
+                        },
+                        c.mean,
+                        c.baseline_mean,
+                        c.test.mean_difference,
+                        100.0 * c.relative_gain(),
+                        c.test.t,
+                        c.test.p_value,
+                        unconv(c.unconverged),
+                    )
+                };
+                let (against_baseline, against_gca): (Vec<_>, Vec<_>) = self
+                    .baseline_comparisons
+                    .iter()
+                    .partition(|c| c.reference == "baseline");
+                for c in against_baseline {
+                    row(f, c)?;
+                }
+                if !against_gca.is_empty() {
+                    writeln!(
+                        f,
+                        "\n{m} of each intervention on X' against the GCA setting it changes (same columns; `baseline` = that setting)"
+                    )?;
+                    for c in against_gca {
+                        row(f, c)?;
+                    }
+                }
+                let capped = self
+                    .baseline_comparisons
+                    .iter()
+                    .filter(|c| c.unconverged.is_some_and(|u| u > 0))
+                    .count();
+                if capped > 0 {
+                    writeln!(
+                        f,
+                        "warning: {capped} of these comparisons include runs stopped at a cap while still improving (unconv > 0): they measure convergence speed as much as accuracy"
+                    )?;
+                }
+            }
+            ReportSection::Correlations => {
+                writeln!(f, "|cos(X, X')| against {m} over GCA runs")?;
+                for c in &self.correlations {
+                    writeln!(
+                        f,
+                        "{:<8} {}: Pearson r {:+.3} (95% CI {:+.3} .. {:+.3}, p {:.2e}), Spearman rho {:+.3} (p {:.2e}), n {}",
+                        c.model, c.domain, c.pearson.r, c.pearson.ci95.low, c.pearson.ci95.high,
+                        c.pearson.p_value, c.spearman.r, c.spearman.p_value, c.pearson.n
+                    )?;
+                }
+            }
+            ReportSection::ParamMatching => {
+                writeln!(f, "parameter-matched comparison ({m}; ratio = baseline parameters needed / GCA parameters)")?;
+                for p in &self.param_summary {
+                    writeln!(
+                        f,
+                        "{:<8} {}: {:<24} n {:>2}  mean gain {:+.4}  median ratio {}",
+                        p.model,
+                        p.domain,
+                        p.setting,
+                        p.n,
+                        p.mean_gain,
+                        p.median_ratio.map_or("-".into(), |r| format!("{r:.2}"))
+                    )?;
+                }
+            }
+            ReportSection::ParamMatchesPerRun => {
+                writeln!(f, "per run:")?;
+                for (model, domain, ms) in &self.param_matches {
+                    for p in ms {
+                        writeln!(
+                            f,
+                            "{model:<8} {domain}: {} ({:.0} params) vs nearest baseline {} ({:.0}, mean of {} runs): gain {:+.4}, ratio {}",
+                            p.gca.run_id,
+                            p.gca.params,
+                            p.nearest_baseline.run_id,
+                            p.nearest_baseline.params,
+                            p.nearest_baseline_runs,
+                            p.accuracy_gain,
+                            p.efficiency_ratio.map_or("-".into(), |r| format!("{r:.2}"))
+                        )?;
+                    }
+                }
+            }
+            ReportSection::Notes => {
+                for n in &self.notes {
+                    writeln!(f, "note: {n}")?;
+                }
             }
         }
-        for n in &self.notes {
-            writeln!(f, "note: {n}")?;
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for StudyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut first = true;
+        for section in ReportSection::ALL {
+            let text = self.section(section);
+            if text.is_empty() {
+                continue;
+            }
+            // The per-run matches and the notes follow the table before directly.
+            let joined = matches!(
+                section,
+                ReportSection::ParamMatchesPerRun | ReportSection::Notes
+            );
+            if !first && !joined {
+                writeln!(f)?;
+            }
+            first = false;
+            f.write_str(&text)?;
         }
         Ok(())
     }

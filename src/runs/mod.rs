@@ -77,8 +77,8 @@ pub use format::{
     SAMPLES_PARQUET, TEST_CASES_PARQUET,
 };
 pub use reader::{
-    find_run_dirs, load_run, load_run_dirs, load_runs, read_manifest, read_metrics, scan_run_tree,
-    LoadOptions, LoadReport, NanPolicy, RunSet, RunTree,
+    find_run_dirs, load_required_runs, load_run, load_run_dirs, load_runs, read_manifest,
+    read_metrics, scan_run_tree, LoadOptions, LoadReport, NanPolicy, RunSet, RunTree,
 };
 pub use tensors::{map_npy_f32, MappedNpy, MappedTensors, Tensor, TensorData, TensorSet};
 pub use test_cases::{

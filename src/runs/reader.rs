@@ -278,6 +278,35 @@ pub fn load_runs(root: &Path, options: LoadOptions) -> Result<RunSet, RunError> 
     Ok(set)
 }
 
+/// Loads the runs under `root` like [`load_runs`], for analyses that depend on them (the
+/// notebooks' committed runs under `results/`): a missing `root`, or one where no run loads,
+/// is an error that names `root` and, for the latter, the first reason a run was skipped,
+/// instead of an empty table further on.
+pub fn load_required_runs(root: &Path, options: LoadOptions) -> Result<RunSet, RunError> {
+    if !root.is_dir() {
+        let cwd = std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        return Err(RunError::invalid(
+            root,
+            format!("no run tree here (relative paths start at {cwd})"),
+        ));
+    }
+    let set = load_runs(root, options)?;
+    if set.is_empty() {
+        let why = match set.report.skipped.first() {
+            None => "it holds no run directory".to_owned(),
+            Some((path, reason)) => format!(
+                "{} run(s) skipped, the first {}: {reason}",
+                set.report.skipped.len(),
+                path.display()
+            ),
+        };
+        return Err(RunError::invalid(root, format!("no run loaded: {why}")));
+    }
+    Ok(set)
+}
+
 /// Loads the given run directories in parallel; see [`load_runs`].
 ///
 /// A run id is the key that frames join on, so it names one run: when several directories
