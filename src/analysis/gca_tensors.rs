@@ -208,16 +208,14 @@ pub fn gca_stats_of_capture(
 ) -> Result<Vec<GcaTensorStats>, RunError> {
     let col_err = |c: &str, e: PolarsError| RunError::invalid(path, format!("column `{c}`: {e}"));
     let ints = |c: &str| -> Result<Vec<Option<i64>>, RunError> {
-        Ok(df
-            .column(c)
+        df.column(c)
             .and_then(|s| s.i64().map(|a| a.iter().collect()))
-            .map_err(|e| col_err(c, e))?)
+            .map_err(|e| col_err(c, e))
     };
     let floats = |c: &str| -> Result<Vec<Option<f64>>, RunError> {
-        Ok(df
-            .column(c)
+        df.column(c)
             .and_then(|s| s.f64().map(|a| a.iter().collect()))
-            .map_err(|e| col_err(c, e))?)
+            .map_err(|e| col_err(c, e))
     };
     let domains: Vec<Option<String>> = df
         .column("domain")
