@@ -5,6 +5,8 @@
 //! statistics, per-case |cos|, figures) equals that of the full runs, while an analysis of the
 //! raw tensors says that the run is compact.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use cdsr_lab::analysis::cases::case_cos_frame;
@@ -14,16 +16,10 @@ use cdsr_lab::runs::{
     compact_run, compact_runs, foreign::open_run_tensors, load_runs, CompactOutcome, LoadOptions,
     RunError, RunSet,
 };
-use cdsr_lab::train::{train, RunConfig, TrainOptions};
+use cdsr_lab::train::{train, TrainOptions};
 use polars::prelude::*;
 
-fn smoke() -> RunConfig {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut cfg = RunConfig::from_file(&root.join("configs/smoke.toml")).unwrap();
-    cfg.data.path = root.join("data/food-kitchen-mini");
-    cfg.train.full_ranking = false;
-    cfg
-}
+use common::smoke_on_slice as smoke;
 
 /// Trains the six runs into `runs/` (once per test binary: every test reads them).
 fn trained() -> &'static Path {
