@@ -11,13 +11,7 @@ use cdsr_lab::train::config::AutoCdsrConfig;
 use cdsr_lab::train::pareto::AcdWeighting;
 use cdsr_lab::train::{train, RunConfig, TrainOptions};
 
-fn smoke() -> RunConfig {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut cfg = RunConfig::from_file(&root.join("configs/smoke.toml")).unwrap();
-    cfg.data.path = root.join("data/food-kitchen-mini");
-    cfg.train.full_ranking = false;
-    cfg
-}
+use common::smoke_on_slice as smoke;
 
 fn run(cfg: &RunConfig, runs: &Path) {
     let opts = TrainOptions {

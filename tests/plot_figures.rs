@@ -461,3 +461,81 @@ fn figures_from_an_empty_runs_dir_is_an_error_naming_it() {
         .to_string();
     assert!(err.starts_with("no run under"), "{err}");
 }
+
+/// Every figure that shows runs marks those that stopped at a cap while still improving, on the
+/// committed compact runs of the GCA study (4-epoch runs: every one stopped at its epoch cap);
+/// the same study frame with every run converged draws no mark.
+#[test]
+fn every_figure_of_runs_marks_the_runs_stopped_at_a_cap() {
+    use cdsr_lab::analysis::study::study_frame;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("results/study/runs");
+    let set = cdsr_lab::runs::load_runs(&root, LoadOptions::default()).unwrap();
+    assert!(set.len() >= 10, "{} runs", set.len());
+    assert!(set.report.is_clean(), "{}", set.report);
+    assert!(set
+        .runs
+        .iter()
+        .all(|r| r.manifest.converged() == Some(false)));
+    let dir = tempfile::tempdir().unwrap();
+    let report = plot::figures_of_runs(&set, dir.path()).unwrap();
+    assert!(report.skipped_runs.is_empty(), "{:?}", report.skipped_runs);
+    let texts = |name: &str| {
+        svg_texts(&std::fs::read_to_string(dir.path().join(format!("{name}.svg"))).unwrap())
+    };
+    let legend = "stopped at a cap, still improving";
+    // Figures that draw each run: a ring per capped run, named in the legend.
+    for name in [
+        "orthogonality_vs_ndcg",
+        "ndcg_vs_params",
+        "metrics_by_gca_positions",
+        "metric_by_setting",
+        "training_curves",
+    ] {
+        assert!(texts(name).iter().any(|t| t == legend), "{name}");
+    }
+    // Figures that summarise runs: the title counts them (the box plots show the GCA runs).
+    let gca = set
+        .runs
+        .iter()
+        .filter(|r| {
+            r.manifest.config["gca"]["positions"]
+                .as_array()
+                .is_some_and(|p| !p.is_empty())
+        })
+        .count();
+    for (name, n) in [("cos_boxplots", gca), ("parallel_coordinates", set.len())] {
+        let note = format!("{n} of {n} runs {legend}");
+        assert!(
+            texts(name).iter().any(|t| t.ends_with(&note)),
+            "{name}: no `{note}` in {:?}",
+            texts(name)
+        );
+    }
+
+    let (study, _) = study_frame(&set).unwrap();
+    let converged = study
+        .lazy()
+        .with_column(lit(true).alias("converged"))
+        .collect()
+        .unwrap();
+    let with_cos = converged
+        .clone()
+        .lazy()
+        .filter(col("cos_x_xprime").is_not_null())
+        .collect()
+        .unwrap();
+    for fig in [
+        plot::orthogonality_vs_ndcg(&with_cos).unwrap(),
+        plot::ndcg_vs_params(&converged).unwrap(),
+        plot::metrics_by_gca_positions(&converged, &["ndcg@10"]).unwrap(),
+        plot::metric_by_setting(&converged, "ndcg@10").unwrap(),
+        plot::cos_boxplots(&with_cos).unwrap(),
+    ] {
+        let texts = svg_texts(fig.svg());
+        assert!(
+            !texts.iter().any(|t| t.contains(legend)),
+            "{} marks converged runs",
+            fig.name()
+        );
+    }
+}

@@ -598,11 +598,16 @@ fn a_copied_run_is_loaded_once_and_reported() {
 }
 
 /// `results/abxi-cpu/` is a run directory that holds the directories of later runs: a walk
-/// that stopped at its `run.json` found one run. Every committed run is found; the running
-/// one and the ids shared by the three kernel re-runs are reported, not dropped in silence.
+/// that stopped at its `run.json` found one run. Every committed run is found (the 11 of
+/// `results/abxi-cpu/` and the compact runs of `results/study/runs/`); the running one and the
+/// ids shared by the three kernel re-runs are reported, not dropped in silence.
 #[test]
 fn runs_inside_a_run_directory_are_found() {
     let results = common::project_root().join("results");
+    let study_runs = std::fs::read_dir(results.join("study/runs"))
+        .unwrap()
+        .count();
+    assert!(study_runs > 0);
     let dirs = find_run_dirs(&results).unwrap();
     let expected: Vec<std::path::PathBuf> = std::fs::read_dir(results.join("abxi-cpu"))
         .unwrap()
@@ -610,7 +615,7 @@ fn runs_inside_a_run_directory_are_found() {
         .filter(|p| p.join("run.json").is_file())
         .chain([results.join("abxi-cpu")])
         .collect();
-    assert_eq!(dirs.len(), 11);
+    assert_eq!(dirs.len(), 11 + study_runs);
     for d in &expected {
         assert!(dirs.contains(d), "{d:?} not found in {dirs:?}");
     }
@@ -621,7 +626,7 @@ fn runs_inside_a_run_directory_are_found() {
         .iter()
         .map(|(p, r)| format!("{}: {r}", p.file_name().unwrap().to_string_lossy()))
         .collect();
-    assert_eq!(set.len() + reasons.len(), 11, "{reasons:?}");
+    assert_eq!(set.len() + reasons.len(), 11 + study_runs, "{reasons:?}");
     assert!(reasons
         .iter()
         .any(|r| r.starts_with("2026-11-23-d256-abxi-optim: status is `running`")));

@@ -177,6 +177,87 @@ pub fn dot_norms(a: &[f32], b: &[f32]) -> (f64, f64, f64) {
     (dot, n_a, n_b)
 }
 
+/// One valid row pair `(a, b)` as [`CosStats`] counts it: all that the statistics need of the
+/// pair, so a run can keep these per row in place of its tensors
+/// ([`crate::analysis::gca_tensors::capture_stats_frame`]) and its statistics be recomputed
+/// exactly ([`cos_stats_of_rows`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowCos {
+    /// The row's position on the `len` axis.
+    pub position: usize,
+    /// `|cos(a, b)|`; `None` when either row has zero norm (see [`ZeroRows`]).
+    pub abs_cos: Option<f64>,
+    /// `|b|²`, and the part of it parallel to `a`, `(a·b)² / |a|²` (0 when `a` is zero).
+    pub energy_total: f64,
+    pub energy_parallel: f64,
+}
+
+/// [`RowCos`] of one row pair at `position`.
+#[inline]
+pub fn row_cos(a: &[f32], b: &[f32], position: usize) -> RowCos {
+    let (dot, na, nb) = dot_norms(a, b);
+    RowCos {
+        position,
+        abs_cos: (na > 0.0 && nb > 0.0).then(|| (dot.abs() / (na.sqrt() * nb.sqrt())).min(1.0)),
+        energy_total: nb,
+        energy_parallel: if na > 0.0 { dot * dot / na } else { 0.0 },
+    }
+}
+
+/// The [`CosStats`] of a set of row pairs given as [`RowCos`] (sequences of length `len`):
+/// the same statistics as [`abs_cos`] on the tensors the rows came from (up to the order of
+/// floating-point sums). A row whose position is not below `len` is an error.
+pub fn cos_stats_of_rows(
+    rows: &[RowCos],
+    len: usize,
+    options: CosOptions,
+) -> Result<CosStats, ShapeError> {
+    let mut acc = Acc::new(len, options.histogram_bins);
+    for row in rows {
+        if row.position >= len {
+            return Err(ShapeError::Mismatch(format!(
+                "row position {} is outside a sequence of length {len}",
+                row.position
+            )));
+        }
+        acc.add_row(row, options.zero_rows);
+    }
+    Ok(acc.finish())
+}
+
+/// Every valid row pair of `[batch, len, d]` tensors `x`, `x_prime` (mask optional, as in
+/// [`abs_cos`]) as `(b, RowCos)`, in order of `b` then position.
+pub fn row_cos_pairs(
+    x: ArrayView3<'_, f32>,
+    x_prime: ArrayView3<'_, f32>,
+    mask: Option<ArrayView2<'_, u8>>,
+) -> Result<Vec<(usize, RowCos)>, ShapeError> {
+    same_shape(x.shape(), x_prime.shape())?;
+    let (batch, len, _) = x.dim();
+    check_mask(mask, batch, len)?;
+    let x = x.as_standard_layout();
+    let xp = x_prime.as_standard_layout();
+    let mut rows = Vec::new();
+    for b in 0..batch {
+        for i in 0..len {
+            if mask.is_some_and(|m| m[[b, i]] == 0) {
+                continue;
+            }
+            let a = x.slice(ndarray::s![b, i, ..]);
+            let c = xp.slice(ndarray::s![b, i, ..]);
+            rows.push((
+                b,
+                row_cos(
+                    a.as_slice().expect("standard layout"),
+                    c.as_slice().expect("standard layout"),
+                    i,
+                ),
+            ));
+        }
+    }
+    Ok(rows)
+}
+
 /// Partial sums over a chunk of rows; merged across threads.
 #[derive(Clone)]
 struct Acc {
@@ -206,23 +287,21 @@ impl Acc {
 
     #[inline]
     fn add(&mut self, a: &[f32], b: &[f32], position: usize, zero_rows: ZeroRows) {
-        let (dot, na, nb) = dot_norms(a, b);
-        self.e_total += nb;
-        if na > 0.0 {
-            self.e_par += dot * dot / na;
-        }
-        let zero = na == 0.0 || nb == 0.0;
-        if zero {
+        self.add_row(&row_cos(a, b, position), zero_rows);
+    }
+
+    #[inline]
+    fn add_row(&mut self, row: &RowCos, zero_rows: ZeroRows) {
+        let position = row.position;
+        self.e_total += row.energy_total;
+        self.e_par += row.energy_parallel;
+        if row.abs_cos.is_none() {
             self.n_zero += 1;
             if zero_rows == ZeroRows::Exclude {
                 return;
             }
         }
-        let c = if zero {
-            0.0
-        } else {
-            (dot.abs() / (na.sqrt() * nb.sqrt())).min(1.0)
-        };
+        let c = row.abs_cos.unwrap_or(0.0);
         self.sum += c;
         self.n += 1;
         self.pos_sum[position] += c;
@@ -440,6 +519,19 @@ pub fn abs_cos_xy(
     mode: CosXY,
     options: CosOptions,
 ) -> Result<CosStats, ShapeError> {
+    let paired = key_value_rows(x, y, mask, mode)?;
+    abs_cos(x, paired.view(), mask, options)
+}
+
+/// The key/value rows that [`abs_cos_xy`] pairs with each query row of `x`, as a
+/// `[batch, len, d]` tensor: `y` itself ([`CosXY::Aligned`]) or the mean of the non-zero rows
+/// of each `Y_b` broadcast to every position ([`CosXY::MeanOfY`]).
+pub fn key_value_rows<'a>(
+    x: ArrayView3<'_, f32>,
+    y: ArrayView3<'a, f32>,
+    mask: Option<ArrayView2<'_, u8>>,
+    mode: CosXY,
+) -> Result<ndarray::CowArray<'a, f32, ndarray::Ix3>, ShapeError> {
     let (batch, len, d) = x.dim();
     let (yb, len_kv, yd) = y.dim();
     if yb != batch || yd != d {
@@ -454,6 +546,7 @@ pub fn abs_cos_xy(
         CosXY::Auto => CosXY::MeanOfY,
         m => m,
     };
+    check_mask(mask, batch, len)?;
     match mode {
         CosXY::Aligned => {
             if len_kv != len {
@@ -461,10 +554,9 @@ pub fn abs_cos_xy(
                     "aligned |cos(X,Y)| needs len_kv == len, got {len_kv} and {len}"
                 )));
             }
-            abs_cos(x, y, mask, options)
+            Ok(y.into())
         }
         _ => {
-            check_mask(mask, batch, len)?;
             // Mean of the non-zero Y rows of each sequence, broadcast to every query position.
             let mut ybar = ndarray::Array3::<f32>::zeros((batch, len, d));
             for b in 0..batch {
@@ -487,7 +579,7 @@ pub fn abs_cos_xy(
                     }
                 }
             }
-            abs_cos(x, ybar.view(), mask, options)
+            Ok(ybar.into())
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `cdsr-lab runs RUNS_DIR`: the results of a tree of runs as one table, each run labelled by
-//! what tells it apart from the others.
+//! what tells it apart from the others; `cdsr-lab runs compact SRC DST`: compact copies of the
+//! finished runs of a tree ([`cdsr_lab::runs::compact`]).
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -8,9 +9,13 @@ use cdsr_lab::runs::{load_runs, write_csv, LoadOptions};
 
 /// Arguments of `cdsr-lab runs`.
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct RunsArgs {
+    #[command(subcommand)]
+    pub command: Option<RunsCommand>,
     /// Directory holding run directories (searched recursively).
-    pub runs_dir: PathBuf,
+    #[arg(required = true)]
+    pub runs_dir: Option<PathBuf>,
     /// Test metrics to show, per domain (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "ndcg@10,hr@10")]
     pub metrics: Vec<String>,
@@ -30,12 +35,34 @@ pub struct RunsArgs {
     pub csv: Option<PathBuf>,
 }
 
+/// Subcommands of `cdsr-lab runs`.
+#[derive(clap::Subcommand, Debug)]
+pub enum RunsCommand {
+    /// Copy the finished runs under SRC into DST/RUN_ID/ in compact form: per-row statistics
+    /// of the captured tensors (capture_stats.parquet) in place of tensors.safetensors, no
+    /// checkpoint. Runs already in DST are left as they are; unfinished runs are listed.
+    Compact {
+        /// Directory holding run directories (searched recursively).
+        src: PathBuf,
+        /// Directory to write the compact runs into.
+        dst: PathBuf,
+    },
+}
+
 pub fn run(args: RunsArgs) -> anyhow::Result<()> {
+    if let Some(RunsCommand::Compact { src, dst }) = &args.command {
+        let report = cdsr_lab::runs::compact_runs(src, dst)?;
+        print!("{report}");
+        return Ok(());
+    }
+    let runs_dir = args
+        .runs_dir
+        .expect("clap requires RUNS_DIR without a subcommand");
     let options = LoadOptions {
         include_incomplete: args.include_incomplete,
         ..LoadOptions::default()
     };
-    let set = load_runs(&args.runs_dir, options)?;
+    let set = load_runs(&runs_dir, options)?;
     for (path, reason) in &set.report.skipped {
         eprintln!("skipped run {}: {reason}", path.display());
     }
@@ -47,7 +74,7 @@ pub fn run(args: RunsArgs) -> anyhow::Result<()> {
         } else {
             "complete "
         },
-        args.runs_dir.display()
+        runs_dir.display()
     );
     let metrics: Vec<&str> = args.metrics.iter().map(String::as_str).collect();
     let table = if args.over_seeds {
@@ -55,11 +82,11 @@ pub fn run(args: RunsArgs) -> anyhow::Result<()> {
     } else {
         set.results_frame(&metrics, args.full_ranking)
     };
-    let mut table = table.with_context(|| format!("runs under {}", args.runs_dir.display()))?;
+    let mut table = table.with_context(|| format!("runs under {}", runs_dir.display()))?;
     if let Some(path) = &args.csv {
         write_csv(path, &mut table)?;
     }
-    println!("{} runs from {}", set.len(), args.runs_dir.display());
+    println!("{} runs from {}", set.len(), runs_dir.display());
     print!("{}", cdsr_lab::runs::frames::text_table(&table, 4));
     Ok(())
 }

@@ -138,6 +138,17 @@ impl Metrics {
         }
     }
 
+    /// The expected metrics of a ranker that orders the candidates at random: the target's
+    /// rank is uniform over `1..=1 + n_negatives` (NDCG@10 with 99 negatives: 0.0454).
+    ///
+    /// ```
+    /// let m = cdsr_lab::eval::metrics::Metrics::random(99);
+    /// assert!((m.ndcg_10 - 0.04544).abs() < 1e-5 && (m.hr_10 - 0.1).abs() < 1e-12);
+    /// ```
+    pub fn random(n_negatives: usize) -> Metrics {
+        Metrics::mean_of_ranks((1..=n_negatives + 1).map(|r| (r, n_negatives)))
+    }
+
     /// Means over cases given as `(rank, n_negatives)`; all zeros for no cases.
     pub fn mean_of_ranks(ranks: impl IntoIterator<Item = (usize, usize)>) -> Metrics {
         let mut sum = [0.0f64; 10];

@@ -247,7 +247,7 @@ pub fn figures_of_study(
             .transpose(),
         "no run has AutoCDSR samples (samples.parquet)",
     )?;
-    let epochs = set.epochs_frame()?;
+    let epochs = epochs_with_convergence(set)?;
     emit(
         "training_curves",
         training_curves(&epochs, &[names::LOSS, names::NDCG_10]).map(Some),
@@ -267,4 +267,24 @@ pub fn figures_of_study(
         figures,
         skipped_runs,
     })
+}
+
+/// The set's [`RunSet::epochs_frame`] with each run's `converged` flag
+/// ([`crate::runs::RunManifest::converged`]), so that the training curves mark the runs that
+/// stopped at a cap while still improving.
+fn epochs_with_convergence(set: &RunSet) -> PolarsResult<DataFrame> {
+    let mut epochs = set.epochs_frame()?;
+    let by_id: std::collections::HashMap<&str, Option<bool>> = set
+        .runs
+        .iter()
+        .map(|r| (r.manifest.run_id.as_str(), r.manifest.converged()))
+        .collect();
+    let converged: Vec<Option<bool>> = epochs
+        .column("run_id")?
+        .str()?
+        .iter()
+        .map(|id| id.and_then(|id| by_id.get(id).copied().flatten()))
+        .collect();
+    epochs.with_column(Column::new("converged".into(), converged))?;
+    Ok(epochs)
 }

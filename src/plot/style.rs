@@ -20,6 +20,11 @@ pub(crate) fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
+/// The colour that marks runs stopped at a cap while still improving.
+pub(crate) fn capped() -> RGBColor {
+    PALETTE[1]
+}
+
 pub(crate) fn title() -> TextStyle<'static> {
     (FONT, 22).into_font().color(&BLACK)
 }

@@ -35,6 +35,8 @@ pub enum RunError {
     RunId(String),
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
+    #[error("{path}: the run is compact: its captured tensors are kept as per-row statistics (capture_stats.parquet), not as raw tensors; analyses of the raw tensors need the full run (retrain it from its config.toml)")]
+    Compact { path: PathBuf },
     #[error("{path}: {source}")]
     Polars {
         path: PathBuf,

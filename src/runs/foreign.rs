@@ -503,7 +503,8 @@ impl TensorSource for ForeignTensors {
 }
 
 /// Opens the tensors of any run (native `tensors.safetensors` or a foreign mapping);
-/// `None` when the run captured none.
+/// `None` when the run captured none; [`RunError::Compact`] for a compact run, which keeps
+/// statistics of its tensors but not the tensors.
 pub fn open_run_tensors(run: &LoadedRun) -> Result<Option<Box<dyn TensorSource>>, RunError> {
     if run.dir.join(FOREIGN_MANIFEST).is_file() {
         let t = open_foreign_tensors(&run.dir)?;
@@ -515,6 +516,10 @@ pub fn open_run_tensors(run: &LoadedRun) -> Result<Option<Box<dyn TensorSource>>
     let p = run.tensors_path();
     if p.exists() {
         Ok(Some(Box::new(MappedTensors::open(&p)?)))
+    } else if run.is_compact() {
+        Err(RunError::Compact {
+            path: run.dir.clone(),
+        })
     } else {
         Ok(None)
     }

@@ -20,6 +20,9 @@ pub const TENSORS_SAFETENSORS: &str = "tensors.safetensors";
 pub const SAMPLES_PARQUET: &str = "samples.parquet";
 /// Per test case at the best epoch: rank, hit and attention share (written by the trainer).
 pub const TEST_CASES_PARQUET: &str = "test_cases.parquet";
+/// A compact run's per-row statistics of its captured GCA tensors, kept in place of
+/// `tensors.safetensors` ([`crate::runs::compact`]).
+pub const CAPTURE_STATS_PARQUET: &str = "capture_stats.parquet";
 
 /// Where a run stands. Only `Complete` runs are analysed; the others are reported as skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,6 +282,17 @@ impl LoadedRun {
     /// The path of the run's tensors file (it may not exist).
     pub fn tensors_path(&self) -> PathBuf {
         self.dir.join(TENSORS_SAFETENSORS)
+    }
+
+    /// The path of a compact run's capture statistics (it may not exist).
+    pub fn capture_stats_path(&self) -> PathBuf {
+        self.dir.join(CAPTURE_STATS_PARQUET)
+    }
+
+    /// Whether the run is compact ([`crate::runs::compact`]): its captured tensors are kept
+    /// as per-row statistics (`capture_stats.parquet`), not as raw tensors.
+    pub fn is_compact(&self) -> bool {
+        self.capture_stats_path().is_file() && !self.tensors_path().exists()
     }
 
     /// The path of the run's samples file (it may not exist).

@@ -7,6 +7,8 @@
 //!   (rayon) and returns a [`RunSet`] whose [`LoadReport`] lists every skipped run with its
 //!   reason: not `complete`, a truncated `metrics.jsonl`, a non-finite metric (see
 //!   [`NanPolicy`]), an unknown format version, unreadable JSON.
+//! - [`compact`] copies runs into a compact form to commit: per-row statistics of the
+//!   captured tensors (`capture_stats.parquet`) in place of the tensors, no checkpoint.
 //! - [`foreign`] reads runs written by other tools: TensorBoard event files, Lightning
 //!   CSVLogger and Hydra folders as they are (`docs/foreign-runs.md`), and CSV / JSON-lines
 //!   metrics with `.npy` or safetensors tensors mapped by a `manifest.toml`.
@@ -59,6 +61,7 @@
 //! let frame = set.runs_frame().unwrap();
 //! assert_eq!(frame.height(), 0);
 //! ```
+pub mod compact;
 pub mod config_view;
 pub mod error;
 pub mod foreign;
@@ -69,12 +72,13 @@ pub mod tensors;
 pub mod test_cases;
 pub mod writer;
 
+pub use compact::{compact_run, compact_runs, read_capture_stats, CompactOutcome, CompactReport};
 pub use config_view::RunConfigView;
 pub use error::RunError;
 pub use format::{
     metrics, DomainMetrics, FinalResults, LoadedRun, MetricValue, Metrics, MetricsRow, ParamCounts,
-    RunIdentity, RunManifest, RunStatus, Split, StopReason, FORMAT_VERSION, RUN_FORMAT, RUN_JSON,
-    SAMPLES_PARQUET, TEST_CASES_PARQUET,
+    RunIdentity, RunManifest, RunStatus, Split, StopReason, CAPTURE_STATS_PARQUET, FORMAT_VERSION,
+    RUN_FORMAT, RUN_JSON, SAMPLES_PARQUET, TEST_CASES_PARQUET,
 };
 pub use reader::{
     find_run_dirs, load_required_runs, load_run, load_run_dirs, load_runs, read_manifest,

@@ -168,10 +168,11 @@ pub struct RunTree {
 
 /// Files only a run directory holds: a directory with some of them but no `run.json` is
 /// reported rather than passed over in silence.
-const RUN_FILES: [&str; 5] = [
+const RUN_FILES: [&str; 6] = [
     CONFIG_TOML,
     METRICS_JSONL,
     TENSORS_SAFETENSORS,
+    CAPTURE_STATS_PARQUET,
     TEST_CASES_PARQUET,
     SAMPLES_PARQUET,
 ];

@@ -59,6 +59,16 @@ pub fn smoke_sweep(dir: &Path, seeds: &[i64]) -> (PathBuf, Vec<String>) {
     (file, ids)
 }
 
+/// The smoke configuration (`configs/smoke.toml`) on the food-kitchen slice, sampled
+/// evaluation only.
+pub fn smoke_on_slice() -> RunConfig {
+    let root = project_root();
+    let mut cfg = RunConfig::from_file(&root.join("configs/smoke.toml")).unwrap();
+    cfg.data.path = root.join("data/food-kitchen-mini");
+    cfg.train.full_ranking = false;
+    cfg
+}
+
 /// The smoke configuration on the repository slice `data` (relative to the project root) as a
 /// `kind` model without GCA, no warm-up, at a large rate: about 50 steps on the slice are
 /// enough for the (tiny, near-uniform at initialisation) attention maps to move.

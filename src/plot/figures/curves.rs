@@ -5,7 +5,9 @@ use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use polars::prelude::DataFrame;
 
-use super::{distinct, draw_legend, frame_err, legend_line, panel_grid};
+use super::{
+    capped_rows, distinct, draw_capped_rings, draw_legend, frame_err, legend_line, panel_grid,
+};
 use crate::plot::frame::{f64s, has, labels};
 use crate::plot::render::{draw_err, Figure, Plot};
 use crate::plot::style::{self, color, padded, range};
@@ -24,12 +26,14 @@ const SPLIT_ORDER: [&str; 3] = ["train", "valid", "test"];
 /// training loss), each holding a line per (run, split) against epoch. A run keeps its colour in
 /// every panel; within a panel the first split is drawn solid, the second dashed, the third
 /// dotted (train, valid, test in that order), so validation and the test evaluations made at
-/// improving epochs read apart.
+/// improving epochs read apart. The last point of a run that stopped at a cap while still
+/// improving (`converged` false) gets a hollow ring, named in the legend.
 ///
 /// Columns read (the run format's `metrics.jsonl`, several runs stacked, as
 /// [`RunSet::epochs_frame`](crate::runs::RunSet::epochs_frame) gives them): `epoch` (number),
 /// `split`, optional `label` (what tells the runs apart, e.g. `d_model 256, lr 0.0001`) or else
-/// `run_id` to name runs, optional `domain` (a null domain is a whole-model row) and each metric
+/// `run_id` to name runs, optional `domain` (a null domain is a whole-model row), optional
+/// `converged` (boolean; [`crate::plot::figures_of_runs`] adds it from the runs) and each metric
 /// (numbers). Output name: `training_curves`.
 pub fn training_curves(df: &DataFrame, metrics: &[&str]) -> Result<Plot, PlotError> {
     let err = frame_err(NAME);
@@ -53,6 +57,7 @@ pub fn training_curves(df: &DataFrame, metrics: &[&str]) -> Result<Plot, PlotErr
         vec![None; n]
     };
     let run_names = distinct(runs.iter().cloned());
+    let capped = capped_rows(df).map_err(&err)?;
 
     let mut panels = Vec::new();
     for &metric in metrics {
@@ -89,6 +94,7 @@ pub fn training_curves(df: &DataFrame, metrics: &[&str]) -> Result<Plot, PlotErr
                     };
                     Line {
                         name,
+                        capped: in_panel.iter().any(|&i| runs[i] == *run && capped[i]),
                         color: color(run_names.iter().position(|r| r == run).unwrap_or(0)),
                         dash: panel_splits.iter().position(|s| *s == split).unwrap_or(0),
                         points,
@@ -113,6 +119,8 @@ pub fn training_curves(df: &DataFrame, metrics: &[&str]) -> Result<Plot, PlotErr
 /// split's place in its panel) and its (epoch, value) points.
 struct Line {
     name: String,
+    /// The run stopped at a cap while still improving: its last point gets a ring.
+    capped: bool,
     color: RGBColor,
     dash: usize,
     points: Vec<(f64, f64)>,
@@ -223,6 +231,12 @@ fn draw_panel<DB: DrawingBackend>(
                 .map_err(draw_err(NAME))?;
         }
     }
+    let ends: Vec<(f64, f64)> = lines
+        .iter()
+        .filter(|l| l.capped)
+        .filter_map(|l| l.points.last().copied())
+        .collect();
+    draw_capped_rings(&mut chart, &ends, NAME)?;
     if lines.len() > MAX_LEGEND {
         chart
             .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())

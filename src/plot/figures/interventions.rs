@@ -6,7 +6,8 @@ use plotters::prelude::*;
 use polars::prelude::DataFrame;
 
 use super::{
-    category_axis, category_label, distinct, draw_legend, frame_err, legend_dot, panel_grid,
+    capped_rows, category_axis, category_label, distinct, draw_capped_rings, draw_legend,
+    frame_err, legend_dot, panel_grid,
 };
 use crate::analysis::describe;
 use crate::plot::frame::{bools, f64s, labels};
@@ -44,7 +45,6 @@ struct SettingPanel {
 struct SettingFigure {
     metric: String,
     settings: Vec<String>,
-    any_unconverged: bool,
     rows: usize,
     cols: usize,
     panels: Vec<SettingPanel>,
@@ -65,11 +65,7 @@ pub fn metric_by_setting(df: &DataFrame, metric: &str) -> Result<Plot, PlotError
     let widths = labels(df, "d_model").map_err(&err)?;
     let domains = labels(df, "domain").map_err(&err)?;
     let values = f64s(df, metric).map_err(&err)?;
-    let converged = if crate::plot::frame::has(df, "converged") {
-        bools(df, "converged").map_err(&err)?
-    } else {
-        vec![None; df.height()]
-    };
+    let capped = capped_rows(df).map_err(&err)?;
     let rows: Vec<(String, String, String, f64, bool)> = (0..df.height())
         .filter_map(|i| {
             Some((
@@ -77,7 +73,7 @@ pub fn metric_by_setting(df: &DataFrame, metric: &str) -> Result<Plot, PlotError
                 widths[i].clone().unwrap_or_else(|| "-".into()),
                 domains[i].clone()?,
                 values[i]?,
-                converged[i] == Some(false),
+                capped[i],
             ))
         })
         .collect();
@@ -125,7 +121,6 @@ pub fn metric_by_setting(df: &DataFrame, metric: &str) -> Result<Plot, PlotError
     Plot::render(&SettingFigure {
         metric: metric.to_owned(),
         settings: names,
-        any_unconverged: rows.iter().any(|r| r.4),
         rows: width_names.len(),
         cols: domain_names.len(),
         panels,
@@ -200,18 +195,18 @@ impl SettingFigure {
                     .map(move |&(y, _)| Circle::new((p.category as f64, y), 3, c.mix(0.3).filled()))
             }))
             .map_err(draw_err(BY_SETTING))?;
-        let capped = color(1);
-        let rings = chart
-            .draw_series(panel.points.iter().flat_map(|p| {
-                p.runs.iter().filter(|r| r.1).map(move |&(y, _)| {
-                    Circle::new((p.category as f64, y), 5, capped.stroke_width(2))
-                })
-            }))
-            .map_err(draw_err(BY_SETTING))?;
-        if self.any_unconverged {
-            rings
-                .label("stopped at a cap, still improving")
-                .legend(move |(x, y)| Circle::new((x + 10, y), 5, capped.stroke_width(2)));
+        let rings: Vec<(f64, f64)> = panel
+            .points
+            .iter()
+            .flat_map(|p| {
+                p.runs
+                    .iter()
+                    .filter(|r| r.1)
+                    .map(move |&(y, _)| (p.category as f64, y))
+            })
+            .collect();
+        draw_capped_rings(&mut chart, &rings, BY_SETTING)?;
+        if !rings.is_empty() {
             draw_legend(&mut chart, SeriesLabelPosition::LowerRight, BY_SETTING)?;
         }
         chart

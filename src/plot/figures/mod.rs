@@ -2,6 +2,10 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use plotters::coord::types::RangedCoordf64;
+use polars::prelude::DataFrame;
+
+use super::frame::{bools, has};
 use super::render::draw_err;
 use super::{style, FrameError, PlotError};
 
@@ -81,4 +85,67 @@ pub(crate) fn legend_line(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement
 /// A legend entry marker: a filled dot in `color`.
 pub(crate) fn legend_dot(color: RGBColor) -> impl Fn((i32, i32)) -> Circle<(i32, i32), i32> {
     move |(x, y)| Circle::new((x + 10, y), 4, color.filled())
+}
+
+/// The legend entry of a run that stopped at a cap while still improving.
+pub(crate) const CAPPED: &str = "stopped at a cap, still improving";
+
+/// Per row of a frame with one row per run (or per run and domain): whether that run stopped at
+/// a cap while still improving (`converged` false). All false without a `converged` column: a
+/// run that does not record why it stopped is not marked.
+pub(crate) fn capped_rows(df: &DataFrame) -> Result<Vec<bool>, FrameError> {
+    if !has(df, "converged") {
+        return Ok(vec![false; df.height()]);
+    }
+    Ok(bools(df, "converged")?
+        .into_iter()
+        .map(|c| c == Some(false))
+        .collect())
+}
+
+/// Draws a hollow ring around each point of a run that stopped at a cap while still improving,
+/// with the legend entry [`CAPPED`] when there is any (the caller draws the legend).
+pub(crate) fn draw_capped_rings<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    points: &[(f64, f64)],
+    figure: &str,
+) -> Result<(), PlotError> {
+    if points.is_empty() {
+        return Ok(());
+    }
+    let c = style::capped();
+    chart
+        .draw_series(points.iter().map(|&p| Circle::new(p, 6, c.stroke_width(2))))
+        .map_err(draw_err(figure))?
+        .label(CAPPED)
+        .legend(move |(x, y)| Circle::new((x + 10, y), 5, c.stroke_width(2)));
+    Ok(())
+}
+
+/// A title suffix counting the runs that stopped at a cap while still improving (empty when
+/// none), for figures that summarise runs rather than draw each one.
+pub(crate) fn capped_note(capped: usize, runs: usize) -> String {
+    if capped == 0 {
+        String::new()
+    } else {
+        format!(" · {capped} of {runs} runs {CAPPED}")
+    }
+}
+
+/// Runs that stopped at a cap while still improving, and all runs, in a frame with one or more
+/// rows per run: counted by `run_id` when the frame has it, else by row.
+pub(crate) fn capped_runs(df: &DataFrame) -> Result<(usize, usize), FrameError> {
+    let capped = capped_rows(df)?;
+    if !has(df, "run_id") {
+        return Ok((capped.iter().filter(|&&c| c).count(), df.height()));
+    }
+    let ids = super::frame::labels(df, "run_id")?;
+    let all = distinct(ids.iter().flatten().cloned());
+    let capped_ids = distinct(
+        ids.iter()
+            .zip(&capped)
+            .filter(|(_, &c)| c)
+            .filter_map(|(id, _)| id.clone()),
+    );
+    Ok((capped_ids.len(), all.len()))
 }

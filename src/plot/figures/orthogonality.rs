@@ -5,8 +5,8 @@ use plotters::prelude::*;
 use polars::prelude::DataFrame;
 
 use super::{
-    category_axis, category_label, distinct, draw_legend, frame_err, legend_dot, legend_line,
-    panel_grid,
+    capped_note, capped_rows, capped_runs, category_axis, category_label, distinct,
+    draw_capped_rings, draw_legend, frame_err, legend_dot, legend_line, panel_grid,
 };
 use crate::analysis::describe;
 use crate::eval::names;
@@ -22,10 +22,12 @@ const PANEL_H: u32 = 430;
 
 /// Figure 1: for each model (rows) and domain (columns), one point per run at
 /// (|cos(X, X')|, NDCG@10), the least-squares line, and Pearson's r, its two-sided p-value and
-/// n in the legend (all from [`crate::analysis::describe`]).
+/// n in the legend (all from [`crate::analysis::describe`]). A run that stopped at a cap while
+/// still improving (`converged` false) gets a hollow ring, named in the legend.
 ///
 /// Columns read: `model`, `domain` (any type, used as labels), `cos_x_xprime` and `ndcg@10`
-/// (numbers). Rows with a null in any of them are left out. Output name:
+/// (numbers), and `converged` (boolean) when present. Rows with a null in any of the others
+/// are left out. Output name:
 /// `orthogonality_vs_ndcg`.
 pub fn orthogonality_vs_ndcg(df: &DataFrame) -> Result<Plot, PlotError> {
     let err = frame_err(SCATTER);
@@ -33,12 +35,14 @@ pub fn orthogonality_vs_ndcg(df: &DataFrame) -> Result<Plot, PlotError> {
     let domains = labels(df, "domain").map_err(&err)?;
     let xs = f64s(df, "cos_x_xprime").map_err(&err)?;
     let ys = f64s(df, names::NDCG_10).map_err(&err)?;
+    let capped = capped_rows(df).map_err(&err)?;
 
-    let rows: Vec<(String, String, f64, f64)> = models
+    let rows: Vec<(String, String, f64, f64, bool)> = models
         .into_iter()
         .zip(domains)
         .zip(xs.into_iter().zip(ys))
-        .filter_map(|((m, d), (x, y))| Some((m?, d?, x?, y?)))
+        .zip(capped)
+        .filter_map(|(((m, d), (x, y)), c)| Some((m?, d?, x?, y?, c)))
         .collect();
     if rows.is_empty() {
         return Err(err(FrameError::Empty(
@@ -57,6 +61,11 @@ pub fn orthogonality_vs_ndcg(df: &DataFrame) -> Result<Plot, PlotError> {
                 .filter(|r| &r.0 == model && &r.1 == domain)
                 .map(|r| (r.2, r.3))
                 .collect();
+            let capped = rows
+                .iter()
+                .filter(|r| &r.0 == model && &r.1 == domain && r.4)
+                .map(|r| (r.2, r.3))
+                .collect();
             let fit = if points.len() >= 3 {
                 let (x, y): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
                 Some(Fit::compute(&x, &y)?)
@@ -66,6 +75,7 @@ pub fn orthogonality_vs_ndcg(df: &DataFrame) -> Result<Plot, PlotError> {
             panels.push(ScatterPanel {
                 title: format!("{model} · domain {domain}"),
                 points,
+                capped,
                 fit,
             });
         }
@@ -107,6 +117,8 @@ impl Fit {
 struct ScatterPanel {
     title: String,
     points: Vec<(f64, f64)>,
+    /// The points of runs that stopped at a cap while still improving.
+    capped: Vec<(f64, f64)>,
     fit: Option<Fit>,
 }
 
@@ -197,6 +209,7 @@ fn draw_scatter_panel<DB: DrawingBackend>(
         .map_err(draw_err(SCATTER))?
         .label(format!("runs ({})", panel.points.len()))
         .legend(legend_dot(dots));
+    draw_capped_rings(&mut chart, &panel.capped, SCATTER)?;
     if let Some(f) = &panel.fit {
         let line = color(1);
         chart
@@ -226,8 +239,11 @@ fn draw_scatter_panel<DB: DrawingBackend>(
 /// the most extreme values within 1.5 IQR, points beyond are drawn, the diamond is the mean
 /// (printed above the box). Quantiles and means come from [`crate::analysis::describe`].
 ///
+/// The title counts the runs that stopped at a cap while still improving.
+///
 /// Columns read: `model` (label), optional `domain` (label), `cos_x_y`, `cos_x_xprime`
-/// (numbers; one row per run, or per run and GCA position). Output name: `cos_boxplots`.
+/// (numbers; one row per run, or per run and GCA position), optional `converged` (boolean) and
+/// `run_id` (label, to count runs rather than rows). Output name: `cos_boxplots`.
 pub fn cos_boxplots(df: &DataFrame) -> Result<Plot, PlotError> {
     let err = frame_err(BOXES);
     let models = labels(df, "model").map_err(&err)?;
@@ -261,7 +277,12 @@ pub fn cos_boxplots(df: &DataFrame) -> Result<Plot, PlotError> {
             "no row has a model and a value of cos_x_y or cos_x_xprime".into(),
         )));
     }
-    Plot::render(&BoxFigure { groups, boxes })
+    let (capped, runs) = capped_runs(df).map_err(&err)?;
+    Plot::render(&BoxFigure {
+        groups,
+        boxes,
+        note: capped_note(capped, runs),
+    })
 }
 
 /// Tukey box statistics of one sample.
@@ -314,6 +335,8 @@ impl BoxStats {
 
 struct BoxFigure {
     groups: Vec<String>,
+    /// Says how many of the runs stopped at a cap while still improving.
+    note: String,
     /// Per group: [|cos(X, Y)|, |cos(X, X')|].
     boxes: Vec<[Option<BoxStats>; 2]>,
 }
@@ -331,7 +354,10 @@ impl Figure for BoxFigure {
         let area = &panel_grid(
             root,
             BOXES,
-            "|cos(X, Y)| (reference) vs |cos(X, X')| (cross-attention output)",
+            &format!(
+                "|cos(X, Y)| (reference) vs |cos(X, X')| (cross-attention output){}",
+                self.note
+            ),
             1,
             1,
         )?[0];

@@ -4,7 +4,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use polars::prelude::DataFrame;
 
-use super::{distinct, frame_err};
+use super::{capped_note, capped_runs, distinct, frame_err};
 use crate::analysis::describe;
 use crate::plot::frame::{f64s, labels};
 use crate::plot::render::{draw_err, Figure, Plot};
@@ -98,8 +98,9 @@ fn short(v: f64) -> String {
 /// `none` for a missing one.
 ///
 /// Columns read: each of `params` (any type) and `metric` (numbers; rows without it are left
-/// out). [`RunSet::runs_frame`](crate::runs::RunSet::runs_frame) gives them as `config.KEY`
-/// and `test.D.METRIC`. Output name: `parallel_coordinates`.
+/// out), and `converged` (boolean) when present: the title counts the runs that stopped at a
+/// cap while still improving. [`RunSet::runs_frame`](crate::runs::RunSet::runs_frame) gives
+/// them as `config.KEY`, `test.D.METRIC` and `converged`. Output name: `parallel_coordinates`.
 pub fn parallel_coordinates(
     df: &DataFrame,
     params: &[&str],
@@ -196,10 +197,12 @@ pub fn parallel_coordinates(
             (heights, t, n)
         })
         .collect();
+    let (capped, runs) = capped_runs(df).map_err(&err)?;
     Plot::render(&ParallelFigure {
         axes,
         lines: lines_drawn,
         per_group: lines == ParallelLines::PerSeedGroup,
+        note: capped_note(capped, runs),
     })
 }
 
@@ -208,6 +211,8 @@ struct ParallelFigure {
     /// Heights on each axis, metric position in [0, 1] (for the colour), runs in the line.
     lines: Vec<(Vec<f64>, f64, usize)>,
     per_group: bool,
+    /// Says how many runs stopped at a cap while still improving.
+    note: String,
 }
 
 /// Blue (0) to red (1) through grey.
@@ -233,7 +238,11 @@ impl Figure for ParallelFigure {
         } else {
             "runs"
         };
-        let title = format!("Parameters against {metric}: {} {what}", self.lines.len());
+        let title = format!(
+            "Parameters against {metric}: {} {what}{}",
+            self.lines.len(),
+            self.note
+        );
         let k = self.axes.len() as f64;
         let mut chart = ChartBuilder::on(root)
             .caption(title, style::title())

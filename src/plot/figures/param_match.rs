@@ -4,7 +4,9 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use polars::prelude::DataFrame;
 
-use super::{distinct, draw_legend, frame_err, legend_line, panel_grid};
+use super::{
+    capped_rows, distinct, draw_capped_rings, draw_legend, frame_err, legend_line, panel_grid,
+};
 use crate::analysis::describe;
 use crate::eval::names;
 use crate::plot::frame::{f64s, labels};
@@ -18,7 +20,8 @@ const NAME: &str = "ndcg_vs_params";
 /// (e.g. `baseline`, `+GCA_early`, `+GCA_stack`). Each run is a faint dot; at each parameter
 /// count the series shows the mean across seeds with a ±1 standard deviation bar (from
 /// [`crate::analysis::describe::summary`]), and a line joins the means in parameter order — for
-/// the baseline this is its scaling curve.
+/// the baseline this is its scaling curve. A run that stopped at a cap while still improving
+/// (`converged` false, when the frame has that column) gets a hollow ring, named in the legend.
 ///
 /// Columns read: `variant`, `domain` (labels), `params` and `ndcg@10` (numbers), one row per
 /// run and domain. Output name: `ndcg_vs_params`.
@@ -28,11 +31,13 @@ pub fn ndcg_vs_params(df: &DataFrame) -> Result<Plot, PlotError> {
     let domains = labels(df, "domain").map_err(&err)?;
     let params = f64s(df, "params").map_err(&err)?;
     let ndcg = f64s(df, names::NDCG_10).map_err(&err)?;
-    let rows: Vec<(String, String, f64, f64)> = variants
+    let capped = capped_rows(df).map_err(&err)?;
+    let rows: Vec<(String, String, f64, f64, bool)> = variants
         .into_iter()
         .zip(domains)
         .zip(params.into_iter().zip(ndcg))
-        .filter_map(|((v, d), (p, y))| Some((v?, d?, p?, y?)))
+        .zip(capped)
+        .filter_map(|(((v, d), (p, y)), c)| Some((v?, d?, p?, y?, c)))
         .collect();
     if rows.is_empty() {
         return Err(err(FrameError::Empty(
@@ -73,6 +78,11 @@ pub fn ndcg_vs_params(df: &DataFrame) -> Result<Plot, PlotError> {
         panels.push(Panel {
             domain: domain.clone(),
             series,
+            capped: rows
+                .iter()
+                .filter(|r| &r.1 == domain && r.4)
+                .map(|r| (r.2 / 1e6, r.3))
+                .collect(),
         });
     }
     Plot::render(&ParamFigure { panels })
@@ -89,6 +99,9 @@ struct Series {
 struct Panel {
     domain: String,
     series: Vec<Series>,
+    /// (parameters in millions, NDCG@10) of the runs that stopped at a cap while still
+    /// improving.
+    capped: Vec<(f64, f64)>,
 }
 
 struct ParamFigure {
@@ -180,6 +193,7 @@ fn draw_panel<DB: DrawingBackend>(
             .label(format!("{} ({} runs)", s.variant, s.runs.len()))
             .legend(legend_line(c));
     }
+    draw_capped_rings(&mut chart, &panel.capped, NAME)?;
     draw_legend(&mut chart, SeriesLabelPosition::LowerRight, NAME)?;
     Ok(())
 }

@@ -5,7 +5,8 @@ use plotters::prelude::*;
 use polars::prelude::DataFrame;
 
 use super::{
-    category_axis, category_label, distinct, draw_legend, frame_err, legend_dot, panel_grid,
+    capped_rows, category_axis, category_label, distinct, draw_capped_rings, draw_legend,
+    frame_err, legend_dot, panel_grid,
 };
 use crate::analysis::describe;
 use crate::plot::frame::{f64s, labels};
@@ -18,7 +19,9 @@ const NAME: &str = "metrics_by_gca_positions";
 /// Figure 4: one panel per metric in `metrics` (e.g. `["ndcg@10", "hr@10"]`); along x the GCA
 /// position sets (e.g. `[]` for the baseline, `[0]`, `[1]`, `[0, 1]`, ...), ordered by size
 /// then lexicographically; per domain a marker at the mean across seeds with a ±1 standard
-/// deviation bar (from [`crate::analysis::describe::summary`]) and each seed as a faint dot.
+/// deviation bar (from [`crate::analysis::describe::summary`]) and each seed as a faint dot; a
+/// run that stopped at a cap while still improving (`converged` false, when the frame has that
+/// column) gets a hollow ring, named in the legend.
 ///
 /// Columns read: `positions` (a list of integers or any label; an empty list is the baseline),
 /// `domain` (label) and each metric (numbers), one row per run and domain. Output name:
@@ -45,6 +48,7 @@ pub fn metrics_by_gca_positions(df: &DataFrame, metrics: &[&str]) -> Result<Plot
     let mut domain_names = distinct(domains.iter().flatten().cloned());
     domain_names.sort();
 
+    let capped = capped_rows(df).map_err(&err)?;
     let mut panels = Vec::new();
     for &metric in metrics {
         let values = f64s(df, metric).map_err(&err)?;
@@ -52,12 +56,13 @@ pub fn metrics_by_gca_positions(df: &DataFrame, metrics: &[&str]) -> Result<Plot
         for domain in &domain_names {
             let mut points = Vec::new();
             for (i, set) in sets.iter().enumerate() {
-                let ys: Vec<f64> = (0..df.height())
+                let runs: Vec<(f64, bool)> = (0..df.height())
                     .filter(|&r| {
                         positions[r].as_ref() == Some(set) && domains[r].as_ref() == Some(domain)
                     })
-                    .filter_map(|r| values[r])
+                    .filter_map(|r| Some((values[r]?, capped[r])))
                     .collect();
+                let ys: Vec<f64> = runs.iter().map(|r| r.0).collect();
                 if ys.is_empty() {
                     continue;
                 }
@@ -69,7 +74,7 @@ pub fn metrics_by_gca_positions(df: &DataFrame, metrics: &[&str]) -> Result<Plot
                     category: i,
                     mean: s.mean,
                     std: s.sd.unwrap_or(0.0),
-                    seeds: ys,
+                    seeds: runs,
                 });
             }
             series.push((domain.clone(), points));
@@ -103,7 +108,8 @@ struct Point {
     category: usize,
     mean: f64,
     std: f64,
-    seeds: Vec<f64>,
+    /// Each run's value, and whether it stopped at a cap while still improving.
+    seeds: Vec<(f64, bool)>,
 }
 
 struct Panel {
@@ -151,7 +157,7 @@ impl PositionsFigure {
         let (lo, hi) = range(points.flat_map(|p| {
             p.seeds
                 .iter()
-                .copied()
+                .map(|s| s.0)
                 .chain([p.mean - p.std, p.mean + p.std])
         }))
         .expect("panel has points");
@@ -175,17 +181,24 @@ impl PositionsFigure {
             .map_err(draw_err(NAME))?;
 
         let n = panel.series.len() as f64;
+        let mut rings = Vec::new();
         for (k, (domain, pts)) in panel.series.iter().enumerate() {
             let c = color(k);
             // Domains side by side within a category.
             let dx = (k as f64 - (n - 1.0) / 2.0) * 0.2;
             chart
                 .draw_series(pts.iter().flat_map(|p| {
-                    p.seeds.iter().map(move |&y| {
+                    p.seeds.iter().map(move |&(y, _)| {
                         Circle::new((p.category as f64 + dx, y), 3, c.mix(0.3).filled())
                     })
                 }))
                 .map_err(draw_err(NAME))?;
+            rings.extend(pts.iter().flat_map(|p| {
+                p.seeds
+                    .iter()
+                    .filter(|s| s.1)
+                    .map(move |&(y, _)| (p.category as f64 + dx, y))
+            }));
             chart
                 .draw_series(pts.iter().map(|p| {
                     let x = p.category as f64 + dx;
@@ -208,6 +221,7 @@ impl PositionsFigure {
                 .label(format!("domain {domain}"))
                 .legend(legend_dot(c));
         }
+        draw_capped_rings(&mut chart, &rings, NAME)?;
         draw_legend(&mut chart, SeriesLabelPosition::UpperLeft, NAME)?;
         Ok(())
     }
