@@ -150,6 +150,38 @@ fn probabilities<T: Elem>(
     }
 }
 
+/// Head `h`'s share of the query and key gradients from its score gradient `ds [lq, lk]`
+/// (the scale included): `dq_h = ds k_h`, `dk_h = ds^T q_h`, written into the item's
+/// `[l, d]` gradient rows.
+fn score_grad_to_qk<T: Elem>(
+    dims: Dims,
+    h: usize,
+    ds: &[T],
+    (qb, kb): (&[T], &[T]),
+    (dqb, dkb): (&mut [T], &mut [T]),
+) {
+    let Dims { lq, lk, d, .. } = dims;
+    let dh = dims.dh();
+    matmul(
+        (lq, dh, lk),
+        dqb,
+        (h * dh, d),
+        ds,
+        View::rows(0, lk),
+        kb,
+        View::rows(h * dh, d),
+    );
+    matmul(
+        (lk, dh, lq),
+        dkb,
+        (h * dh, d),
+        ds,
+        View::rows_t(0, lk),
+        qb,
+        View::rows(h * dh, d),
+    );
+}
+
 fn forward<T: Elem>(dims: Dims, q: &[T], k: &[T], v: &[T], bias: &[T], scale: T) -> Vec<T> {
     let Dims { lq, lk, d, .. } = dims;
     let dh = dims.dh();
@@ -243,25 +275,7 @@ fn backward<T: Elem>(
                     let r = i * lk..(i + 1) * lk;
                     softmax_grad_row(&mut s[r.clone()], &p[r.clone()], &dp[r], scale);
                 }
-                // dq_h = ds k_h, dk_h = ds^T q_h
-                matmul(
-                    (lq, dh, lk),
-                    dqb,
-                    (h * dh, d),
-                    &s,
-                    View::rows(0, lk),
-                    kb,
-                    View::rows(h * dh, d),
-                );
-                matmul(
-                    (lk, dh, lq),
-                    dkb,
-                    (h * dh, d),
-                    &s,
-                    View::rows_t(0, lk),
-                    qb,
-                    View::rows(h * dh, d),
-                );
+                score_grad_to_qk(dims, h, &s, (qb, kb), (dqb, dkb));
             }
         });
     flat
@@ -480,7 +494,6 @@ fn probs_backward<T: Elem>(dims: Dims, (q, k): (&[T], &[T]), p: &[T], g: &[T], s
     let Dims {
         batch, lq, lk, d, ..
     } = dims;
-    let dh = dims.dh();
     let (nq, nk, n) = (batch * lq * d, batch * lk * d, lq * lk);
     let mut flat = vec![T::zero(); nq + nk];
     if n * d == 0 {
@@ -504,25 +517,7 @@ fn probs_backward<T: Elem>(dims: Dims, (q, k): (&[T], &[T]), p: &[T], g: &[T], s
                     let r = i * lk..(i + 1) * lk;
                     softmax_grad_row(&mut ds[r.clone()], &ph[r.clone()], &gh[r], scale);
                 }
-                // dq_h = ds k_h, dk_h = ds^T q_h
-                matmul(
-                    (lq, dh, lk),
-                    dqb,
-                    (h * dh, d),
-                    &ds,
-                    View::rows(0, lk),
-                    kb,
-                    View::rows(h * dh, d),
-                );
-                matmul(
-                    (lk, dh, lq),
-                    dkb,
-                    (h * dh, d),
-                    &ds,
-                    View::rows_t(0, lk),
-                    qb,
-                    View::rows(h * dh, d),
-                );
+                score_grad_to_qk(dims, h, &ds, (qb, kb), (dqb, dkb));
             }
         });
     flat
