@@ -150,18 +150,26 @@ fn probabilities<T: Elem>(
     }
 }
 
-/// Head `h`'s share of the query and key gradients from its score gradient `ds [lq, lk]`
-/// (the scale included): `dq_h = ds k_h`, `dk_h = ds^T q_h`, written into the item's
-/// `[l, d]` gradient rows.
+/// Head `h`'s share of the query and key gradients from its probabilities `p [lq, lk]` and
+/// their gradient `dp`: the score gradient `ds = scale * p * (dp - rowsum(dp * p))` into the
+/// scratch `ds` (a row without a usable key has p = 0, so ds = 0), then `dq_h = ds k_h` and
+/// `dk_h = ds^T q_h` into the item's `[l, d]` gradient rows.
+#[allow(clippy::too_many_arguments)]
 fn score_grad_to_qk<T: Elem>(
     dims: Dims,
     h: usize,
-    ds: &[T],
+    (p, dp): (&[T], &[T]),
+    ds: &mut [T],
+    scale: T,
     (qb, kb): (&[T], &[T]),
     (dqb, dkb): (&mut [T], &mut [T]),
 ) {
     let Dims { lq, lk, d, .. } = dims;
     let dh = dims.dh();
+    for i in 0..lq {
+        let r = i * lk..(i + 1) * lk;
+        softmax_grad_row(&mut ds[r.clone()], &p[r.clone()], &dp[r], scale);
+    }
     matmul(
         (lq, dh, lk),
         dqb,
@@ -270,12 +278,8 @@ fn backward<T: Elem>(
                     vb,
                     View::rows_t(h * dh, d),
                 );
-                // ds = scale * p * (dp - rowsum(dp * p)), into the score scratch
-                for i in 0..lq {
-                    let r = i * lk..(i + 1) * lk;
-                    softmax_grad_row(&mut s[r.clone()], &p[r.clone()], &dp[r], scale);
-                }
-                score_grad_to_qk(dims, h, &s, (qb, kb), (dqb, dkb));
+                // ds into the score scratch
+                score_grad_to_qk(dims, h, (&p, &dp), &mut s, scale, (qb, kb), (dqb, dkb));
             }
         });
     flat
@@ -512,12 +516,7 @@ fn probs_backward<T: Elem>(dims: Dims, (q, k): (&[T], &[T]), p: &[T], g: &[T], s
             for h in 0..dims.heads {
                 let at = (b * dims.heads + h) * n;
                 let (ph, gh) = (&p[at..at + n], &g[at..at + n]);
-                // ds = scale * p * (g - rowsum(g * p)); a row without a usable key has p = 0
-                for i in 0..lq {
-                    let r = i * lk..(i + 1) * lk;
-                    softmax_grad_row(&mut ds[r.clone()], &ph[r.clone()], &gh[r], scale);
-                }
-                score_grad_to_qk(dims, h, &ds, (qb, kb), (dqb, dkb));
+                score_grad_to_qk(dims, h, (ph, gh), &mut ds, scale, (qb, kb), (dqb, dkb));
             }
         });
     flat
@@ -656,6 +655,7 @@ mod tests {
     use super::super::test_tensors::{gap, seeded};
     use super::super::{bmm, masked_softmax, AttnMask};
     use super::*;
+    use candle_core::backprop::GradStore;
     use candle_core::{DType, Var};
 
     /// The unfused candle ops (head split, score product, masked softmax, value product,
@@ -687,13 +687,35 @@ mod tests {
             .unwrap()
     }
 
-    /// Causal self-attention with padding (one sequence fully padded: its rows have no key)
-    /// and cross-attention with more keys than queries: values and all three gradients match
-    /// the unfused ops in f64.
-    #[test]
-    fn attention_and_its_gradients_equal_the_unfused_ops() {
-        let cases = [
-            // (batch, lq, lk, d, heads, causal, key validity per sequence)
+    /// Asserts that the gradients of `sum(fused * w)` and `sum(unfused * w)` with respect to
+    /// each named variable agree to 1e-12 (case `i`); returns the fused node's gradients.
+    fn same_gradients(
+        i: usize,
+        fused: &Tensor,
+        unfused: &Tensor,
+        w: &Tensor,
+        vars: &[(&str, &Var)],
+    ) -> GradStore {
+        let grads = |t: &Tensor| (t * w).unwrap().sum_all().unwrap().backward().unwrap();
+        let (gf, gu) = (grads(fused), grads(unfused));
+        for (name, x) in vars {
+            let (a, r) = (gf.get(x).unwrap(), gu.get(x).unwrap());
+            assert!(
+                gap(a, r) < 1e-12,
+                "case {i}: d{name} differs by {}",
+                gap(a, r)
+            );
+        }
+        gf
+    }
+
+    /// (batch, lq, lk, d, heads, causal, key validity per sequence): causal self-attention
+    /// with padding (the second sequence has no usable key) and cross-attention with more keys
+    /// than queries.
+    type Case = (usize, usize, usize, usize, usize, bool, Vec<Vec<bool>>);
+
+    fn masked_cases() -> [Case; 2] {
+        [
             (
                 3,
                 5,
@@ -719,7 +741,15 @@ mod tests {
                     vec![false, false, false, false, false, true],
                 ],
             ),
-        ];
+        ]
+    }
+
+    /// Causal self-attention with padding (one sequence fully padded: its rows have no key)
+    /// and cross-attention with more keys than queries: values and all three gradients match
+    /// the unfused ops in f64.
+    #[test]
+    fn attention_and_its_gradients_equal_the_unfused_ops() {
+        let cases = masked_cases();
         for (i, (b, lq, lk, d, heads, causal, valid)) in cases.into_iter().enumerate() {
             let seed = 10 * i as u64;
             let q = Var::from_tensor(&seeded(&[b, lq, d], seed)).unwrap();
@@ -745,26 +775,7 @@ mod tests {
                 heads,
             );
             assert!(gap(&fused, &unfused) < 1e-12, "case {i}: values differ");
-            let gf = (&fused * &w)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let gu = (&unfused * &w)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
-                let (a, r) = (gf.get(x).unwrap(), gu.get(x).unwrap());
-                assert!(
-                    gap(a, r) < 1e-12,
-                    "case {i}: d{name} differs by {}",
-                    gap(a, r)
-                );
-            }
+            let gf = same_gradients(i, &fused, &unfused, &w, &[("q", &q), ("k", &k), ("v", &v)]);
             // A sequence without a usable key outputs zeros and passes no gradient.
             if i == 0 {
                 let row = fused.get(1).unwrap();
@@ -796,33 +807,7 @@ mod tests {
     /// respect to q and k; a sequence without a usable key gets zero probabilities.
     #[test]
     fn attention_probs_and_their_gradients_equal_the_unfused_ops() {
-        let cases = [
-            (
-                3,
-                5,
-                5,
-                8,
-                2,
-                true,
-                vec![
-                    vec![false, false, true, true, true],
-                    vec![false; 5],
-                    vec![true; 5],
-                ],
-            ),
-            (
-                2,
-                3,
-                6,
-                12,
-                4,
-                false,
-                vec![
-                    vec![true, false, true, false, true, true],
-                    vec![false, false, false, false, false, true],
-                ],
-            ),
-        ];
+        let cases = masked_cases();
         for (i, (b, lq, lk, d, heads, causal, valid)) in cases.into_iter().enumerate() {
             let seed = 100 + 10 * i as u64;
             let q = Var::from_tensor(&seeded(&[b, lq, d], seed)).unwrap();
@@ -845,26 +830,7 @@ mod tests {
                 masked_softmax(&bmm(&qh, &kh.t().unwrap()).unwrap(), &mask.bias, scale).unwrap();
             assert_eq!(fused.dims(), &[b, heads, lq, lk]);
             assert!(gap(&fused, &unfused) < 1e-12, "case {i}: values differ");
-            let gf = (&fused * &w)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let gu = (&unfused * &w)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            for (name, x) in [("q", &q), ("k", &k)] {
-                let (a, r) = (gf.get(x).unwrap(), gu.get(x).unwrap());
-                assert!(
-                    gap(a, r) < 1e-12,
-                    "case {i}: d{name} differs by {}",
-                    gap(a, r)
-                );
-            }
+            same_gradients(i, &fused, &unfused, &w, &[("q", &q), ("k", &k)]);
             if i == 0 {
                 let row = fused.get(1).unwrap().abs().unwrap().sum_all().unwrap();
                 assert_eq!(row.to_scalar::<f64>().unwrap(), 0.0);
