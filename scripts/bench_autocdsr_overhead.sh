@@ -5,11 +5,17 @@
 # `bert4rec` base also AutoCDSR+ (4 IB tokens averaged after layers 0 and 1, Pareto-MTL), one
 # after the other on the same threads; prints the training time of the epoch (the train row's
 # wall_time_s: data preparation + one training epoch, no evaluation) and the ratio to the
-# base; the runs are repeated REPEATS times (default 2) in turn and the fastest of each is
-# kept. The paper reports +9.3% for AutoCDSR and +20% for AutoCDSR+.
+# base, and the user + system CPU time of the whole process (less sensitive to the machine's
+# load than wall time, but it includes data preparation and the epoch's validation); the runs
+# are repeated REPEATS times (default 2) in turn and the fastest of each is kept. The paper
+# reports +9.3% for AutoCDSR and +20% for AutoCDSR+.
 #
 #   scripts/bench_autocdsr_overhead.sh                                      # SASRec, food-kitchen
 #   BASE=configs/bert4rec-kuairand.toml scripts/bench_autocdsr_overhead.sh  # BERT4Rec, KuaiRand-1K
+#
+# MAX_USERS=N shortens the epoch to the first N users (data.max_users). COMPARE=PATH times a
+# second cdsr-lab binary (e.g. one built from another commit) interleaved with this build's,
+# run by run, and prints both overheads, so a change is measured under the same load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${PROFILE:-dev}
@@ -20,6 +26,9 @@ OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 BASE=${BASE:-configs/sasrec-cpu.toml}
 base=$(sed 's/^epochs = .*/epochs = 1/' "$BASE")
+if [ -n "${MAX_USERS:-}" ]; then
+  base=$(echo "$base" | sed "s/^\[data\]$/[data]\nmax_users = $MAX_USERS/")
+fi
 echo "$base" > "$OUT/base.toml"
 printf '%s\n[autocdsr]\nweighting = { kind = "pareto" }\n' "$base" > "$OUT/autocdsr.toml"
 printf '%s\n[autocdsr]\nweighting = { kind = "fixed", weight = 0.1 }\n' "$base" > "$OUT/autocdsr-fixed.toml"
@@ -30,30 +39,41 @@ if grep -q '^kind = "bert4rec"' "$BASE"; then
 fi
 # VARIANTS="autocdsr-plus" times only those against the base.
 VARIANTS=${VARIANTS:-$ALL}
-echo "base: $BASE; load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+BINS="$BIN${COMPARE:+ $COMPARE}"
+echo "base: $BASE${MAX_USERS:+, first $MAX_USERS users}; binaries: $BINS; load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for rep in $(seq "${REPEATS:-2}"); do
 for name in base $VARIANTS; do
+  for bin in $BINS; do
+  tag=$( [ "$bin" = "$BIN" ] && echo this || echo compare )
   rm -rf "$OUT/runs-$name"
-  "$BIN" train --config "$OUT/$name.toml" --out "$OUT/runs-$name" --quiet > /dev/null
-  python3 - "$name" "$OUT/runs-$name" <<'PY'
+  /usr/bin/time -f "%U %S" -o "$OUT/cpu" "$bin" train --config "$OUT/$name.toml" --out "$OUT/runs-$name" --quiet > /dev/null
+  python3 - "$name" "$OUT/runs-$name" "$tag" "$OUT/cpu" <<'PY'
 import glob, json, os, sys
-name, root = sys.argv[1], sys.argv[2]
+name, root, tag, cpu = sys.argv[1:5]
 row = next(json.loads(l) for l in open(glob.glob(f"{root}/*/metrics.jsonl")[0])
            if json.loads(l)["split"] == "train")
-t = row["wall_time_s"]
-print(f"{name:15s} epoch-1 training {t:.1f} s")
-path = f"{root}/../{name}.t"
+t = [row["wall_time_s"], sum(map(float, open(cpu).read().split()))]
+print(f"{tag:8s} {name:15s} epoch-1 training {t[0]:.1f} s, process CPU {t[1]:.1f} s, "
+      f"loss {row['loss']:.6f}")
+path = f"{root}/../{tag}-{name}.t"
 if os.path.exists(path):
-    t = min(t, float(open(path).read()))
-open(path, "w").write(str(t))
+    t = [min(a, b) for a, b in zip(t, json.load(open(path)))]
+json.dump(t, open(path, "w"))
 PY
+  done
 done
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-python3 - "$OUT" $VARIANTS <<'PY'
-import sys
-names = sys.argv[2:]
-t = {n: float(open(f"{sys.argv[1]}/{n}.t").read()) for n in ["base"] + names}
-for n in names:
-    print(f"{n:15s} overhead {100 * (t[n] / t['base'] - 1):+.1f}% over the base model")
+tags=this
+[ -n "${COMPARE:-}" ] && tags="this compare"
+python3 - "$OUT" "$tags" $VARIANTS <<'PY'
+import json, sys
+out, tags, names = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
+for tag in tags:
+    t = {n: json.load(open(f"{out}/{tag}-{n}.t")) for n in ["base"] + names}
+    for n in names:
+        (w, c), (bw, bc) = t[n], t["base"]
+        print(f"{tag:8s} {n:15s} overhead {100 * (w / bw - 1):+.1f}% over the base model "
+              f"(epoch {w:.1f} s against {bw:.1f} s); process CPU {c:.1f} s against {bc:.1f} s "
+              f"({100 * (c / bc - 1):+.1f}%, data preparation and the validation included)")
 PY

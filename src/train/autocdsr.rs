@@ -20,7 +20,7 @@ use crate::model::attention_share::{
     cross_domain_mask, domain_labels, valid_query_rows, ShareConfig,
 };
 use crate::model::autocdsr::ib_streams;
-use crate::model::nn::{AttentionMap, AttentionStream, Device, Tensor};
+use crate::model::nn::{with_f32_elements, AttentionMap, AttentionStream, Device, Tensor};
 use crate::model::Model;
 
 /// What one step did.
@@ -83,19 +83,21 @@ pub fn autocdsr_step(
     let mut grads = rec.backward()?;
     let g_acd = acd.backward()?;
     let mut gram = GradGram::default();
-    let host = |g: Option<&Tensor>, n: usize| -> anyhow::Result<Vec<f32>> {
-        Ok(match g {
-            Some(g) => g.flatten_all()?.to_vec1::<f32>()?,
-            None => vec![0.0; n],
-        })
-    };
+    // Read in place (no host copy of each gradient). A missing gradient is zero: an empty
+    // slice adds nothing to the products with it.
     for var in opt.vars() {
         let t = var.as_tensor();
         if cfg.ignore_item_embedding && t.id() == item_embedding.id() {
             continue;
         }
-        let n = t.elem_count();
-        gram.accumulate(&host(g_acd.get(t), n)?, &host(grads.get(t), n)?);
+        match (g_acd.get(t), grads.get(t)) {
+            (Some(ga), Some(gr)) => {
+                with_f32_elements(ga, |a| with_f32_elements(gr, |r| gram.accumulate(a, r)))??
+            }
+            (Some(ga), None) => with_f32_elements(ga, |a| gram.accumulate(a, &[]))?,
+            (None, Some(gr)) => with_f32_elements(gr, |r| gram.accumulate(&[], r))?,
+            (None, None) => {}
+        }
     }
     let w = cfg.weighting.coefficient(Some(gram), [a_cd, l_rec])?;
     let c = w.coefficient;

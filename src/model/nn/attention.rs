@@ -10,12 +10,14 @@
 //! them. Same masking rules as [`super::masked_softmax`]: a query row with no usable key gets
 //! zero probabilities, hence a zero output row and zero gradients. f32 and f64.
 //!
-//! The probabilities never leave the node, so a loss on them (AutoCDSR's cross-domain share)
-//! uses the unfused path of [`super::MultiHeadAttention`].
+//! The probabilities never leave the node; a loss on them (AutoCDSR's cross-domain share)
+//! takes them from [`attention_probs`], a second node over q and k with its own backward.
 
 use super::fused::{run_f32_f64, softmax_grad_row, softmax_row, Elem, Kernel, MASKED};
 use super::matmul::gemm_into;
-use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor, WithDType};
+use candle_core::{
+    bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor, WithDType,
+};
 use rayon::prelude::*;
 
 /// The shape of one attention call.
@@ -148,6 +150,46 @@ fn probabilities<T: Elem>(
     }
 }
 
+/// Head `h`'s share of the query and key gradients from its probabilities `p [lq, lk]` and
+/// their gradient `dp`: the score gradient `ds = scale * p * (dp - rowsum(dp * p))` into the
+/// scratch `ds` (a row without a usable key has p = 0, so ds = 0), then `dq_h = ds k_h` and
+/// `dk_h = ds^T q_h` into the item's `[l, d]` gradient rows.
+#[allow(clippy::too_many_arguments)]
+fn score_grad_to_qk<T: Elem>(
+    dims: Dims,
+    h: usize,
+    (p, dp): (&[T], &[T]),
+    ds: &mut [T],
+    scale: T,
+    (qb, kb): (&[T], &[T]),
+    (dqb, dkb): (&mut [T], &mut [T]),
+) {
+    let Dims { lq, lk, d, .. } = dims;
+    let dh = dims.dh();
+    for i in 0..lq {
+        let r = i * lk..(i + 1) * lk;
+        softmax_grad_row(&mut ds[r.clone()], &p[r.clone()], &dp[r], scale);
+    }
+    matmul(
+        (lq, dh, lk),
+        dqb,
+        (h * dh, d),
+        ds,
+        View::rows(0, lk),
+        kb,
+        View::rows(h * dh, d),
+    );
+    matmul(
+        (lk, dh, lq),
+        dkb,
+        (h * dh, d),
+        ds,
+        View::rows_t(0, lk),
+        qb,
+        View::rows(h * dh, d),
+    );
+}
+
 fn forward<T: Elem>(dims: Dims, q: &[T], k: &[T], v: &[T], bias: &[T], scale: T) -> Vec<T> {
     let Dims { lq, lk, d, .. } = dims;
     let dh = dims.dh();
@@ -236,30 +278,8 @@ fn backward<T: Elem>(
                     vb,
                     View::rows_t(h * dh, d),
                 );
-                // ds = scale * p * (dp - rowsum(dp * p)), into the score scratch
-                for i in 0..lq {
-                    let r = i * lk..(i + 1) * lk;
-                    softmax_grad_row(&mut s[r.clone()], &p[r.clone()], &dp[r], scale);
-                }
-                // dq_h = ds k_h, dk_h = ds^T q_h
-                matmul(
-                    (lq, dh, lk),
-                    dqb,
-                    (h * dh, d),
-                    &s,
-                    View::rows(0, lk),
-                    kb,
-                    View::rows(h * dh, d),
-                );
-                matmul(
-                    (lk, dh, lq),
-                    dkb,
-                    (h * dh, d),
-                    &s,
-                    View::rows_t(0, lk),
-                    qb,
-                    View::rows(h * dh, d),
-                );
+                // ds into the score scratch
+                score_grad_to_qk(dims, h, (&p, &dp), &mut s, scale, (qb, kb), (dqb, dkb));
             }
         });
     flat
@@ -445,11 +465,197 @@ pub fn attention(
         .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
 }
 
+/// The probabilities `p [b, heads, lq, lk]` of `heads` query/key pairs, each head's
+/// `[lq, lk]` block from [`probabilities`]: `[b * heads * lq * lk]` values.
+fn probs_forward<T: Elem>(dims: Dims, q: &[T], k: &[T], bias: &[T], scale: T) -> Vec<T> {
+    let Dims {
+        batch, lq, lk, d, ..
+    } = dims;
+    let n = lq * lk;
+    let mut out = vec![T::zero(); batch * dims.heads * n];
+    if n * d == 0 {
+        return out; // no keys or no features: nothing is attended
+    }
+    out.par_chunks_mut(dims.heads * n)
+        .enumerate()
+        .for_each(|(b, ob)| {
+            let (qb, kb) = (
+                &q[b * lq * d..(b + 1) * lq * d],
+                &k[b * lk * d..(b + 1) * lk * d],
+            );
+            let mb = &bias[b * n..(b + 1) * n];
+            let mut s = vec![T::zero(); n];
+            for (h, p) in ob.chunks_mut(n).enumerate() {
+                probabilities(dims, h, qb, kb, mb, scale, &mut s, p);
+            }
+        });
+    out
+}
+
+/// `[dq, dk]` flattened into one vector, from the probabilities `p` the forward pass returned
+/// and their gradient `g` (both `[b, heads, lq, lk]`).
+fn probs_backward<T: Elem>(dims: Dims, (q, k): (&[T], &[T]), p: &[T], g: &[T], scale: T) -> Vec<T> {
+    let Dims {
+        batch, lq, lk, d, ..
+    } = dims;
+    let (nq, nk, n) = (batch * lq * d, batch * lk * d, lq * lk);
+    let mut flat = vec![T::zero(); nq + nk];
+    if n * d == 0 {
+        return flat;
+    }
+    let (dq, dk) = flat.split_at_mut(nq);
+    dq.par_chunks_mut(lq * d)
+        .zip(dk.par_chunks_mut(lk * d))
+        .enumerate()
+        .for_each(|(b, (dqb, dkb))| {
+            let (qb, kb) = (
+                &q[b * lq * d..(b + 1) * lq * d],
+                &k[b * lk * d..(b + 1) * lk * d],
+            );
+            let mut ds = vec![T::zero(); n];
+            for h in 0..dims.heads {
+                let at = (b * dims.heads + h) * n;
+                let (ph, gh) = (&p[at..at + n], &g[at..at + n]);
+                score_grad_to_qk(dims, h, (ph, gh), &mut ds, scale, (qb, kb), (dqb, dkb));
+            }
+        });
+    flat
+}
+
+/// The probabilities of [`Attention`] as their own node, for a loss on them.
+#[derive(Clone)]
+struct Probabilities(Attention);
+
+/// Arguments q, k and the mask bias.
+impl Kernel for Probabilities {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        let dims = self.0.dims(layouts[0], layouts[1], layouts[1])?;
+        let scale = T::from(self.0.scale).unwrap();
+        Ok(probs_forward(dims, inputs[0], inputs[1], inputs[2], scale))
+    }
+
+    fn out_shape(&self, layouts: &[&Layout]) -> Shape {
+        let (b, lq, _) = layouts[0].shape().dims3().unwrap_or((0, 0, 0));
+        let lk = layouts[1].shape().dims().get(1).copied().unwrap_or(0);
+        Shape::from((b, self.0.heads, lq, lk))
+    }
+}
+
+impl CustomOp2 for Probabilities {
+    fn name(&self) -> &'static str {
+        "attention-probabilities"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (bs, bl) = self.0.bias.storage_and_layout();
+        let args = [(s1, l1), (s2, l2), (cpu(&bs)?, bl)];
+        run_f32_f64("attention probabilities", self, &args)
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let op = ProbabilitiesGrad {
+            probabilities: self.clone(),
+            grad: grad.contiguous()?,
+        };
+        let flat = q.apply_op3_no_bwd(k, res, &op)?;
+        let nq = q.elem_count();
+        Ok((
+            Some(flat.narrow(0, 0, nq)?.reshape(q.shape())?),
+            Some(flat.narrow(0, nq, k.elem_count())?.reshape(k.shape())?),
+        ))
+    }
+}
+
+/// The backward pass of [`Probabilities`] over q, k and its output: `[dq, dk]` flattened, from
+/// the probabilities' gradient it holds.
+struct ProbabilitiesGrad {
+    probabilities: Probabilities,
+    grad: Tensor,
+}
+
+/// Arguments q, k, the probabilities and their gradient.
+impl Kernel for ProbabilitiesGrad {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        let a = &self.probabilities.0;
+        let dims = a.dims(layouts[0], layouts[1], layouts[1])?;
+        if layouts[3].shape() != layouts[2].shape() {
+            bail!(
+                "attention probabilities' gradient: {:?} does not match the probabilities {:?}",
+                layouts[3].dims(),
+                layouts[2].dims()
+            );
+        }
+        let scale = T::from(a.scale).unwrap();
+        Ok(probs_backward(
+            dims,
+            (inputs[0], inputs[1]),
+            inputs[2],
+            inputs[3],
+            scale,
+        ))
+    }
+
+    fn out_shape(&self, layouts: &[&Layout]) -> Shape {
+        Shape::from(layouts[0].shape().elem_count() + layouts[1].shape().elem_count())
+    }
+}
+
+impl CustomOp3 for ProbabilitiesGrad {
+    fn name(&self) -> &'static str {
+        "attention-probabilities-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (gs, gl) = self.grad.storage_and_layout();
+        let args = [(s1, l1), (s2, l2), (s3, l3), (cpu(&gs)?, gl)];
+        run_f32_f64("attention probabilities' gradient", self, &args)
+    }
+}
+
+/// The probabilities `[b, heads, lq, lk]` that [`attention`] with the same arguments weighs
+/// the values with, as one node differentiable in q and k (its backward reads the returned
+/// probabilities instead of storing scores). A query row without a usable key gets zeros.
+pub fn attention_probs(
+    q: &Tensor,
+    k: &Tensor,
+    bias: &Tensor,
+    heads: usize,
+    scale: f64,
+) -> Result<Tensor> {
+    let op = Probabilities(Attention {
+        bias: bias.contiguous()?,
+        heads,
+        scale,
+    });
+    q.contiguous()?.apply_op2(&k.contiguous()?, op)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_tensors::{gap, seeded};
     use super::super::{bmm, masked_softmax, AttnMask};
     use super::*;
+    use candle_core::backprop::GradStore;
     use candle_core::{DType, Var};
 
     /// The unfused candle ops (head split, score product, masked softmax, value product,
@@ -481,13 +687,35 @@ mod tests {
             .unwrap()
     }
 
-    /// Causal self-attention with padding (one sequence fully padded: its rows have no key)
-    /// and cross-attention with more keys than queries: values and all three gradients match
-    /// the unfused ops in f64.
-    #[test]
-    fn attention_and_its_gradients_equal_the_unfused_ops() {
-        let cases = [
-            // (batch, lq, lk, d, heads, causal, key validity per sequence)
+    /// Asserts that the gradients of `sum(fused * w)` and `sum(unfused * w)` with respect to
+    /// each named variable agree to 1e-12 (case `i`); returns the fused node's gradients.
+    fn same_gradients(
+        i: usize,
+        fused: &Tensor,
+        unfused: &Tensor,
+        w: &Tensor,
+        vars: &[(&str, &Var)],
+    ) -> GradStore {
+        let grads = |t: &Tensor| (t * w).unwrap().sum_all().unwrap().backward().unwrap();
+        let (gf, gu) = (grads(fused), grads(unfused));
+        for (name, x) in vars {
+            let (a, r) = (gf.get(x).unwrap(), gu.get(x).unwrap());
+            assert!(
+                gap(a, r) < 1e-12,
+                "case {i}: d{name} differs by {}",
+                gap(a, r)
+            );
+        }
+        gf
+    }
+
+    /// (batch, lq, lk, d, heads, causal, key validity per sequence): causal self-attention
+    /// with padding (the second sequence has no usable key) and cross-attention with more keys
+    /// than queries.
+    type Case = (usize, usize, usize, usize, usize, bool, Vec<Vec<bool>>);
+
+    fn masked_cases() -> [Case; 2] {
+        [
             (
                 3,
                 5,
@@ -513,7 +741,15 @@ mod tests {
                     vec![false, false, false, false, false, true],
                 ],
             ),
-        ];
+        ]
+    }
+
+    /// Causal self-attention with padding (one sequence fully padded: its rows have no key)
+    /// and cross-attention with more keys than queries: values and all three gradients match
+    /// the unfused ops in f64.
+    #[test]
+    fn attention_and_its_gradients_equal_the_unfused_ops() {
+        let cases = masked_cases();
         for (i, (b, lq, lk, d, heads, causal, valid)) in cases.into_iter().enumerate() {
             let seed = 10 * i as u64;
             let q = Var::from_tensor(&seeded(&[b, lq, d], seed)).unwrap();
@@ -539,26 +775,7 @@ mod tests {
                 heads,
             );
             assert!(gap(&fused, &unfused) < 1e-12, "case {i}: values differ");
-            let gf = (&fused * &w)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let gu = (&unfused * &w)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
-                let (a, r) = (gf.get(x).unwrap(), gu.get(x).unwrap());
-                assert!(
-                    gap(a, r) < 1e-12,
-                    "case {i}: d{name} differs by {}",
-                    gap(a, r)
-                );
-            }
+            let gf = same_gradients(i, &fused, &unfused, &w, &[("q", &q), ("k", &k), ("v", &v)]);
             // A sequence without a usable key outputs zeros and passes no gradient.
             if i == 0 {
                 let row = fused.get(1).unwrap();
@@ -581,6 +798,42 @@ mod tests {
                         .unwrap(),
                     0.0
                 );
+            }
+        }
+    }
+
+    /// The probabilities node against the head split, score product and masked softmax, in
+    /// f64: values, and the gradients of a weighted sum of them (AutoCDSR's objective) with
+    /// respect to q and k; a sequence without a usable key gets zero probabilities.
+    #[test]
+    fn attention_probs_and_their_gradients_equal_the_unfused_ops() {
+        let cases = masked_cases();
+        for (i, (b, lq, lk, d, heads, causal, valid)) in cases.into_iter().enumerate() {
+            let seed = 100 + 10 * i as u64;
+            let q = Var::from_tensor(&seeded(&[b, lq, d], seed)).unwrap();
+            let k = Var::from_tensor(&seeded(&[b, lk, d], seed + 1)).unwrap();
+            let w = seeded(&[b, heads, lq, lk], seed + 2);
+            let mask = AttnMask::new(&valid, lq, causal, DType::F64).unwrap();
+            let scale = 1.0 / ((d / heads) as f64).sqrt();
+            let fused =
+                attention_probs(q.as_tensor(), k.as_tensor(), &mask.bias, heads, scale).unwrap();
+            let split = |t: &Tensor, l: usize| {
+                t.reshape((b, l, heads, d / heads))
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+                    .contiguous()
+                    .unwrap()
+            };
+            let (qh, kh) = (split(q.as_tensor(), lq), split(k.as_tensor(), lk));
+            let unfused =
+                masked_softmax(&bmm(&qh, &kh.t().unwrap()).unwrap(), &mask.bias, scale).unwrap();
+            assert_eq!(fused.dims(), &[b, heads, lq, lk]);
+            assert!(gap(&fused, &unfused) < 1e-12, "case {i}: values differ");
+            same_gradients(i, &fused, &unfused, &w, &[("q", &q), ("k", &k)]);
+            if i == 0 {
+                let row = fused.get(1).unwrap().abs().unwrap().sum_all().unwrap();
+                assert_eq!(row.to_scalar::<f64>().unwrap(), 0.0);
             }
         }
     }

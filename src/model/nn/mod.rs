@@ -16,7 +16,7 @@ mod test_tensors;
 
 use std::collections::BTreeMap;
 
-pub use attention::attention;
+pub use attention::{attention, attention_probs};
 pub use candle_core::backprop::GradStore;
 pub use candle_core::{bail, DType, Device, Tensor, Var, D};
 pub use fused::{dropout, layer_norm, mask_mul, masked_softmax, sampled_softmax_nll, silu_mul};
@@ -27,6 +27,21 @@ use rand_chacha::ChaCha8Rng;
 /// Engine errors, re-exported so callers need not name candle.
 pub type Error = candle_core::Error;
 pub type Result<T> = candle_core::Result<T>;
+
+/// Calls `f` with the elements of an f32 tensor in row-major order: borrowed from its CPU
+/// storage when it is contiguous (a gradient nearly always is), copied otherwise. Reductions
+/// over whole gradients (AutoCDSR's Gram matrix) read them in place instead of copying each.
+pub fn with_f32_elements<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    {
+        let (storage, layout) = t.storage_and_layout();
+        if let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)), Some((a, b))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            return Ok(f(&data[a..b]));
+        }
+    }
+    Ok(f(&t.flatten_all()?.to_vec1::<f32>()?))
+}
 
 /// Makes the C allocator keep freed memory instead of returning it to the system.
 ///
@@ -462,7 +477,7 @@ impl AttnMask {
 /// Multi-head attention (PyTorch `nn.MultiheadAttention` layout: separate q/k/v/out
 /// projections with biases). Self-attention passes the same tensor as query and key/value.
 /// The heads run as one fused node ([`attention`]); when the probabilities are asked for
-/// (AutoCDSR puts a loss on them) they are built from candle ops and returned as graph nodes.
+/// (AutoCDSR puts a loss on them) they come from [`attention_probs`] as a graph node.
 pub struct MultiHeadAttention {
     q: Linear,
     k: Linear,
@@ -504,27 +519,23 @@ impl MultiHeadAttention {
         mask: &AttnMask,
         want_probs: bool,
     ) -> Result<AttnOutput> {
-        let (b, lq, d) = xq.dims3()?;
-        let lk = xkv.dim(1)?;
+        let d = xq.dim(2)?;
         let h = self.heads;
-        let dh = d / h;
-        let scale = 1.0 / (dh as f64).sqrt();
+        let scale = 1.0 / ((d / h) as f64).sqrt();
         let (q, k, v) = (
             self.q.forward(xq)?,
             self.k.forward(xkv)?,
             self.v.forward(xkv)?,
         );
-        let (ctx, probs) = if want_probs {
-            // The probabilities as graph nodes, for a loss on them (AutoCDSR).
-            let split =
-                |t: Tensor, l: usize| t.reshape((b, l, h, dh))?.transpose(1, 2)?.contiguous();
-            let (q, k, v) = (split(q, lq)?, split(k, lk)?, split(v, lk)?);
-            let probs = masked_softmax(&bmm(&q, &k.t()?)?, &mask.bias, scale)?;
-            let ctx = bmm(&probs, &v)?.transpose(1, 2)?.reshape((b, lq, d))?;
-            (ctx, Some(probs))
+        // The probabilities, when asked for, are a second node over q and k: the output's
+        // node keeps its own backward, and a loss on the probabilities (AutoCDSR) adds only
+        // their gradient with respect to q and k.
+        let probs = if want_probs {
+            Some(attention_probs(&q, &k, &mask.bias, h, scale)?)
         } else {
-            (attention(&q, &k, &v, &mask.bias, h, scale)?, None)
+            None
         };
+        let ctx = attention(&q, &k, &v, &mask.bias, h, scale)?;
         let out = mask_mul(&self.o.forward(&ctx)?, &mask.out_valid)?;
         Ok(AttnOutput { out, probs })
     }
