@@ -29,7 +29,8 @@ mod train_loop;
 use std::path::PathBuf;
 
 pub use config::{
-    AutoCdsrConfig, ConfigError, DataConfig, Interval, OptimConfig, RunConfig, TrainConfig,
+    AutoCdsrConfig, ComputeDevice, ConfigError, DataConfig, DeviceError, Interval, OptimConfig,
+    RunConfig, TrainConfig,
 };
 pub use evaluate::AcdByDomain;
 pub use loss::{batch_loss, batch_loss_with_negatives, BatchLoss, Captured};

@@ -436,6 +436,9 @@ pub fn attention(
     heads: usize,
     scale: f64,
 ) -> Result<Tensor> {
+    if !q.device().is_cpu() {
+        return super::unfused::attention(q, k, v, bias, heads, scale);
+    }
     let op = Attention {
         bias: bias.contiguous()?,
         heads,
@@ -448,38 +451,9 @@ pub fn attention(
 #[cfg(test)]
 mod tests {
     use super::super::test_tensors::{gap, seeded};
-    use super::super::{bmm, masked_softmax, AttnMask};
+    use super::super::{unfused, AttnMask};
     use super::*;
-    use candle_core::{DType, Var};
-
-    /// The unfused candle ops (head split, score product, masked softmax, value product,
-    /// merge) the node replaces.
-    fn reference(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, heads: usize) -> Tensor {
-        let (b, lq, d) = q.dims3().unwrap();
-        let lk = k.dim(1).unwrap();
-        let dh = d / heads;
-        let split = |t: &Tensor, l: usize| {
-            t.reshape((b, l, heads, dh))
-                .unwrap()
-                .transpose(1, 2)
-                .unwrap()
-                .contiguous()
-                .unwrap()
-        };
-        let (qh, kh, vh) = (split(q, lq), split(k, lk), split(v, lk));
-        let p = masked_softmax(
-            &bmm(&qh, &kh.t().unwrap()).unwrap(),
-            bias,
-            1.0 / (dh as f64).sqrt(),
-        )
-        .unwrap();
-        bmm(&p, &vh)
-            .unwrap()
-            .transpose(1, 2)
-            .unwrap()
-            .reshape((b, lq, d))
-            .unwrap()
-    }
+    use candle_core::{DType, Device, Var};
 
     /// Causal self-attention with padding (one sequence fully padded: its rows have no key)
     /// and cross-attention with more keys than queries: values and all three gradients match
@@ -520,7 +494,7 @@ mod tests {
             let k = Var::from_tensor(&seeded(&[b, lk, d], seed + 1)).unwrap();
             let v = Var::from_tensor(&seeded(&[b, lk, d], seed + 2)).unwrap();
             let w = seeded(&[b, lq, d], seed + 3);
-            let mask = AttnMask::new(&valid, lq, causal, DType::F64).unwrap();
+            let mask = AttnMask::new(&valid, lq, causal, DType::F64, &Device::Cpu).unwrap();
             let scale = 1.0 / ((d / heads) as f64).sqrt();
             let fused = attention(
                 q.as_tensor(),
@@ -531,13 +505,15 @@ mod tests {
                 scale,
             )
             .unwrap();
-            let unfused = reference(
+            let unfused = unfused::attention(
                 q.as_tensor(),
                 k.as_tensor(),
                 v.as_tensor(),
                 &mask.bias,
                 heads,
-            );
+                scale,
+            )
+            .unwrap();
             assert!(gap(&fused, &unfused) < 1e-12, "case {i}: values differ");
             let gf = (&fused * &w)
                 .unwrap()
@@ -592,8 +568,8 @@ mod tests {
             vec![true; l],
             vec![false, false, false, true, true, true, true],
         ];
-        let mask64 = AttnMask::new(&valid, l, true, DType::F64).unwrap();
-        let mask32 = AttnMask::new(&valid, l, true, DType::F32).unwrap();
+        let mask64 = AttnMask::new(&valid, l, true, DType::F64, &Device::Cpu).unwrap();
+        let mask32 = AttnMask::new(&valid, l, true, DType::F32, &Device::Cpu).unwrap();
         let x: Vec<Tensor> = (0..3).map(|s| seeded(&[b, l, d], 40 + s)).collect();
         let f64_out = attention(&x[0], &x[1], &x[2], &mask64.bias, heads, 0.5).unwrap();
         let x32: Vec<Tensor> = x.iter().map(|t| t.to_dtype(DType::F32).unwrap()).collect();
