@@ -23,6 +23,7 @@ pub mod evaluate;
 pub mod loss;
 pub mod optim;
 pub mod pareto;
+pub mod step_bench;
 pub mod stopping;
 mod train_loop;
 
