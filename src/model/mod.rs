@@ -277,6 +277,7 @@ impl Model {
     /// `vocab` is the dataset's [`crate::data::Dataset::vocab_size`] (a masked model adds its
     /// two mask tokens); `ib` gives a `bert4rec` model AutoCDSR+'s information-bottleneck
     /// tokens.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: &ModelConfig,
         gca: &GcaConfig,
