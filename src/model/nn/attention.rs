@@ -437,7 +437,7 @@ pub fn attention(
     scale: f64,
 ) -> Result<Tensor> {
     if !q.device().is_cpu() {
-        return super::unfused::attention(q, k, v, bias, heads, scale);
+        return Ok(composed_attention(q, k, v, bias, heads, scale)?.0);
     }
     let op = Attention {
         bias: bias.contiguous()?,
@@ -448,10 +448,53 @@ pub fn attention(
         .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
 }
 
+/// The heads of `t: [b, l, d]` side by side as `[b, heads, l, d / heads]`.
+fn split_heads(t: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, l, d) = t.dims3()?;
+    if heads == 0 || d % heads != 0 {
+        bail!("attention: width {d} is not divisible by {heads} heads");
+    }
+    t.reshape((b, l, heads, d / heads))?
+        .transpose(1, 2)?
+        .contiguous()
+}
+
+/// The probabilities `[b, heads, lq, lk]` of [`attention`] as graph nodes: the heads split,
+/// [`super::bmm`], [`super::masked_softmax`] (candle's ops on another device than the CPU).
+pub(super) fn composed_probs(
+    q: &Tensor,
+    k: &Tensor,
+    bias: &Tensor,
+    heads: usize,
+    scale: f64,
+) -> Result<Tensor> {
+    let (qh, kh) = (split_heads(q, heads)?, split_heads(k, heads)?);
+    super::masked_softmax(&super::bmm(&qh, &kh.t()?)?, bias, scale)
+}
+
+/// [`attention`] composed of graph nodes ([`composed_probs`], then [`super::bmm`] with the
+/// values and the heads merged): the path of a tensor on another device than the CPU, and the
+/// tests' reference. Returns the output `[b, lq, d]` and the probabilities.
+pub(super) fn composed_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: &Tensor,
+    heads: usize,
+    scale: f64,
+) -> Result<(Tensor, Tensor)> {
+    let (b, lq, d) = q.dims3()?;
+    let probs = composed_probs(q, k, bias, heads, scale)?;
+    let out = super::bmm(&probs, &split_heads(v, heads)?)?
+        .transpose(1, 2)?
+        .reshape((b, lq, d))?;
+    Ok((out, probs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_tensors::{gap, seeded};
-    use super::super::{unfused, AttnMask};
+    use super::super::AttnMask;
     use super::*;
     use candle_core::{DType, Device, Var};
 
@@ -505,7 +548,7 @@ mod tests {
                 scale,
             )
             .unwrap();
-            let unfused = unfused::attention(
+            let unfused = composed_attention(
                 q.as_tensor(),
                 k.as_tensor(),
                 v.as_tensor(),
@@ -513,7 +556,8 @@ mod tests {
                 heads,
                 scale,
             )
-            .unwrap();
+            .unwrap()
+            .0;
             assert!(gap(&fused, &unfused) < 1e-12, "case {i}: values differ");
             let gf = (&fused * &w)
                 .unwrap()

@@ -1,6 +1,7 @@
 //! The fused CPU kernels' operations written as candle's standard ops, differentiated by
 //! candle's autograd: the path a tensor on another device (CUDA) takes, and the reference the
-//! kernel tests compare the fused kernels against. Same masking rules: a query row with no
+//! kernel tests compare the fused kernels against (attention's is composed of these in
+//! `attention::composed_attention`). Same masking rules: a query row with no
 //! usable key gets zero probabilities; dropout uses the fused kernel's mask (a function of the
 //! seed and the element index, drawn on the host), so a seed drops the same elements on every
 //! device.
@@ -92,26 +93,4 @@ pub(super) fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Resu
     let mut out = dims.to_vec();
     *out.last_mut().expect("checked above") = weight.dim(0)?;
     y.reshape(out)
-}
-
-/// Multi-head attention from the pieces: split the heads, score, masked softmax, weight the
-/// values, merge the heads. `q: [b, lq, d]`, `k`, `v: [b, lk, d]`, `bias: [b, 1, lq, lk]`.
-pub(super) fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    bias: &Tensor,
-    heads: usize,
-    scale: f64,
-) -> Result<Tensor> {
-    let (b, lq, d) = q.dims3()?;
-    let lk = k.dim(1)?;
-    if heads == 0 || d % heads != 0 {
-        candle_core::bail!("attention: width {d} is not divisible by {heads} heads");
-    }
-    let dh = d / heads;
-    let split = |t: &Tensor, l: usize| t.reshape((b, l, heads, dh))?.transpose(1, 2)?.contiguous();
-    let (qh, kh, vh) = (split(q, lq)?, split(k, lk)?, split(v, lk)?);
-    let p = masked_softmax(&bmm(&qh, &kh.t()?)?, bias, scale)?;
-    bmm(&p, &vh)?.transpose(1, 2)?.reshape((b, lq, d))
 }
