@@ -188,3 +188,32 @@ fn cuda_forward_and_one_training_step_equal_the_cpu() {
         );
     }
 }
+
+/// The paper-scale GPU sweeps resolve to valid configs of ABXI's published size on CUDA: 9
+/// runs (baseline, GCA_early, GCA_stack x 3 seeds) and 24 (positions x gate x LayerNorm x 3).
+#[test]
+fn the_paper_sweeps_plan_abxi_sized_cuda_runs() {
+    use cdsr_lab::sweep::engine::check_run_config;
+    use cdsr_lab::sweep::spec::SweepSpec;
+    for (file, runs, gca_runs) in [
+        ("sweeps/paper-fk.toml", 9, 6),
+        ("sweeps/paper-gca-variants.toml", 24, 24),
+    ] {
+        let spec = SweepSpec::from_path(&project_root().join(file)).unwrap();
+        let plan = spec.resolve(check_run_config).unwrap();
+        assert_eq!(plan.runs.len(), runs, "{file}");
+        let configs: Vec<RunConfig> = plan
+            .runs
+            .iter()
+            .map(|r| toml::Value::Table(r.config.clone()).try_into().unwrap())
+            .collect();
+        assert!(configs.iter().all(|c| c.train.device == ComputeDevice::Cuda
+            && c.model.d_model == 256
+            && c.train.negatives_per_domain == 128));
+        let with_gca = configs
+            .iter()
+            .filter(|c| !c.gca.positions.is_empty())
+            .count();
+        assert_eq!(with_gca, gca_runs, "{file}");
+    }
+}
