@@ -9,7 +9,7 @@
 # 1. nvcc: PyPI's CUDA 13.0 wheels, `pip install --target` into target-cuda/toolkit (pinned to
 #    13.0: a newer nvcc emits PTX that a CUDA 13.0 driver refuses).
 # 2. Link-time stand-ins for the libraries cudarc links (-lcuda -lnvrtc -lcurand -lcublas
-#    -lcublasLt): one C file of empty functions named after cudarc's bindings, compiled with
+#    -lcublasLt; -lcudart, which candle-kernels' MoE kernels add, links the wheel's real one): one C file of empty functions named after cudarc's bindings, compiled with
 #    gcc -shared under the real libraries' SONAMEs, so the binary's NEEDED entries name the real
 #    ones. They are never run: the GPU machine's driver and CUDA 13 libraries are found by
 #    scripts/gpu_run.sh.
@@ -76,6 +76,9 @@ for lib in cuda:driver:libcuda.so.1 nvrtc:nvrtc:libnvrtc.so.13 curand:curand:lib
   [ -s "$src" ] || { echo "no exported names found for lib$name in $CUDARC_SRC" >&2; exit 1; }
   gcc -shared -fPIC -o "$STUBS/lib$name.so" -Wl,-soname,"$soname" "$src"
 done
+# candle-kernels' static MoE kernels need the CUDA runtime: the wheel's real libcudart.so.13,
+# linked by its unversioned name.
+ln -sf ../libcudart.so.13 "$STUBS/libcudart.so"
 
 # 3. the build
 if [ -n "$SEED_FROM" ]; then

@@ -9,7 +9,7 @@
 #
 # 1. Unpacks the binary and the data into WORK (default ${TMPDIR:-/tmp}/cdsr-gpu; kept between
 #    calls on the same machine, so a later slice resumes the runs a killed slice left there).
-# 2. LD_LIBRARY_PATH: the driver's libcuda.so.1 and CUDA 13's cuBLAS, cuBLASLt, cuRAND and NVRTC,
+# 2. LD_LIBRARY_PATH: the driver's libcuda.so.1 and CUDA 13's cuBLAS, cuBLASLt, cuRAND, NVRTC and cudart,
 #    from a system CUDA (/usr/local/cuda*) or PyTorch's nvidia/* wheel folders; `ldd` must then
 #    resolve every library the binary needs.
 # 3. --smoke: `cdsr-lab step` on the pinned batch (data/fixtures/train_step_batch.npz), three
@@ -98,7 +98,8 @@ if [ "$DEVICE" = cuda ]; then
   step "finding libcuda and the CUDA 13 libraries"
   dirs=$("$PY" - <<'EOF'
 import glob, os, subprocess
-want = ["libcuda.so.1", "libcublas.so.13", "libcublasLt.so.13", "libcurand.so.10", "libnvrtc.so.13"]
+want = ["libcuda.so.1", "libcublas.so.13", "libcublasLt.so.13", "libcurand.so.10", "libnvrtc.so.13",
+        "libcudart.so.13"]
 roots = []
 try:  # the dynamic linker's cache (the driver's libcuda usually)
     for line in subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout.splitlines():
