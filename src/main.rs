@@ -26,6 +26,8 @@ enum Command {
     Sweep(cli::sweep::SweepCommand),
     /// Train a model from a TOML run config.
     Train(cli::train::TrainArgs),
+    /// Time training steps on the pinned batch (speed anchor, GPU smoke check).
+    Step(cli::train::StepArgs),
     /// The main demo: train a small real study on food-kitchen, analyse it, write the figures.
     Demo(cli::demo::DemoArgs),
     /// The results of a tree of runs as one table, each run labelled by what sets it apart.
@@ -64,6 +66,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Data(cmd) => cli::data::run(cmd),
         Command::Sweep(cmd) => cli::sweep::run(cmd),
         Command::Train(args) => cli::train::run(args),
+        Command::Step(args) => cli::train::step(args),
         Command::Demo(args) => cli::demo::run(args),
         Command::Runs(args) => cli::runs::run(args),
         Command::Figures(args) => cli::plot::run(args),

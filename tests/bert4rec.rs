@@ -8,7 +8,7 @@ use std::path::Path;
 
 use cdsr_lab::data::{self, Dataset, Domain, ItemId};
 use cdsr_lab::model::autocdsr::{ib_case_share, ib_streams};
-use cdsr_lab::model::nn::{AttentionMap, AttentionStream, Ctx, DType};
+use cdsr_lab::model::nn::{AttentionMap, AttentionStream, Ctx, DType, Device};
 use cdsr_lab::model::{GcaConfig, IbConfig, Model, ModelConfig, ModelKind, SeqBatch};
 use cdsr_lab::train::autocdsr::ib_objective;
 use cdsr_lab::train::config::AutoCdsrConfig;
@@ -70,6 +70,7 @@ fn model(kind: ModelKind, ib: Option<&IbConfig>, ds: &Dataset) -> Model {
         ds.n_items[0],
         3,
         DType::F32,
+        &Device::Cpu,
     )
     .unwrap()
 }
@@ -77,7 +78,7 @@ fn model(kind: ModelKind, ib: Option<&IbConfig>, ds: &Dataset) -> Model {
 /// Output `[b, l, d]` of every position (head A everywhere) and the recorded attention maps.
 fn forward(m: &Model, rows: &[Vec<ItemId>]) -> (Vec<Vec<Vec<f32>>>, Vec<AttentionMap>) {
     let td = vec![vec![Some(0); LEN]; rows.len()];
-    let batch = SeqBatch::new(rows, rows, rows, &td, LEN, DType::F32).unwrap();
+    let batch = SeqBatch::new(rows, rows, rows, &td, LEN, DType::F32, &Device::Cpu).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut ctx = Ctx::new(false, &mut rng);
     ctx.attn_probs = Some(Vec::new());

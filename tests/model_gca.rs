@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 const D: usize = 8;
 
 fn module(cfg: &GcaConfig, seed: u64) -> (ParamStore, GcaModule) {
-    let mut store = ParamStore::new(DType::F64, ChaCha8Rng::seed_from_u64(seed));
+    let mut store = ParamStore::new(DType::F64, Device::Cpu, ChaCha8Rng::seed_from_u64(seed));
     let m = GcaModule::new(&mut store.scope("gca.0", "gca.0.A"), D, cfg).unwrap();
     // The default init (std 0.02) makes the gate almost constant; widen the weights so the
     // check exercises every path.
@@ -51,7 +51,7 @@ fn perturbing_future_keys_leaves_earlier_outputs_unchanged() {
         let x = randn(&[b, l, D], 10);
         let y = randn(&[b, l, D], 11);
         let valid = vec![vec![false, true, true, true, true, true], vec![true; l]];
-        let mask = AttnMask::new(&valid, l, true, DType::F64).unwrap();
+        let mask = AttnMask::new(&valid, l, true, DType::F64, &Device::Cpu).unwrap();
         let base = to_vec3(&m.forward(&x, &y, &mask).unwrap().out);
         for t in 0..l - 1 {
             // Replace every key/value after position t.
@@ -90,7 +90,7 @@ fn rows_without_a_usable_key_give_zero_not_nan() {
     // Sample 0: no valid key at all. Sample 1: keys from position 2 on, so causal rows 0 and 1
     // have none.
     let valid = vec![vec![false; l], vec![false, false, true, true]];
-    let mask = AttnMask::new(&valid, l, true, DType::F64).unwrap();
+    let mask = AttnMask::new(&valid, l, true, DType::F64, &Device::Cpu).unwrap();
     let o = m.forward(&x, &y, &mask).unwrap();
     let xp = to_vec3(&o.x_prime);
     let out = to_vec3(&o.out);
@@ -132,7 +132,7 @@ fn gradient_matches_finite_differences() {
         let yv = Var::from_tensor(&randn(&[b, l, D], 31)).unwrap();
         let w = randn(&[b, l, D], 32);
         let valid = vec![vec![false, true, true, false, true], vec![true; l]];
-        let mask = AttnMask::new(&valid, l, true, DType::F64).unwrap();
+        let mask = AttnMask::new(&valid, l, true, DType::F64, &Device::Cpu).unwrap();
         let loss_of = |x: &Tensor, y: &Tensor| -> Tensor {
             (m.forward(x, y, &mask).unwrap().out * &w)
                 .unwrap()
@@ -244,7 +244,7 @@ fn projections_give_cos_zero_and_one_and_a_zero_x_gives_no_nan() {
         vec![true; l],
         vec![true; l],
     ];
-    let mask = AttnMask::new(&valid, l, true, DType::F64).unwrap();
+    let mask = AttnMask::new(&valid, l, true, DType::F64, &Device::Cpu).unwrap();
     let x = zero_row(&randn(&[b, l, D], 40), 2, 3);
     let y = randn(&[b, l, D], 41);
     for (project, want) in [(Projection::Orthogonal, 0.0), (Projection::Parallel, 1.0)] {

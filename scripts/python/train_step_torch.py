@@ -40,6 +40,9 @@ def parse_args():
                     help="override [gca] positions: '0', '0,1', 'none' (default: the config's)")
     ap.add_argument("--batch", default=os.path.join(ROOT, "data", "fixtures", "train_step_batch.npz"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu",
+                    help="cpu or cuda: parameters are initialised on the CPU (the same weights "
+                         "on either device), then moved")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--seed", type=int, default=None, help="init/dropout seed (default: config's)")
@@ -59,6 +62,12 @@ import torch.nn.functional as F  # noqa: E402
 
 torch.set_num_threads(args.threads)
 torch.set_num_interop_threads(args.threads)
+DEVICE = torch.device(args.device)
+
+
+def as_tensor(a):
+    """A numpy array of the pinned batch as a tensor on the benchmark's device."""
+    return torch.from_numpy(a).to(DEVICE)
 
 
 # --- config (defaults = the Rust serde defaults: src/model/mod.rs, src/model/gca.rs,
@@ -382,13 +391,13 @@ def stream_input(ids, max_pos):
 
 
 def seq_batch(npz):
-    x = torch.from_numpy(npz["x"])
+    x = as_tensor(npz["x"])
     l = x.shape[1]
-    td = torch.from_numpy(npz["target_domain"])
+    td = as_tensor(npz["target_domain"])
     return {
         "x": stream_input(x, l),
-        "a": stream_input(torch.from_numpy(npz["a"]), l),
-        "b": stream_input(torch.from_numpy(npz["b"]), l),
+        "a": stream_input(as_tensor(npz["a"]), l),
+        "b": stream_input(as_tensor(npz["b"]), l),
         "target_domain": [(td == 1).float()[:, :, None], (td == 2).float()[:, :, None]],
     }
 
@@ -396,15 +405,15 @@ def seq_batch(npz):
 def info_nce(h, item_w, npz, sharing, temperature):
     """src/model/mod.rs info_nce with the positions / weights / negatives of batch_loss."""
     b, l, d = h.shape
-    td = torch.from_numpy(npz["target_domain"]).long()  # 0 none, 1 A, 2 B
+    td = as_tensor(npz["target_domain"]).long()  # 0 none, 1 A, 2 B
     flat_td = td.reshape(-1)
     positions = torch.nonzero(flat_td).squeeze(1)  # row-major b*l + t
     counts = torch.stack([(td == 1).sum(1), (td == 2).sum(1)], 1)  # [b, 2]
     rows = positions // l
     dom = flat_td[positions] - 1
     weights = 1.0 / (counts[rows, dom].double() * b)
-    targets = torch.from_numpy(npz["target"]).reshape(-1)[positions]
-    negs = torch.from_numpy(npz["negatives"])  # [b, k]
+    targets = as_tensor(npz["target"]).reshape(-1)[positions]
+    negs = as_tensor(npz["negatives"])  # [b, k]
     flat = h.reshape(b * l, d)
     hv = flat[positions]  # [n, d]
     pos_logit = (hv * F.embedding(targets, item_w)).sum(1, keepdim=True)  # [n, 1]
@@ -433,6 +442,11 @@ def main():
               f"{train_cfg['negatives_per_domain']}; the batch's are used", file=sys.stderr)
     torch.manual_seed(seed)
     model = Abxi(model_cfg, gca_cfg, vocab, seed, args.attention)
+    # Initialised on the CPU from the seeded generator, then moved: the same weights on any
+    # device; masks and other tensors made during the step go to the default device.
+    for _, _, p in model.store.params:
+        p.data = p.data.to(DEVICE)
+    torch.set_default_device(DEVICE)
     params = model.parameters()
     opt = torch.optim.AdamW(params, lr=optim_cfg["lr"],
                             betas=(optim_cfg["beta1"], optim_cfg["beta2"]),
@@ -448,6 +462,8 @@ def main():
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize()  # the step's kernels have run, not just been launched
         return lv
 
     losses, times = [], []
@@ -460,6 +476,7 @@ def main():
             times.append(dt)
     print(json.dumps({
         "impl": "pytorch",
+        "device": str(DEVICE),
         "config": os.path.relpath(os.path.abspath(args.config), ROOT),
         "gca_positions": gca_cfg["positions"],
         "threads": args.threads,

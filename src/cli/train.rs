@@ -1,10 +1,13 @@
-//! `cdsr-lab train`: arguments and handler (a thin shell over [`cdsr_lab::train::train`]).
+//! `cdsr-lab train` and `cdsr-lab step`: arguments and handlers (thin shells over
+//! [`cdsr_lab::train::train`] and [`cdsr_lab::train::step_bench`]).
 
 use std::path::PathBuf;
 
 use clap::Args;
 
-use cdsr_lab::train::{train, RunConfig, TrainOptions};
+use cdsr_lab::data;
+use cdsr_lab::train::step_bench::{set_gca_positions, time_steps, PinnedBatch};
+use cdsr_lab::train::{train, ComputeDevice, RunConfig, TrainOptions};
 
 /// Train a model from a TOML run config into a run directory.
 #[derive(Debug, Args)]
@@ -24,12 +27,18 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Override the config's `train.device` (cpu or cuda; part of the run id when not cpu).
+    #[arg(long)]
+    pub device: Option<ComputeDevice>,
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut cfg = RunConfig::from_file(&args.config)?;
     if let Some(s) = args.seed {
         cfg.train.seed = s;
+    }
+    if let Some(d) = args.device {
+        cfg.train.device = d;
     }
     let dir = args.out.join(cfg.run_id());
     if dir.exists() && !args.resume {
@@ -45,5 +54,60 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         },
     )?;
     print!("{s}");
+    Ok(())
+}
+
+/// Time training steps on the pinned batch (the speed anchor and the GPU smoke check): prints
+/// one JSON line with the median step time and every step's loss.
+#[derive(Debug, Args)]
+pub struct StepArgs {
+    /// The run config whose model and optimiser step.
+    #[arg(long, default_value = "configs/abxi-cpu.toml")]
+    pub config: PathBuf,
+    /// The pinned batch (rows 0..256 of food-kitchen's training layout and their negatives).
+    #[arg(long, default_value = "data/fixtures/train_step_batch.npz")]
+    pub batch: PathBuf,
+    /// The food-kitchen dataset folder (default: food-kitchen under the shared data folder).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// cpu or cuda (default: the config's `train.device`).
+    #[arg(long)]
+    pub device: Option<ComputeDevice>,
+    /// GCA positions: `none`, `0`, `0,1` (default: the config's).
+    #[arg(long, default_value = "")]
+    pub gca_positions: String,
+    /// Compute threads of the CPU kernels.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+}
+
+pub fn step(args: StepArgs) -> anyhow::Result<()> {
+    let mut cfg = RunConfig::from_file(&args.config)?;
+    set_gca_positions(&mut cfg, &args.gca_positions)?;
+    cfg.train.threads = Some(args.threads.max(1));
+    if let Some(d) = args.device {
+        cfg.train.device = d;
+    }
+    let data_dir = match args.data {
+        Some(d) => d,
+        None => data::shared_data_dir()
+            .ok_or_else(|| {
+                anyhow::anyhow!("shared data folder not found: pass --data or set CDSR_SHARED_DATA")
+            })?
+            .join("food-kitchen"),
+    };
+    let ds = data::load(&data_dir)?.dataset;
+    let pinned = PinnedBatch::load(&args.batch, &ds, &cfg)?;
+    let times = time_steps(&cfg, &ds, &pinned, args.warmup, args.steps)?;
+    println!(
+        "{}",
+        times.summary(&args.config.display().to_string(), &cfg)
+    );
     Ok(())
 }

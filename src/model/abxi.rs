@@ -189,11 +189,11 @@ impl Abxi {
 
     /// Final representation per position `[b, l, d]`, mixed by the position's target domain.
     pub fn forward(&self, batch: &SeqBatch, ctx: &mut Ctx) -> Result<Tensor> {
-        let dtype = self.store.dtype();
+        let (dtype, dev) = (self.store.dtype(), self.store.device());
         let streams = [&batch.x, &batch.a, &batch.b];
         let self_masks: Vec<AttnMask> = streams
             .iter()
-            .map(|s| AttnMask::new(&s.valid, s.len(), true, dtype))
+            .map(|s| AttnMask::new(&s.valid, s.len(), true, dtype, dev))
             .collect::<Result<_>>()?;
         let gca_masks = if self.gca.is_empty() {
             None
@@ -203,8 +203,8 @@ impl Abxi {
                 KvSource::Merged => &streams[0].valid,
             };
             Some(GcaMasks {
-                a: AttnMask::new(kv_valid(1), batch.a.len(), true, dtype)?,
-                b: AttnMask::new(kv_valid(2), batch.b.len(), true, dtype)?,
+                a: AttnMask::new(kv_valid(1), batch.a.len(), true, dtype, dev)?,
+                b: AttnMask::new(kv_valid(2), batch.b.len(), true, dtype, dev)?,
             })
         };
         let mut h = [

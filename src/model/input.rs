@@ -19,7 +19,8 @@ pub struct StreamInput {
 
 impl StreamInput {
     /// `rows`: equal-length rows of ids. Positions above `max_pos` are clamped to it.
-    pub fn new(rows: &[Vec<u32>], max_pos: usize, dtype: DType) -> Result<Self> {
+    /// The tensors are made on `device`.
+    pub fn new(rows: &[Vec<u32>], max_pos: usize, dtype: DType, device: &Device) -> Result<Self> {
         let b = rows.len();
         let l = rows.first().map_or(0, |r| r.len());
         if rows.iter().any(|r| r.len() != l) {
@@ -38,11 +39,10 @@ impl StreamInput {
             }
         }
         let flat: Vec<u32> = rows.iter().flatten().copied().collect();
-        let dev = Device::Cpu;
         Ok(Self {
-            ids: Tensor::from_vec(flat, (b, l), &dev)?,
-            pos: Tensor::from_vec(pos, (b, l), &dev)?,
-            mask: Tensor::from_vec(mask, (b, l, 1), &dev)?.to_dtype(dtype)?,
+            ids: Tensor::from_vec(flat, (b, l), device)?,
+            pos: Tensor::from_vec(pos, (b, l), device)?,
+            mask: Tensor::from_vec(mask, (b, l, 1), device)?.to_dtype(dtype)?,
             valid: rows
                 .iter()
                 .map(|r| r.iter().map(|&v| v != 0).collect())
@@ -85,6 +85,7 @@ impl SeqBatch {
         target_domain: &[Vec<Option<usize>>],
         max_pos: usize,
         dtype: DType,
+        device: &Device,
     ) -> Result<Self> {
         let bsz = x.len();
         let l = x.first().map_or(0, |r| r.len());
@@ -96,15 +97,14 @@ impl SeqBatch {
                 }
             }
         }
-        let dev = Device::Cpu;
         let [ta, tb] = td;
         Ok(Self {
-            x: StreamInput::new(x, max_pos, dtype)?,
-            a: StreamInput::new(a, max_pos, dtype)?,
-            b: StreamInput::new(b, max_pos, dtype)?,
+            x: StreamInput::new(x, max_pos, dtype, device)?,
+            a: StreamInput::new(a, max_pos, dtype, device)?,
+            b: StreamInput::new(b, max_pos, dtype, device)?,
             target_domain: [
-                Tensor::from_vec(ta, (bsz, l, 1), &dev)?.to_dtype(dtype)?,
-                Tensor::from_vec(tb, (bsz, l, 1), &dev)?.to_dtype(dtype)?,
+                Tensor::from_vec(ta, (bsz, l, 1), device)?.to_dtype(dtype)?,
+                Tensor::from_vec(tb, (bsz, l, 1), device)?.to_dtype(dtype)?,
             ],
         })
     }

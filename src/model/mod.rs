@@ -272,10 +272,12 @@ pub enum Model {
 }
 
 impl Model {
-    /// Builds the model; the seed fixes every initial weight.
+    /// Builds the model on `device`; the seed fixes every initial weight (drawn on the host, the
+    /// same on every device).
     /// `vocab` is the dataset's [`crate::data::Dataset::vocab_size`] (a masked model adds its
     /// two mask tokens); `ib` gives a `bert4rec` model AutoCDSR+'s information-bottleneck
     /// tokens.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: &ModelConfig,
         gca: &GcaConfig,
@@ -284,9 +286,10 @@ impl Model {
         n_items_a: usize,
         seed: u64,
         dtype: DType,
+        device: &nn::Device,
     ) -> Result<Self> {
         check_options(cfg, gca, ib).map_err(|e| nn::Error::msg(e.to_string()))?;
-        let store = ParamStore::new(dtype, ChaCha8Rng::seed_from_u64(seed));
+        let store = ParamStore::new(dtype, device.clone(), ChaCha8Rng::seed_from_u64(seed));
         Ok(match cfg.kind {
             ModelKind::Abxi => Model::Abxi(abxi::Abxi::new(cfg, gca, vocab, store)?),
             ModelKind::Sasrec | ModelKind::SasrecSingle | ModelKind::Bert4rec => {

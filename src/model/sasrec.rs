@@ -21,8 +21,8 @@ use super::autocdsr::IbConfig;
 use super::gca::{GcaConfig, GcaInputs, GcaLayer, KvSource};
 use super::input::{SeqBatch, StreamInput};
 use super::nn::{
-    last_position, mask_mul, AttentionMap, AttentionStream, AttnMask, Ctx, Device, Embedding,
-    LayerNorm, MultiHeadAttention, ParamStore, Result, SwiGlu, Tensor,
+    last_position, mask_mul, AttentionMap, AttentionStream, AttnMask, Ctx, Embedding, LayerNorm,
+    MultiHeadAttention, ParamStore, Result, SwiGlu, Tensor,
 };
 use super::{ModelConfig, ModelKind};
 
@@ -155,7 +155,7 @@ impl SasRec {
         let Some(layer) = self.gca.iter().find(|g| g.position == p) else {
             return Ok(h);
         };
-        let dtype = self.store.dtype();
+        let (dtype, dev) = (self.store.dtype(), self.store.device());
         let x = &batch.x;
         // Domain membership of each merged position.
         let dom = |want_a: bool| -> Vec<Vec<bool>> {
@@ -172,19 +172,19 @@ impl SasRec {
         let col = |v: &Vec<Vec<bool>>| -> Result<Tensor> {
             let (b, l) = (v.len(), x.len());
             let f: Vec<f32> = v.iter().flatten().map(|&t| t as u8 as f32).collect();
-            Tensor::from_vec(f, (b, l, 1), &super::nn::Device::Cpu)?.to_dtype(dtype)
+            Tensor::from_vec(f, (b, l, 1), dev)?.to_dtype(dtype)
         };
         let (ma, mb) = (col(&va)?, col(&vb)?);
         let (xa, xb) = (mask_mul(&h, &ma)?, mask_mul(&h, &mb)?);
         let (mask_a, mask_b, kv) = match layer.kv_source {
             KvSource::Other => (
-                AttnMask::new(&vb, x.len(), true, dtype)?,
-                AttnMask::new(&va, x.len(), true, dtype)?,
+                AttnMask::new(&vb, x.len(), true, dtype, dev)?,
+                AttnMask::new(&va, x.len(), true, dtype, dev)?,
                 [&xb, &xa],
             ),
             KvSource::Merged => (
-                AttnMask::new(&x.valid, x.len(), true, dtype)?,
-                AttnMask::new(&x.valid, x.len(), true, dtype)?,
+                AttnMask::new(&x.valid, x.len(), true, dtype, dev)?,
+                AttnMask::new(&x.valid, x.len(), true, dtype, dev)?,
                 [&h, &h],
             ),
         };
@@ -234,7 +234,13 @@ impl SasRec {
         gca_batch: Option<&SeqBatch>,
         ctx: &mut Ctx,
     ) -> Result<Tensor> {
-        let mask = AttnMask::new(&x.valid, x.len(), self.causal, self.store.dtype())?;
+        let mask = AttnMask::new(
+            &x.valid,
+            x.len(),
+            self.causal,
+            self.store.dtype(),
+            self.store.device(),
+        )?;
         let mut h = self.embed(x, ctx)?;
         if let Some(batch) = gca_batch {
             h = self.gca_at(0, h, batch, ctx)?;
@@ -302,7 +308,7 @@ impl SasRec {
     fn encode_ib(&self, x: &StreamInput, ib: &IbTokens, ctx: &mut Ctx) -> Result<Tensor> {
         let (bsz, l) = (x.batch(), x.len());
         let (k, d) = ib.init.weight.dims2()?;
-        let dtype = self.store.dtype();
+        let (dtype, dev) = (self.store.dtype(), self.store.device());
         // Each domain's subsequence, left padded to the batch's longest (at least 1;
         // [`crate::model::autocdsr::ib_streams`] gives the same lengths), and where each merged
         // position landed in the concatenation [stream A | stream B] of its row.
@@ -332,12 +338,12 @@ impl SasRec {
             }
         }
         let init = ib.init.weight.unsqueeze(0)?.broadcast_as((bsz, k, d))?;
-        let ones = Tensor::ones((bsz, k, 1), dtype, &Device::Cpu)?;
+        let ones = Tensor::ones((bsz, k, 1), dtype, dev)?;
         let mut hs = Vec::with_capacity(2);
         let mut masks = Vec::with_capacity(2);
         let mut token_masks = Vec::with_capacity(2);
         for (stream, n) in rows.iter().zip(lens) {
-            let s = StreamInput::new(stream, self.cfg.max_len, dtype)?;
+            let s = StreamInput::new(stream, self.cfg.max_len, dtype, dev)?;
             hs.push(Tensor::cat(&[&init, &self.embed(&s, ctx)?], 1)?);
             let keys: Vec<Vec<bool>> = s
                 .valid
@@ -348,7 +354,7 @@ impl SasRec {
                         .collect()
                 })
                 .collect();
-            masks.push(AttnMask::new(&keys, k + n, false, dtype)?);
+            masks.push(AttnMask::new(&keys, k + n, false, dtype, dev)?);
             token_masks.push(Tensor::cat(&[&ones, &s.mask], 1)?);
         }
         for (li, blk) in self.blocks.iter().enumerate() {
@@ -377,7 +383,7 @@ impl SasRec {
             &[&hs[0].narrow(1, k, lens[0])?, &hs[1].narrow(1, k, lens[1])?],
             1,
         )?;
-        let landed = Tensor::from_vec(landed, bsz * l, &Device::Cpu)?;
+        let landed = Tensor::from_vec(landed, bsz * l, dev)?;
         seq.reshape((bsz * width, d))?
             .index_select(&landed, 0)?
             .reshape((bsz, l, d))

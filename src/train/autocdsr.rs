@@ -185,11 +185,17 @@ pub fn acd_objective(
     let weighted = Tensor::from_vec(
         weighted.into_raw_vec_and_offset().0,
         (batch, 1, len, len),
-        &Device::Cpu,
+        &maps_device(attn),
     )?;
     weighted_attention(attn, cfg, "the merged stream", |stream| {
         (stream == AttentionStream::Merged).then_some(&weighted)
     })
+}
+
+/// The device of the attention maps (their weights are built there).
+fn maps_device(attn: &[AttentionMap]) -> Device {
+    attn.first()
+        .map_or(Device::Cpu, |map| map.probs.device().clone())
 }
 
 /// The objective both shares share: over the recorded maps whose layer `cfg` uses and whose
@@ -282,7 +288,7 @@ pub fn ib_objective(
                     w[at..at + k].fill(wb);
                 }
             }
-            Tensor::from_vec(w, (batch, 1, n, n), &Device::Cpu)
+            Tensor::from_vec(w, (batch, 1, n, n), &maps_device(attn))
         })
         .collect::<crate::model::nn::Result<_>>()?;
     weighted_attention(attn, cfg, "the IB streams", |stream| match stream {

@@ -113,6 +113,70 @@ pub struct TrainConfig {
     /// seconds (`stop_reason = "time_cap"`). Default: no time cap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_wall_time_s: Option<f64>,
+    /// Where the model trains and evaluates: `cpu` (the fused CPU kernels) or `cuda` (GPU 0,
+    /// in a build with the `cuda` feature; docs/gpu.md). Part of the run's identity when not
+    /// `cpu` (results differ from the CPU's in the last digits). Default: `cpu`.
+    #[serde(skip_serializing_if = "ComputeDevice::is_cpu")]
+    pub device: ComputeDevice,
+}
+
+/// `train.device`: the device a run's tensors live on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComputeDevice {
+    #[default]
+    Cpu,
+    Cuda,
+}
+
+/// A device this build or machine cannot give.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error(
+        "train.device = \"cuda\" but this cdsr-lab was built without CUDA support: build it with \
+         `--features cuda` (scripts/build_cuda.sh, docs/gpu.md)"
+    )]
+    CudaNotBuilt,
+    #[error("train.device = \"cuda\": no usable CUDA device 0: {0}")]
+    CudaUnavailable(String),
+}
+
+impl ComputeDevice {
+    pub fn is_cpu(&self) -> bool {
+        *self == ComputeDevice::Cpu
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComputeDevice::Cpu => "cpu",
+            ComputeDevice::Cuda => "cuda",
+        }
+    }
+
+    /// The engine's device: the CPU, or CUDA device 0 (an error in a build without the `cuda`
+    /// feature, or where no GPU and driver answer).
+    pub fn open(self) -> Result<crate::model::nn::Device, DeviceError> {
+        match self {
+            ComputeDevice::Cpu => Ok(crate::model::nn::Device::Cpu),
+            #[cfg(feature = "cuda")]
+            ComputeDevice::Cuda => crate::model::nn::Device::new_cuda(0)
+                .map_err(|e| DeviceError::CudaUnavailable(e.to_string())),
+            #[cfg(not(feature = "cuda"))]
+            ComputeDevice::Cuda => Err(DeviceError::CudaNotBuilt),
+        }
+    }
+}
+
+impl std::str::FromStr for ComputeDevice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(ComputeDevice::Cpu),
+            "cuda" => Ok(ComputeDevice::Cuda),
+            other => Err(format!("unknown device `{other}` (cpu or cuda)")),
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -130,6 +194,7 @@ impl Default for TrainConfig {
             capture_batch_size: 64,
             threads: None,
             max_wall_time_s: None,
+            device: ComputeDevice::Cpu,
         }
     }
 }

@@ -28,7 +28,12 @@ fn eval_rows(ds: &Dataset, kind: ModelKind, b: &EvalBatch) -> Vec<Vec<data::Item
 }
 
 /// Model input of an evaluation batch: every position carries the case's target domain.
-fn eval_input(x: &[Vec<data::ItemId>], b: &EvalBatch, dtype: DType) -> anyhow::Result<SeqBatch> {
+fn eval_input(
+    x: &[Vec<data::ItemId>],
+    b: &EvalBatch,
+    dtype: DType,
+    device: &Device,
+) -> anyhow::Result<SeqBatch> {
     let l = b.max_len;
     let td: Vec<Vec<Option<usize>>> = b
         .target_domain
@@ -42,6 +47,7 @@ fn eval_input(x: &[Vec<data::ItemId>], b: &EvalBatch, dtype: DType) -> anyhow::R
         &td,
         l,
         dtype,
+        device,
     )?)
 }
 
@@ -66,7 +72,7 @@ fn eval_repr(
     attention: bool,
 ) -> anyhow::Result<EvalForward> {
     let x = eval_rows(ds, model.kind(), b);
-    let input = eval_input(&x, b, DType::F32)?;
+    let input = eval_input(&x, b, DType::F32, model.params().device())?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut ctx = Ctx::new(false, &mut rng);
     ctx.last_only = true;
@@ -252,8 +258,11 @@ pub(super) fn evaluate(
                 Some(cap) => cosines.extend(case_abs_cos(cap, b.target_domain)?),
                 None => cosines.extend(vec![CaseCos::new(); b.batch_size()]),
             }
-            let ids =
-                Tensor::from_vec(items.to_vec(), (b.batch_size(), cand.width()), &Device::Cpu)?;
+            let ids = Tensor::from_vec(
+                items.to_vec(),
+                (b.batch_size(), cand.width()),
+                model.params().device(),
+            )?;
             Ok(score_candidates(&out.h_last, model.item_embedding(), &ids)?
                 .flatten_all()?
                 .to_vec1::<f32>()?)

@@ -16,7 +16,7 @@ pub(super) fn rows_of<T: Copy>(flat: &[T], l: usize) -> Vec<Vec<T>> {
 }
 
 /// Model input of a training batch.
-fn train_input(b: &TrainBatch, dtype: DType) -> anyhow::Result<SeqBatch> {
+fn train_input(b: &TrainBatch, dtype: DType, device: &Device) -> anyhow::Result<SeqBatch> {
     let l = b.max_len;
     let td: Vec<Vec<Option<usize>>> = b
         .target_domain
@@ -38,6 +38,7 @@ fn train_input(b: &TrainBatch, dtype: DType) -> anyhow::Result<SeqBatch> {
         &td,
         l,
         dtype,
+        device,
     )?)
 }
 
@@ -109,8 +110,8 @@ fn forward_loss(
     step_seed: u64,
     record_attention: bool,
 ) -> anyhow::Result<(Tensor, Vec<AttentionMap>)> {
-    let dtype = model.params().dtype();
-    let input = train_input(batch, dtype)?;
+    let (dtype, dev) = (model.params().dtype(), model.params().device());
+    let input = train_input(batch, dtype, dev)?;
     let mut rng = ChaCha8Rng::seed_from_u64(step_seed);
     let mut ctx = Ctx::new(true, &mut rng);
     if record_attention {
@@ -167,16 +168,15 @@ fn forward_loss(
     if n_pos == 0 {
         anyhow::bail!("a training batch has no target position");
     }
-    let dev = Device::Cpu;
-    let positions = Tensor::from_vec(positions, n_pos, &dev)?;
-    let targets = Tensor::from_vec(targets, n_pos, &dev)?;
-    let weights = Tensor::from_vec(weights, n_pos, &dev)?.to_dtype(dtype)?;
+    let positions = Tensor::from_vec(positions, n_pos, dev)?;
+    let targets = Tensor::from_vec(targets, n_pos, dev)?;
+    let weights = Tensor::from_vec(weights, n_pos, dev)?.to_dtype(dtype)?;
     let negatives = match cfg.train.negative_sharing {
         NegativeSharing::PerPosition => {
-            Negatives::PerPosition(Tensor::from_vec(per_pos, (n_pos, w), &dev)?)
+            Negatives::PerPosition(Tensor::from_vec(per_pos, (n_pos, w), dev)?)
         }
         NegativeSharing::PerRow => {
-            Negatives::PerSequence(Tensor::from_vec(per_row, (bsz, w), &dev)?)
+            Negatives::PerSequence(Tensor::from_vec(per_row, (bsz, w), dev)?)
         }
     };
     let loss = info_nce(

@@ -23,13 +23,15 @@ mod evaluate;
 mod loss;
 pub mod optim;
 pub mod pareto;
+pub mod step_bench;
 pub mod stopping;
 mod train_loop;
 
 use std::path::PathBuf;
 
 pub use config::{
-    AutoCdsrConfig, ConfigError, DataConfig, Interval, OptimConfig, RunConfig, TrainConfig,
+    AutoCdsrConfig, ComputeDevice, ConfigError, DataConfig, DeviceError, Interval, OptimConfig,
+    RunConfig, TrainConfig,
 };
 pub use loss::batch_loss_with_negatives;
 pub use train_loop::{build_model, train};

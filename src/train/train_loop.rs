@@ -89,7 +89,7 @@ fn prepare(cfg: &RunConfig) -> anyhow::Result<Prepared> {
     })
 }
 
-fn set_threads(n: Option<usize>) {
+pub(super) fn set_threads(n: Option<usize>) {
     if let Some(n) = n {
         // candle's matmul reads RAYON_NUM_THREADS; rayon's global pool is built once.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
@@ -99,7 +99,8 @@ fn set_threads(n: Option<usize>) {
     }
 }
 
-/// The model of `cfg` for dataset `ds` (f32, weights fixed by the seed) and its optimiser.
+/// The model of `cfg` for dataset `ds` (f32, weights fixed by the seed) on `train.device`, and
+/// its optimiser.
 pub fn build_model(cfg: &RunConfig, ds: &Dataset) -> anyhow::Result<(Model, AdamW)> {
     crate::model::nn::keep_freed_memory();
     let model = Model::new(
@@ -110,6 +111,7 @@ pub fn build_model(cfg: &RunConfig, ds: &Dataset) -> anyhow::Result<(Model, Adam
         ds.n_items[0],
         cfg.train.seed,
         DType::F32,
+        &cfg.train.device.open()?,
     )?;
     let opt = AdamW::new(model.params().vars(), &cfg.optim)?;
     Ok((model, opt))
@@ -140,10 +142,10 @@ fn start_or_resume(
             names
                 .iter()
                 .map(|n| {
-                    tensors
+                    let t = tensors
                         .get(&format!("{prefix}{n}"))
-                        .cloned()
-                        .with_context(|| format!("checkpoint lacks {prefix}{n}"))
+                        .with_context(|| format!("checkpoint lacks {prefix}{n}"))?;
+                    Ok(t.to_device(model.params().device())?)
                 })
                 .collect()
         };

@@ -456,6 +456,9 @@ pub fn attention(
     heads: usize,
     scale: f64,
 ) -> Result<Tensor> {
+    if !q.device().is_cpu() {
+        return Ok(composed_attention(q, k, v, bias, heads, scale)?.0);
+    }
     let op = Attention {
         bias: bias.contiguous()?,
         heads,
@@ -642,6 +645,9 @@ pub fn attention_probs(
     heads: usize,
     scale: f64,
 ) -> Result<Tensor> {
+    if !q.device().is_cpu() {
+        return composed_probs(q, k, bias, heads, scale);
+    }
     let op = Probabilities(Attention {
         bias: bias.contiguous()?,
         heads,
@@ -650,42 +656,56 @@ pub fn attention_probs(
     q.contiguous()?.apply_op2(&k.contiguous()?, op)
 }
 
+/// The heads of `t: [b, l, d]` side by side as `[b, heads, l, d / heads]`.
+fn split_heads(t: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, l, d) = t.dims3()?;
+    if heads == 0 || d % heads != 0 {
+        bail!("attention: width {d} is not divisible by {heads} heads");
+    }
+    t.reshape((b, l, heads, d / heads))?
+        .transpose(1, 2)?
+        .contiguous()
+}
+
+/// The probabilities `[b, heads, lq, lk]` of [`attention`] as graph nodes: the heads split,
+/// [`super::bmm`], [`super::masked_softmax`] (candle's ops on another device than the CPU).
+pub(super) fn composed_probs(
+    q: &Tensor,
+    k: &Tensor,
+    bias: &Tensor,
+    heads: usize,
+    scale: f64,
+) -> Result<Tensor> {
+    let (qh, kh) = (split_heads(q, heads)?, split_heads(k, heads)?);
+    super::masked_softmax(&super::bmm(&qh, &kh.t()?)?, bias, scale)
+}
+
+/// [`attention`] composed of graph nodes ([`composed_probs`], then [`super::bmm`] with the
+/// values and the heads merged): the path of a tensor on another device than the CPU, and the
+/// tests' reference. Returns the output `[b, lq, d]` and the probabilities.
+pub(super) fn composed_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: &Tensor,
+    heads: usize,
+    scale: f64,
+) -> Result<(Tensor, Tensor)> {
+    let (b, lq, d) = q.dims3()?;
+    let probs = composed_probs(q, k, bias, heads, scale)?;
+    let out = super::bmm(&probs, &split_heads(v, heads)?)?
+        .transpose(1, 2)?
+        .reshape((b, lq, d))?;
+    Ok((out, probs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_tensors::{gap, seeded};
-    use super::super::{bmm, masked_softmax, AttnMask};
+    use super::super::AttnMask;
     use super::*;
     use candle_core::backprop::GradStore;
-    use candle_core::{DType, Var};
-
-    /// The unfused candle ops (head split, score product, masked softmax, value product,
-    /// merge) the node replaces.
-    fn reference(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, heads: usize) -> Tensor {
-        let (b, lq, d) = q.dims3().unwrap();
-        let lk = k.dim(1).unwrap();
-        let dh = d / heads;
-        let split = |t: &Tensor, l: usize| {
-            t.reshape((b, l, heads, dh))
-                .unwrap()
-                .transpose(1, 2)
-                .unwrap()
-                .contiguous()
-                .unwrap()
-        };
-        let (qh, kh, vh) = (split(q, lq), split(k, lk), split(v, lk));
-        let p = masked_softmax(
-            &bmm(&qh, &kh.t().unwrap()).unwrap(),
-            bias,
-            1.0 / (dh as f64).sqrt(),
-        )
-        .unwrap();
-        bmm(&p, &vh)
-            .unwrap()
-            .transpose(1, 2)
-            .unwrap()
-            .reshape((b, lq, d))
-            .unwrap()
-    }
+    use candle_core::{DType, Device, Var};
 
     /// Asserts that the gradients of `sum(fused * w)` and `sum(unfused * w)` with respect to
     /// each named variable agree to 1e-12 (case `i`); returns the fused node's gradients.
@@ -756,7 +776,7 @@ mod tests {
             let k = Var::from_tensor(&seeded(&[b, lk, d], seed + 1)).unwrap();
             let v = Var::from_tensor(&seeded(&[b, lk, d], seed + 2)).unwrap();
             let w = seeded(&[b, lq, d], seed + 3);
-            let mask = AttnMask::new(&valid, lq, causal, DType::F64).unwrap();
+            let mask = AttnMask::new(&valid, lq, causal, DType::F64, &Device::Cpu).unwrap();
             let scale = 1.0 / ((d / heads) as f64).sqrt();
             let fused = attention(
                 q.as_tensor(),
@@ -767,13 +787,16 @@ mod tests {
                 scale,
             )
             .unwrap();
-            let unfused = reference(
+            let unfused = composed_attention(
                 q.as_tensor(),
                 k.as_tensor(),
                 v.as_tensor(),
                 &mask.bias,
                 heads,
-            );
+                scale,
+            )
+            .unwrap()
+            .0;
             assert!(gap(&fused, &unfused) < 1e-12, "case {i}: values differ");
             let gf = same_gradients(i, &fused, &unfused, &w, &[("q", &q), ("k", &k), ("v", &v)]);
             // A sequence without a usable key outputs zeros and passes no gradient.
@@ -813,21 +836,12 @@ mod tests {
             let q = Var::from_tensor(&seeded(&[b, lq, d], seed)).unwrap();
             let k = Var::from_tensor(&seeded(&[b, lk, d], seed + 1)).unwrap();
             let w = seeded(&[b, heads, lq, lk], seed + 2);
-            let mask = AttnMask::new(&valid, lq, causal, DType::F64).unwrap();
+            let mask = AttnMask::new(&valid, lq, causal, DType::F64, &Device::Cpu).unwrap();
             let scale = 1.0 / ((d / heads) as f64).sqrt();
             let fused =
                 attention_probs(q.as_tensor(), k.as_tensor(), &mask.bias, heads, scale).unwrap();
-            let split = |t: &Tensor, l: usize| {
-                t.reshape((b, l, heads, d / heads))
-                    .unwrap()
-                    .transpose(1, 2)
-                    .unwrap()
-                    .contiguous()
-                    .unwrap()
-            };
-            let (qh, kh) = (split(q.as_tensor(), lq), split(k.as_tensor(), lk));
             let unfused =
-                masked_softmax(&bmm(&qh, &kh.t().unwrap()).unwrap(), &mask.bias, scale).unwrap();
+                composed_probs(q.as_tensor(), k.as_tensor(), &mask.bias, heads, scale).unwrap();
             assert_eq!(fused.dims(), &[b, heads, lq, lk]);
             assert!(gap(&fused, &unfused) < 1e-12, "case {i}: values differ");
             same_gradients(i, &fused, &unfused, &w, &[("q", &q), ("k", &k)]);
@@ -845,8 +859,8 @@ mod tests {
             vec![true; l],
             vec![false, false, false, true, true, true, true],
         ];
-        let mask64 = AttnMask::new(&valid, l, true, DType::F64).unwrap();
-        let mask32 = AttnMask::new(&valid, l, true, DType::F32).unwrap();
+        let mask64 = AttnMask::new(&valid, l, true, DType::F64, &Device::Cpu).unwrap();
+        let mask32 = AttnMask::new(&valid, l, true, DType::F32, &Device::Cpu).unwrap();
         let x: Vec<Tensor> = (0..3).map(|s| seeded(&[b, l, d], 40 + s)).collect();
         let f64_out = attention(&x[0], &x[1], &x[2], &mask64.bias, heads, 0.5).unwrap();
         let x32: Vec<Tensor> = x.iter().map(|t| t.to_dtype(DType::F32).unwrap()).collect();

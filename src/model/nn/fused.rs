@@ -14,6 +14,8 @@ use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
 };
 use multiversion::multiversion;
+
+use super::unfused;
 use num_traits::Float;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -375,6 +377,9 @@ impl CustomOp2 for SoftmaxGrad {
 /// Attention probabilities `softmax(scale * scores + bias)` over the last axis, rows whose
 /// keys are all masked (bias at -1e9) exactly 0. `scores: [b, h, q, k]`, `bias: [b, 1, q, k]`.
 pub fn masked_softmax(scores: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
+    if !scores.device().is_cpu() {
+        return unfused::masked_softmax(scores, bias, scale);
+    }
     scores
         .contiguous()?
         .apply_op2(&bias.contiguous()?, MaskedSoftmax { scale })
@@ -438,6 +443,9 @@ impl CustomOp3 for SiluMulGradA {
 
 /// `silu(a) * b` (SwiGLU's gate) in one pass, with its analytic backward.
 pub fn silu_mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if !a.device().is_cpu() {
+        return unfused::silu_mul(a, b);
+    }
     a.contiguous()?.apply_op2(&b.contiguous()?, SiluMul)
 }
 
@@ -599,6 +607,9 @@ impl CustomOp2 for LayerNormGradParams {
 /// Layer normalisation of `x` over its last axis with weight and bias `[d]` (eps as given), in
 /// one pass, with its analytic backward.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return unfused::layer_norm(x, weight, bias, eps);
+    }
     x.contiguous()?.apply_op3(
         &weight.contiguous()?,
         &bias.contiguous()?,
@@ -652,13 +663,16 @@ impl CustomOp2 for MaskMul {
 /// (padding masks `[b, l, 1]`, dropout masks). The mask gets no gradient, which saves the
 /// full-size passes candle's backward would spend on it.
 pub fn mask_mul(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return unfused::mask_mul(x, mask);
+    }
     x.contiguous()?.apply_op2(&mask.contiguous()?, MaskMul)
 }
 
 /// Inverted dropout with a mask that is a pure function of `(seed, element index)`.
-struct Dropout {
-    p: f64,
-    seed: u64,
+pub(super) struct Dropout {
+    pub(super) p: f64,
+    pub(super) seed: u64,
 }
 
 /// MurmurHash3's 32-bit finaliser: a well-mixed hash of a 32-bit counter. 32-bit, so the
@@ -735,6 +749,9 @@ impl CustomOp1 for Dropout {
 pub fn dropout(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
     if !(0.0..1.0).contains(&p) {
         bail!("dropout rate {p} is outside [0, 1)");
+    }
+    if !x.device().is_cpu() {
+        return unfused::dropout(x, p, seed);
     }
     x.contiguous()?.apply_op1(Dropout { p, seed })
 }
@@ -891,6 +908,9 @@ pub fn sampled_softmax_nll(
     if temperature <= 0.0 {
         bail!("sampled softmax: temperature {temperature} is not positive");
     }
+    if !pos.device().is_cpu() {
+        return unfused::sampled_softmax_nll(pos, neg, rows, temperature);
+    }
     let rows = match rows {
         Some(r) => Some(std::sync::Arc::new(
             r.to_dtype(candle_core::DType::U32)?.to_vec1::<u32>()?,
@@ -905,23 +925,7 @@ pub fn sampled_softmax_nll(
 mod tests {
     use super::super::test_tensors::{gap, seeded};
     use super::*;
-    use candle_core::{DType, Device, Var, D};
-
-    /// The unfused reference: the chain of candle ops the fused kernel replaces.
-    fn reference(scores: &Tensor, bias: &Tensor, scale: f64) -> Tensor {
-        let s = (scores * scale).unwrap().broadcast_add(bias).unwrap();
-        let max = s.max_keepdim(D::Minus1).unwrap().detach();
-        let e = s.broadcast_sub(&max).unwrap().exp().unwrap();
-        let p = e.broadcast_div(&e.sum_keepdim(D::Minus1).unwrap()).unwrap();
-        let usable = bias
-            .ge(MASKED)
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .max_keepdim(D::Minus1)
-            .unwrap();
-        p.broadcast_mul(&usable).unwrap()
-    }
+    use candle_core::{DType, Device, Var};
 
     #[test]
     fn sampled_softmax_nll_and_its_gradients_equal_the_unfused_ops() {
@@ -932,27 +936,10 @@ mod tests {
         let w = seeded(&[3], 22);
         let idx = Tensor::new(&rows, &Device::Cpu).unwrap();
         let fused = sampled_softmax_nll(pos.as_tensor(), neg.as_tensor(), Some(&idx), t).unwrap();
-        // Reference: gather, concatenate, scale, log-softmax, take the positive's column.
+        // The unfused ops: gather, concatenate, scale, log-softmax, take the positive's column.
+        let reference =
+            unfused::sampled_softmax_nll(pos.as_tensor(), neg.as_tensor(), Some(&idx), t).unwrap();
         let picked = neg.as_tensor().index_select(&idx, 0).unwrap();
-        let logits = (Tensor::cat(&[&pos.as_tensor().unsqueeze(1).unwrap(), &picked], 1).unwrap()
-            / t)
-            .unwrap();
-        let max = logits.max_keepdim(D::Minus1).unwrap().detach();
-        let lse = (logits
-            .broadcast_sub(&max)
-            .unwrap()
-            .exp()
-            .unwrap()
-            .sum_keepdim(D::Minus1))
-        .unwrap()
-        .log()
-        .unwrap()
-        .broadcast_add(&max)
-        .unwrap();
-        let reference = (lse - logits.narrow(1, 0, 1).unwrap())
-            .unwrap()
-            .squeeze(1)
-            .unwrap();
         assert!(gap(&fused, &reference) < 1e-12);
         let gf = (&fused * &w)
             .unwrap()
@@ -1031,7 +1018,7 @@ mod tests {
         let bias = Tensor::from_vec(bias, (b, 1, q, k), &Device::Cpu).unwrap();
         let w = seeded(&[b, h, q, k], 2);
         let fused = masked_softmax(scores.as_tensor(), &bias, 0.7).unwrap();
-        let refr = reference(scores.as_tensor(), &bias, 0.7);
+        let refr = unfused::masked_softmax(scores.as_tensor(), &bias, 0.7).unwrap();
         assert!(gap(&fused, &refr) < 1e-12);
         let row = fused.narrow(0, 1, 1).unwrap().narrow(2, 0, 1).unwrap();
         assert_eq!(
@@ -1059,7 +1046,7 @@ mod tests {
         let b = Var::from_tensor(&seeded(&[7, 9], 4)).unwrap();
         let w = seeded(&[7, 9], 5);
         let fused = silu_mul(a.as_tensor(), b.as_tensor()).unwrap();
-        let refr = (a.as_tensor().silu().unwrap() * b.as_tensor()).unwrap();
+        let refr = unfused::silu_mul(a.as_tensor(), b.as_tensor()).unwrap();
         assert!(gap(&fused, &refr) < 1e-12);
         let gf = (&fused * &w)
             .unwrap()
@@ -1081,16 +1068,7 @@ mod tests {
         let gw = seeded(&[300, 7], 9);
         let (xt, wt, bt) = (x.as_tensor(), w.as_tensor(), b.as_tensor());
         let fused = layer_norm(xt, wt, bt, 1e-5).unwrap();
-        let mean = xt.mean_keepdim(D::Minus1).unwrap();
-        let xc = xt.broadcast_sub(&mean).unwrap();
-        let var = xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
-        let refr = xc
-            .broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
-            .unwrap()
-            .broadcast_mul(wt)
-            .unwrap()
-            .broadcast_add(bt)
-            .unwrap();
+        let refr = unfused::layer_norm(xt, wt, bt, 1e-5).unwrap();
         assert!(gap(&fused, &refr) < 1e-12);
         let gf = (&fused * &gw)
             .unwrap()
@@ -1117,7 +1095,7 @@ mod tests {
         let full = seeded(&[2, 3, 4], 11);
         for m in [&rows, &full] {
             let fused = mask_mul(x.as_tensor(), m).unwrap();
-            let refr = x.as_tensor().broadcast_mul(m).unwrap();
+            let refr = unfused::mask_mul(x.as_tensor(), m).unwrap();
             assert_eq!(gap(&fused, &refr), 0.0);
             let g = fused.sum_all().unwrap().backward().unwrap();
             let want = m.broadcast_as((2, 3, 4)).unwrap();
@@ -1170,6 +1148,14 @@ mod tests {
             .to_vec1()
             .unwrap();
         assert_ne!(other, kept);
+        // The unfused path (other devices) drops the same elements with the same values.
+        let unfused: Vec<f64> = unfused::dropout(x.as_tensor(), 0.3, 42)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(unfused, kept);
         let err = dropout(x.as_tensor(), 1.0, 1).unwrap_err().to_string();
         assert!(err.contains("dropout rate 1 is outside [0, 1)"), "{err}");
     }

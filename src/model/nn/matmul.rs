@@ -23,6 +23,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::fused::contiguous;
+use super::unfused;
 
 /// The batch shape, matrix shape and strides of one operand.
 struct Operand {
@@ -203,6 +204,9 @@ impl CustomOp2 for BatchedMatmul {
 /// `a @ b` over the last two axes for `a: [B.., m, k]`, `b: [B.., k, n]` (same batch axes, no
 /// broadcasting), parallel over the batch, differentiable. Transposed views are read in place.
 pub fn bmm(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if !a.device().is_cpu() {
+        return unfused::bmm(a, b);
+    }
     let batchable = |t: &Tensor| -> Result<Tensor> {
         if Operand::of(t.layout()).is_some() {
             Ok(t.clone())
@@ -536,6 +540,9 @@ impl CustomOp3 for LinearGrad {
 /// `x W^T (+ b)` over the last axis of `x` (any leading shape), `weight: [out, in]`,
 /// `bias: [out]`: one autograd node, parallel over blocks of rows.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return unfused::linear(x, weight, bias);
+    }
     let (x, w) = (x.contiguous()?, weight.contiguous()?);
     match bias {
         Some(b) => x.apply_op3(&w, &b.contiguous()?, LinearOp),
@@ -567,7 +574,7 @@ mod tests {
             let a = Var::from_tensor(&ramp(&sa, 0.1)).unwrap();
             let b = Var::from_tensor(&ramp(&sb, 0.7)).unwrap();
             let ours = bmm(a.as_tensor(), b.as_tensor()).unwrap();
-            let refr = a.as_tensor().matmul(b.as_tensor()).unwrap();
+            let refr = unfused::bmm(a.as_tensor(), b.as_tensor()).unwrap();
             assert_eq!(ours.dims(), refr.dims());
             assert!(gap(&ours, &refr) < 1e-12);
             let w = ramp(ours.dims(), 1.3);
@@ -625,16 +632,7 @@ mod tests {
             let b = Var::from_tensor(&ramp(&[5], 1.1)).unwrap();
             let bt = bias.then(|| b.as_tensor());
             let ours = linear(x.as_tensor(), w.as_tensor(), bt).unwrap();
-            let mut refr = x
-                .as_tensor()
-                .reshape((1100, 6))
-                .unwrap()
-                .matmul(&w.as_tensor().t().unwrap())
-                .unwrap();
-            if let Some(b) = bt {
-                refr = refr.broadcast_add(b).unwrap();
-            }
-            let refr = refr.reshape((4, 275, 5)).unwrap();
+            let refr = unfused::linear(x.as_tensor(), w.as_tensor(), bt).unwrap();
             assert!(gap(&ours, &refr) < 1e-12);
             let g = ramp(&[4, 275, 5], 2.0);
             let go = (&ours * &g).unwrap().sum_all().unwrap().backward().unwrap();

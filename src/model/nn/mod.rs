@@ -13,6 +13,7 @@ mod fused;
 mod matmul;
 #[cfg(test)]
 mod test_tensors;
+mod unfused;
 
 use std::collections::BTreeMap;
 
@@ -95,11 +96,13 @@ pub enum Init {
 }
 
 impl ParamStore {
-    pub fn new(dtype: DType, rng: ChaCha8Rng) -> Self {
+    /// Parameters of `dtype` on `device`, initialised from `rng` on the host (so a seed gives
+    /// the same initial weights on every device).
+    pub fn new(dtype: DType, device: Device, rng: ChaCha8Rng) -> Self {
         Self {
             params: Vec::new(),
             dtype,
-            device: Device::Cpu,
+            device,
             rng,
         }
     }
@@ -182,7 +185,8 @@ impl ParamStore {
             .collect()
     }
 
-    /// Overwrites every parameter from `tensors` (checked by name, shape and count).
+    /// Overwrites every parameter from `tensors` (checked by name, shape and count), moved to
+    /// the store's device.
     pub fn load_named(&self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
         for p in &self.params {
             let t = tensors.get(&p.name).ok_or_else(|| {
@@ -196,7 +200,8 @@ impl ParamStore {
                     p.var.dims()
                 );
             }
-            p.var.set(&t.to_dtype(self.dtype)?)?;
+            p.var
+                .set(&t.to_dtype(self.dtype)?.to_device(&self.device)?)?;
         }
         Ok(())
     }
@@ -448,7 +453,13 @@ pub struct AttnMask {
 
 impl AttnMask {
     /// `key_valid[b][j]`: key `j` of sample `b` is a real item. `len_q` query rows.
-    pub fn new(key_valid: &[Vec<bool>], len_q: usize, causal: bool, dtype: DType) -> Result<Self> {
+    pub fn new(
+        key_valid: &[Vec<bool>],
+        len_q: usize,
+        causal: bool,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let b = key_valid.len();
         let len_k = key_valid.first().map_or(0, |v| v.len());
         let mut bias = vec![0f32; b * len_q * len_k];
@@ -466,10 +477,9 @@ impl AttnMask {
                 row[bi * len_q + i] = if any { 1.0 } else { 0.0 };
             }
         }
-        let dev = Device::Cpu;
         Ok(Self {
-            bias: Tensor::from_vec(bias, (b, 1, len_q, len_k), &dev)?.to_dtype(dtype)?,
-            out_valid: Tensor::from_vec(row, (b, len_q, 1), &dev)?.to_dtype(dtype)?,
+            bias: Tensor::from_vec(bias, (b, 1, len_q, len_k), device)?.to_dtype(dtype)?,
+            out_valid: Tensor::from_vec(row, (b, len_q, 1), device)?.to_dtype(dtype)?,
         })
     }
 }
@@ -552,6 +562,6 @@ pub fn last_position(t: &Tensor, last_only: bool) -> Result<Tensor> {
 }
 
 /// Builds a `[rows, cols]`-shaped `f` tensor column `[.., 1]` from a host vector of 0/1.
-pub fn column(values: &[f32], shape: &[usize], dtype: DType) -> Result<Tensor> {
-    Tensor::from_vec(values.to_vec(), shape, &Device::Cpu)?.to_dtype(dtype)
+pub fn column(values: &[f32], shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+    Tensor::from_vec(values.to_vec(), shape, device)?.to_dtype(dtype)
 }
