@@ -380,9 +380,14 @@ impl std::fmt::Display for StudyPart {
             .map(|c| c.test.mean_difference.abs())
             .max_by(f64::total_cmp)
         {
+            let which = if significant.is_empty() {
+                "all"
+            } else {
+                "the other"
+            };
             writeln!(
                 f,
-                "  the other {} (|difference| up to {largest:.4}) are within the seed spread: too few seeds to resolve them",
+                "  {which} {} (|difference| up to {largest:.4}) are within the seed spread: too few seeds to resolve them",
                 unresolved.len()
             )?;
         }
