@@ -6,7 +6,7 @@ use plotters::prelude::*;
 use polars::prelude::DataFrame;
 
 use super::{
-    capped_rows, distinct, draw_capped_rings, draw_legend, frame_err, legend_line, panel_grid,
+    capped_rows, distinct, draw_capped_rings, draw_legend, draw_panel_grid, frame_err, legend_line,
 };
 use crate::plot::frame::{f64s, has, labels};
 use crate::plot::render::{draw_err, Figure, Plot};
@@ -149,17 +149,14 @@ impl Figure for CurvesFigure {
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
         let cols = self.panels.len().min(COLUMNS);
-        let areas = panel_grid(
+        draw_panel_grid(
             root,
             NAME,
             "Training curves",
-            self.panels.len().div_ceil(COLUMNS),
-            cols,
-        )?;
-        for (area, panel) in areas.iter().zip(&self.panels) {
-            draw_panel(area, panel)?;
-        }
-        Ok(())
+            (self.panels.len().div_ceil(COLUMNS), cols),
+            &self.panels,
+            draw_panel,
+        )
     }
 }
 

@@ -7,7 +7,7 @@ use polars::prelude::DataFrame;
 
 use super::{
     capped_rows, category_axis, category_label, distinct, draw_capped_rings, draw_legend,
-    frame_err, legend_dot, panel_grid,
+    draw_panel_grid, frame_err, legend_dot,
 };
 use crate::analysis::describe;
 use crate::plot::frame::{bools, f64s, labels};
@@ -142,11 +142,14 @@ impl Figure for SettingFigure {
             "{} by setting (mean and 95% t interval over seeds)",
             self.metric
         );
-        let areas = panel_grid(root, BY_SETTING, &title, self.rows, self.cols)?;
-        for (area, panel) in areas.iter().zip(&self.panels) {
-            self.draw_panel(area, panel)?;
-        }
-        Ok(())
+        draw_panel_grid(
+            root,
+            BY_SETTING,
+            &title,
+            (self.rows, self.cols),
+            &self.panels,
+            |area, panel| self.draw_panel(area, panel),
+        )
     }
 }
 
@@ -337,17 +340,14 @@ impl Figure for CaseFigure {
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
-        let areas = panel_grid(
+        draw_panel_grid(
             root,
             CASES,
             "Hit@10 by |cos(X, X')| of the test case (equal-count bins, 95% intervals)",
-            1,
-            self.panels.len(),
-        )?;
-        for (area, panel) in areas.iter().zip(&self.panels) {
-            draw_case_panel(area, panel)?;
-        }
-        Ok(())
+            (1, self.panels.len()),
+            &self.panels,
+            draw_case_panel,
+        )
     }
 }
 

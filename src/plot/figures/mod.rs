@@ -39,6 +39,23 @@ pub(crate) fn panel_grid<DB: DrawingBackend>(
     Ok(body.split_evenly((rows.max(1), cols.max(1))))
 }
 
+/// Draws one panel per area of a `rows × cols` [`panel_grid`] under `title` (row-major), with
+/// `draw` for each panel.
+pub(crate) fn draw_panel_grid<DB: DrawingBackend, P>(
+    root: &DrawingArea<DB, Shift>,
+    figure: &str,
+    title: &str,
+    (rows, cols): (usize, usize),
+    panels: &[P],
+    mut draw: impl FnMut(&DrawingArea<DB, Shift>, &P) -> Result<(), PlotError>,
+) -> Result<(), PlotError> {
+    let areas = panel_grid(root, figure, title, rows, cols)?;
+    for (area, panel) in areas.iter().zip(panels) {
+        draw(area, panel)?;
+    }
+    Ok(())
+}
+
 /// A categorical x axis: category `i` sits at `x = i`; [`category_label`] names integer ticks.
 pub(crate) fn category_axis(n: usize) -> std::ops::Range<f64> {
     -0.5..(n.max(1) as f64 - 0.5)

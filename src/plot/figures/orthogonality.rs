@@ -6,7 +6,8 @@ use polars::prelude::DataFrame;
 
 use super::{
     capped_note, capped_rows, capped_runs, category_axis, category_label, distinct,
-    draw_capped_rings, draw_legend, frame_err, legend_dot, legend_line, panel_grid,
+    draw_capped_rings, draw_legend, draw_panel_grid, frame_err, legend_dot, legend_line,
+    panel_grid,
 };
 use crate::analysis::describe;
 use crate::eval::names;
@@ -138,17 +139,14 @@ impl Figure for ScatterFigure {
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
-        let areas = panel_grid(
+        draw_panel_grid(
             root,
             SCATTER,
             "Orthogonality |cos(X, X')| vs NDCG@10 (one point per run)",
-            self.rows,
-            self.cols,
-        )?;
-        for (area, panel) in areas.iter().zip(&self.panels) {
-            draw_scatter_panel(area, panel)?;
-        }
-        Ok(())
+            (self.rows, self.cols),
+            &self.panels,
+            draw_scatter_panel,
+        )
     }
 }
 

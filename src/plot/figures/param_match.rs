@@ -5,7 +5,7 @@ use plotters::prelude::*;
 use polars::prelude::DataFrame;
 
 use super::{
-    capped_rows, distinct, draw_capped_rings, draw_legend, frame_err, legend_line, panel_grid,
+    capped_rows, distinct, draw_capped_rings, draw_legend, draw_panel_grid, frame_err, legend_line,
 };
 use crate::analysis::describe;
 use crate::eval::names;
@@ -118,17 +118,14 @@ impl Figure for ParamFigure {
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
-        let areas = panel_grid(
+        draw_panel_grid(
             root,
             NAME,
             "Parameter-matched comparison: NDCG@10 vs parameter count",
-            1,
-            self.panels.len(),
-        )?;
-        for (area, panel) in areas.iter().zip(&self.panels) {
-            draw_panel(area, panel)?;
-        }
-        Ok(())
+            (1, self.panels.len()),
+            &self.panels,
+            draw_panel,
+        )
     }
 }
 

@@ -6,7 +6,7 @@ use polars::prelude::DataFrame;
 
 use super::{
     capped_rows, category_axis, category_label, distinct, draw_capped_rings, draw_legend,
-    frame_err, legend_dot, panel_grid,
+    draw_panel_grid, frame_err, legend_dot,
 };
 use crate::analysis::describe;
 use crate::plot::frame::{f64s, labels};
@@ -133,17 +133,14 @@ impl Figure for PositionsFigure {
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
-        let areas = panel_grid(
+        draw_panel_grid(
             root,
             NAME,
             "Metrics by GCA position set (mean ± sd across seeds)",
-            self.panels.len(),
-            1,
-        )?;
-        for (area, panel) in areas.iter().zip(&self.panels) {
-            self.draw_panel(area, panel)?;
-        }
-        Ok(())
+            (self.panels.len(), 1),
+            &self.panels,
+            |area, panel| self.draw_panel(area, panel),
+        )
     }
 }
 
