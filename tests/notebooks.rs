@@ -9,9 +9,10 @@
 //! and passes.
 //!
 //! evcxr reports a panic or an error returned with `?` as text on the cell's stderr and lets
-//! the notebook go on (nbconvert only fails on compile errors), so the executed notebook is
-//! also read back: any `error` output or any stderr output fails the test. Notebooks write
-//! nothing to stderr when they work.
+//! the notebook go on; compile errors and a crashed kernel subprocess are `error` outputs.
+//! nbconvert runs with `--allow-errors`, so every cell runs, and the executed notebook is read
+//! back: any `error` output (with its message) or any stderr output fails the test. Notebooks
+//! write nothing to stderr when they work.
 //!
 //! The kernel runs with the settings a user's Jupyter gets from `scripts/jupyter.sh`: the
 //! `notebooks/evcxr.toml` it writes (one evcxr build directory, `notebooks/.evcxr/`, shared by
@@ -86,7 +87,21 @@ fn cell_problems(executed: &Path) -> Vec<String> {
                 other => other.as_str().unwrap_or_default().to_string(),
             };
             if out["output_type"] == "error" {
-                problems.push(format!("cell {}: error {}", i + 1, out["evalue"]));
+                // evcxr puts a compile error's message in the traceback and a crashed
+                // kernel subprocess's in `evalue`; both go into the report.
+                let traceback: Vec<&str> = out["traceback"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|l| l.as_str())
+                    .collect();
+                problems.push(format!(
+                    "cell {}: error {} {}\n{}",
+                    i + 1,
+                    out["ename"],
+                    out["evalue"],
+                    traceback.join("\n")
+                ));
             } else if out["name"] == "stderr" && !text.trim().is_empty() {
                 let first: String = text.lines().take(3).collect::<Vec<_>>().join(" | ");
                 problems.push(format!("cell {}: wrote to stderr: {first}", i + 1));
@@ -139,6 +154,10 @@ fn every_notebook_runs_top_to_bottom() {
                 "notebook",
                 "--execute",
                 "--ExecutePreprocessor.kernel_name=rust",
+                // Run every cell and record errors in the executed notebook, where
+                // `cell_problems` reads their messages (a failed nbconvert prints only the
+                // cell's source).
+                "--allow-errors",
                 // The first notebook compiles the crate and its dependencies in evcxr.
                 "--ExecutePreprocessor.timeout=3600",
                 "--output-dir",
@@ -150,12 +169,13 @@ fn every_notebook_runs_top_to_bottom() {
             .expect("jupyter runs");
         let secs = start.elapsed().as_secs_f64();
         println!(
-            "notebook {name}: {} in {secs:.1} s",
+            "notebook {name}: {} in {secs:.1} s ({})",
             if out.status.success() {
                 "executed"
             } else {
                 "FAILED"
-            }
+            },
+            room_left(root)
         );
         if out.status.success() {
             let done = executed.join(&name);
@@ -201,6 +221,38 @@ fn every_notebook_runs_top_to_bottom() {
             println!("wrote outputs into {}", nb.display());
         }
     }
+}
+
+/// Free disk under `root` and available memory, as `df` and `/proc/meminfo` give them: a kernel
+/// that dies for want of either fails its cells with little more than the cell's source.
+fn room_left(root: &Path) -> String {
+    let disk = Command::new("df")
+        .args(["-h", "--output=avail"])
+        .arg(root)
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8(o.stdout)
+                .ok()?
+                .lines()
+                .nth(1)
+                .map(|l| l.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let kb: f64 = m
+                .lines()
+                .find(|l| l.starts_with("MemAvailable:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some(format!("{:.1} GiB", kb / (1024.0 * 1024.0)))
+        })
+        .unwrap_or_else(|| "?".into());
+    format!("disk free {disk}, memory available {memory}")
 }
 
 /// Whether `cargo test` sets the variable for this test (its package's `CARGO_PKG_*`,
