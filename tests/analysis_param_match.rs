@@ -149,12 +149,14 @@ fn param_match_over_a_runs_frame() {
     };
     fk::write_run(root.path(), &spec, &seqs, &emb);
     let set = load_runs(root.path(), LoadOptions::default()).unwrap();
-    let runs = set
-        .runs_frame()
+    let mut runs = set.runs_frame().unwrap();
+    let has_gca = runs
+        .column("config.gca.positions")
         .unwrap()
-        .lazy()
-        .with_column(col("config.gca.positions").neq(lit("[]")).alias("has_gca"))
-        .collect()
+        .str()
+        .unwrap()
+        .not_equal("[]");
+    runs.with_column(has_gca.with_name("has_gca".into()).into_column())
         .unwrap();
     let out = param_match_frame(
         &runs,

@@ -50,8 +50,9 @@
 //! `cos_x_xprime_q10`, `cos_x_xprime_q50`, `cos_x_xprime_q90` (Float64 quantiles of the
 //! per-row |cos|), `n_valid`, `n_zero_norm` (Int64).
 //!
-//! Every frame is an eager `DataFrame`; call `.lazy()` to build queries on it. Joins go on
-//! `run_id`.
+//! Every frame is an eager `DataFrame`. The crate builds polars without its lazy engine, to
+//! keep the build short: for `.lazy()` queries, add `polars` with the `lazy` feature to your
+//! own dependencies. Joins go on `run_id`.
 //!
 //! ```
 //! use cdsr_lab::runs::{load_runs, LoadOptions};
