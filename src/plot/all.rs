@@ -59,10 +59,7 @@ impl FiguresReport {
 }
 
 fn non_null(df: &DataFrame, col: &str) -> PolarsResult<DataFrame> {
-    df.clone()
-        .lazy()
-        .filter(polars::prelude::col(col).is_not_null())
-        .collect()
+    df.filter(&df.column(col)?.is_not_null())
 }
 
 /// The metric of the parallel-coordinates figure that [`figures_of_study`] draws.
