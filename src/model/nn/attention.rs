@@ -13,10 +13,12 @@
 //! The probabilities never leave the node; a loss on them (AutoCDSR's cross-domain share)
 //! takes them from [`attention_probs`], a second node over q and k with its own backward.
 
-use super::fused::{run_f32_f64, softmax_grad_row, softmax_row, Elem, Kernel, MASKED};
+use super::fused::{
+    kernel_op, run_f32_f64_holding, softmax_grad_row, softmax_row, Elem, Kernel, MASKED,
+};
 use super::matmul::gemm_into;
 use candle_core::{
-    bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor, WithDType,
+    bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
 };
 use rayon::prelude::*;
 
@@ -327,14 +329,6 @@ impl Attention {
     }
 }
 
-/// The CPU storage behind a tensor the op holds (the mask, the output gradient).
-fn cpu(s: &Storage) -> Result<&CpuStorage> {
-    match s {
-        Storage::Cpu(c) => Ok(c),
-        _ => bail!("attention: CPU tensors only"),
-    }
-}
-
 /// Arguments q, k, v and the mask bias.
 impl Kernel for Attention {
     fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
@@ -347,23 +341,7 @@ impl Kernel for Attention {
 }
 
 impl CustomOp3 for Attention {
-    fn name(&self) -> &'static str {
-        "attention"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (bs, bl) = self.bias.storage_and_layout();
-        let args = [(s1, l1), (s2, l2), (s3, l3), (cpu(&bs)?, bl)];
-        run_f32_f64("attention", self, &args)
-    }
+    kernel_op!(3, "attention", "attention", holding: [bias]);
 
     fn bwd(
         &self,
@@ -418,30 +396,7 @@ impl Kernel for AttentionGrad {
 }
 
 impl CustomOp3 for AttentionGrad {
-    fn name(&self) -> &'static str {
-        "attention-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (bs, bl) = self.attention.bias.storage_and_layout();
-        let (gs, gl) = self.grad.storage_and_layout();
-        let args = [
-            (s1, l1),
-            (s2, l2),
-            (s3, l3),
-            (cpu(&bs)?, bl),
-            (cpu(&gs)?, gl),
-        ];
-        run_f32_f64("attention gradient", self, &args)
-    }
+    kernel_op!(3, "attention-grad", "attention gradient", holding: [attention.bias, grad]);
 }
 
 /// `softmax(scale * q_h k_h^T + bias) v_h` for every head `h`, heads side by side in the
@@ -545,21 +500,7 @@ impl Kernel for Probabilities {
 }
 
 impl CustomOp2 for Probabilities {
-    fn name(&self) -> &'static str {
-        "attention-probabilities"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (bs, bl) = self.0.bias.storage_and_layout();
-        let args = [(s1, l1), (s2, l2), (cpu(&bs)?, bl)];
-        run_f32_f64("attention probabilities", self, &args)
-    }
+    kernel_op!(2, "attention-probabilities", "attention probabilities", holding: [0.bias]);
 
     fn bwd(
         &self,
@@ -616,23 +557,12 @@ impl Kernel for ProbabilitiesGrad {
 }
 
 impl CustomOp3 for ProbabilitiesGrad {
-    fn name(&self) -> &'static str {
-        "attention-probabilities-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (gs, gl) = self.grad.storage_and_layout();
-        let args = [(s1, l1), (s2, l2), (s3, l3), (cpu(&gs)?, gl)];
-        run_f32_f64("attention probabilities' gradient", self, &args)
-    }
+    kernel_op!(
+        3,
+        "attention-probabilities-grad",
+        "attention probabilities' gradient",
+        holding: [grad]
+    );
 }
 
 /// The probabilities `[b, heads, lq, lk]` that [`attention`] with the same arguments weighs

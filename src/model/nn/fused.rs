@@ -11,7 +11,8 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
-    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor,
+    WithDType,
 };
 use multiversion::multiversion;
 
@@ -131,8 +132,32 @@ pub(super) fn run_f32_f64<K: Kernel>(
     Ok((out, kernel.out_shape(&layouts)))
 }
 
+/// [`run_f32_f64`] over `args` followed by tensors the op holds itself (a mask bias, an
+/// incoming gradient): candle hands a custom op only its arguments' storage.
+pub(super) fn run_f32_f64_holding<K: Kernel>(
+    name: &str,
+    kernel: &K,
+    args: &[(&CpuStorage, &Layout)],
+    held: &[&Tensor],
+) -> Result<(CpuStorage, Shape)> {
+    if held.is_empty() {
+        return run_f32_f64(name, kernel, args);
+    }
+    let guards: Vec<_> = held.iter().map(|t| t.storage_and_layout()).collect();
+    let mut all = args.to_vec();
+    for (storage, layout) in &guards {
+        match &**storage {
+            Storage::Cpu(cpu) => all.push((cpu, *layout)),
+            _ => bail!("{name}: CPU tensors only"),
+        }
+    }
+    run_f32_f64(name, kernel, &all)
+}
+
 /// The `name` and `cpu_fwd` of a `CustomOpN` whose forward pass is the type's [`Kernel`]
-/// (run on f32 or f64 by [`run_f32_f64`]); `N` is the number of arguments.
+/// (run on f32 or f64 by [`run_f32_f64`]); `N` is the number of arguments. With
+/// `, "label", holding: [field, ...]` the tensors in those fields of the op follow the
+/// arguments ([`run_f32_f64_holding`]) and errors name the op by the label.
 macro_rules! kernel_op {
     (1, $name:literal) => {
         fn name(&self) -> &'static str {
@@ -144,6 +169,12 @@ macro_rules! kernel_op {
         }
     };
     (2, $name:literal) => {
+        kernel_op!(2, $name, $name, holding: []);
+    };
+    (3, $name:literal) => {
+        kernel_op!(3, $name, $name, holding: []);
+    };
+    (2, $name:literal, $label:literal, holding: [$($($field:tt).+),*]) => {
         fn name(&self) -> &'static str {
             $name
         }
@@ -155,10 +186,10 @@ macro_rules! kernel_op {
             s2: &CpuStorage,
             l2: &Layout,
         ) -> Result<(CpuStorage, Shape)> {
-            run_f32_f64($name, self, &[(s1, l1), (s2, l2)])
+            run_f32_f64_holding($label, self, &[(s1, l1), (s2, l2)], &[$(&self.$($field).+),*])
         }
     };
-    (3, $name:literal) => {
+    (3, $name:literal, $label:literal, holding: [$($($field:tt).+),*]) => {
         fn name(&self) -> &'static str {
             $name
         }
@@ -172,10 +203,16 @@ macro_rules! kernel_op {
             s3: &CpuStorage,
             l3: &Layout,
         ) -> Result<(CpuStorage, Shape)> {
-            run_f32_f64($name, self, &[(s1, l1), (s2, l2), (s3, l3)])
+            run_f32_f64_holding(
+                $label,
+                self,
+                &[(s1, l1), (s2, l2), (s3, l3)],
+                &[$(&self.$($field).+),*],
+            )
         }
     };
 }
+pub(super) use kernel_op;
 
 /// A vector of `len` values filled in parallel tasks of [`ELEMS_PER_TASK`] elements:
 /// `fill(task, chunk)` gets its chunk uninitialised, so no memset precedes the kernel.
