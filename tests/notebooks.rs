@@ -256,10 +256,10 @@ fn room_left(root: &Path) -> String {
 }
 
 /// Whether `cargo test` sets the variable for this test (its package's `CARGO_PKG_*`,
-/// `CARGO_MANIFEST_DIR`, ...). The kernel must not inherit them: build scripts of the
-/// notebooks' dependencies rerun when one of them changes (ring's watches `CARGO_PKG_NAME`), so
-/// the build directory shared with the user's Jupyter would rebuild ring and everything above
-/// it (most of polars) each time the notebooks switch between this test and Jupyter.
+/// `CARGO_MANIFEST_DIR`, ...). The kernel must not inherit them: a dependency's build script
+/// that watches one of them (`rerun-if-env-changed`) reruns when it changes, so the build
+/// directory shared with the user's Jupyter would rebuild that crate and everything above it
+/// each time the notebooks switch between this test and Jupyter.
 fn is_set_by_cargo_for_tests(key: &str) -> bool {
     key == "CARGO"
         || key == "OUT_DIR"
