@@ -194,9 +194,17 @@ pub(crate) fn labels_ignoring(
             .collect::<Vec<_>>()
     };
     let all_varying: Vec<&String> = varying.iter().map(|(k, _)| *k).collect();
+    let section = |k: &str| k.split('.').next().unwrap_or(k).to_owned();
+    // A key that some runs with its section leave out (a GCA option serialised only when set,
+    // like `cos_penalty`) tells those runs apart as much as a second value would.
+    let omitted_within_section = |k: &String| {
+        let prefix = format!("{}.", section(k));
+        flat.iter()
+            .any(|f| !f.contains_key(k) && f.keys().any(|o| o.starts_with(&prefix)))
+    };
     let mut kept: Vec<(&String, bool, usize, Vec<Option<usize>>)> = Vec::new();
     for (k, values) in varying {
-        let differs = values > 1;
+        let differs = values > 1 || omitted_within_section(k);
         let g = groups(k);
         match kept
             .iter_mut()
@@ -222,7 +230,6 @@ pub(crate) fn labels_ignoring(
     };
     // The top-level section (`gca`, `autocdsr`): a run that has a section others lack is told
     // apart by one of its keys, however deeply the section nests.
-    let section = |k: &str| k.split('.').next().unwrap_or(k).to_owned();
     let mut labels: Vec<String> = flat
         .iter()
         .zip(runs)
@@ -684,6 +691,26 @@ mod tests {
         assert_eq!(
             labels,
             ["seed 1", "seed 1, ib none", "seed 1, tokens 4", "seed 2"]
+        );
+
+        // An option written only when set (`cos_penalty`) names the one run that sets it, even
+        // when no other run holds a second value of it.
+        let mut penalised = early.clone();
+        penalised["gca"]["cos_penalty"] = json!(1.0);
+        let runs = [
+            ("b", &base),
+            ("e", &early),
+            ("s", &stack),
+            ("p", &penalised),
+        ];
+        assert_eq!(
+            config_labels(&runs),
+            [
+                "gca none",
+                "positions [0]",
+                "positions [0,1]",
+                "positions [0], cos_penalty 1.0"
+            ]
         );
     }
 
