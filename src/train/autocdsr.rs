@@ -36,7 +36,8 @@ pub struct AcdStep {
 
 /// The AutoCDSR update of one training batch: the objective on the forward pass's attention
 /// maps (`a_cd`, or for AutoCDSR+ the share onto the IB tokens) for the batch the model read,
-/// then [`autocdsr_step`] with the recommendation loss.
+/// then [`autocdsr_step`] with the recommendation loss (its phases timed into `phases` when
+/// given).
 pub(crate) fn batch_step(
     opt: &mut AdamW,
     model: &Model,
@@ -44,19 +45,33 @@ pub(crate) fn batch_step(
     batch: &BatchLoss,
     cfg: &AutoCdsrConfig,
     lr: f64,
+    phases: Option<&mut AcdPhases>,
 ) -> anyhow::Result<AcdStep> {
     let BatchLoss {
         loss: rec,
         attention,
         input,
     } = batch;
+    let started = std::time::Instant::now();
     let items = ndarray::ArrayView2::from_shape((input.batch_size(), input.max_len), &input.x)?;
     let acd = if cfg.ib.is_some() {
         ib_objective(attention, ds, items, cfg)?
     } else {
         acd_objective(attention, ds, items, cfg)?
     };
-    autocdsr_step(opt, &model.item_embedding().weight, rec, &acd, cfg, lr)
+    let phases = phases.map(|p| {
+        p.objective_s += started.elapsed().as_secs_f64();
+        p
+    });
+    autocdsr_step_timed(
+        opt,
+        &model.item_embedding().weight,
+        rec,
+        &acd,
+        cfg,
+        lr,
+        phases,
+    )
 }
 
 /// Updates `opt`'s parameters from `rec` (`L_rec`) and `acd` (`a_cd`), both scalars of one
@@ -70,10 +85,41 @@ pub fn autocdsr_step(
     cfg: &AutoCdsrConfig,
     lr: f64,
 ) -> anyhow::Result<AcdStep> {
+    autocdsr_step_timed(opt, item_embedding, rec, acd, cfg, lr, None)
+}
+
+/// Seconds of the phases of one AutoCDSR step after the model's forward pass (the step
+/// benchmark's split): the objective on the recorded maps ([`batch_step`] only), the backward
+/// pass from `L_rec` (with a fixed weight: the one backward pass from `L_rec + c * a_cd`), the
+/// backward pass from `a_cd`, the Gram matrix with the Pareto-MTL solve, and the combined
+/// gradient with the AdamW update.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct AcdPhases {
+    pub objective_s: f64,
+    pub rec_backward_s: f64,
+    pub acd_backward_s: f64,
+    pub gram_s: f64,
+    pub update_s: f64,
+}
+
+/// [`autocdsr_step`], recording its phases' times in `phases` when given.
+pub(crate) fn autocdsr_step_timed(
+    opt: &mut AdamW,
+    item_embedding: &Tensor,
+    rec: &Tensor,
+    acd: &Tensor,
+    cfg: &AutoCdsrConfig,
+    lr: f64,
+    phases: Option<&mut AcdPhases>,
+) -> anyhow::Result<AcdStep> {
+    let mut clock = PhaseClock::start(phases);
     let a_cd = acd.to_scalar::<f32>()? as f64;
     let l_rec = rec.to_scalar::<f32>()? as f64;
     if let AcdWeighting::Fixed { weight } = cfg.weighting {
-        opt.backward_step(&(rec + (acd * weight)?)?, lr)?;
+        let grads = (rec + (acd * weight)?)?.backward()?;
+        clock.lap(|p| &mut p.rec_backward_s);
+        opt.apply(&grads, lr)?;
+        clock.lap(|p| &mut p.update_s);
         return Ok(AcdStep {
             a_cd,
             coefficient: weight,
@@ -81,7 +127,9 @@ pub fn autocdsr_step(
         });
     }
     let mut grads = rec.backward()?;
+    clock.lap(|p| &mut p.rec_backward_s);
     let g_acd = acd.backward()?;
+    clock.lap(|p| &mut p.acd_backward_s);
     let mut gram = GradGram::default();
     // Read in place (no host copy of each gradient). A missing gradient is zero: an empty
     // slice adds nothing to the products with it.
@@ -101,6 +149,7 @@ pub fn autocdsr_step(
     }
     let w = cfg.weighting.coefficient(Some(gram), [a_cd, l_rec])?;
     let c = w.coefficient;
+    clock.lap(|p| &mut p.gram_s);
     for var in opt.vars() {
         let t = var.as_tensor();
         if let Some(ga) = g_acd.get(t) {
@@ -112,11 +161,36 @@ pub fn autocdsr_step(
         }
     }
     opt.apply(&grads, lr)?;
+    clock.lap(|p| &mut p.update_s);
     Ok(AcdStep {
         a_cd,
         coefficient: c,
         fallback: w.fallback.is_some(),
     })
+}
+
+/// Adds the time since its last lap to a field of [`AcdPhases`], when there are phases to
+/// record.
+struct PhaseClock<'a> {
+    phases: Option<&'a mut AcdPhases>,
+    last: std::time::Instant,
+}
+
+impl<'a> PhaseClock<'a> {
+    fn start(phases: Option<&'a mut AcdPhases>) -> Self {
+        Self {
+            phases,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn lap(&mut self, field: impl FnOnce(&mut AcdPhases) -> &mut f64) {
+        if let Some(p) = self.phases.as_deref_mut() {
+            let now = std::time::Instant::now();
+            *field(p) += (now - self.last).as_secs_f64();
+            self.last = now;
+        }
+    }
 }
 
 /// Per-epoch means of the steps, logged with the training metrics.
