@@ -20,7 +20,10 @@ use crate::model::attention_share::{
     cross_domain_mask, domain_labels, valid_query_rows, ShareConfig,
 };
 use crate::model::autocdsr::ib_streams;
-use crate::model::nn::{with_f32_elements, AttentionMap, AttentionStream, Device, Tensor};
+use crate::model::nn::{
+    add_scaled_in_place, weighted_probs_sum, with_f32_elements, AttentionMap, AttentionStream,
+    DType, Device, Tensor,
+};
 use crate::model::Model;
 
 /// What one step did.
@@ -154,7 +157,14 @@ pub(crate) fn autocdsr_step_timed(
         let t = var.as_tensor();
         if let Some(ga) = g_acd.get(t) {
             let g = match grads.get(t) {
-                Some(gr) => (gr + (ga * c)?)?,
+                // The table's rec gradient is the index_add buffer of its lookups' backward
+                // passes, held by `grads` alone; its a_cd gradient is zero outside the rows
+                // of the batch's items: add those in place instead of writing a new table.
+                Some(gr) if t.id() == item_embedding.id() && gr.dtype() == DType::F32 => {
+                    add_scaled_in_place(gr, ga, c)?;
+                    continue;
+                }
+                Some(gr) => combined(gr, ga, c)?,
                 None => (ga * c)?,
             };
             grads.insert(t, g);
@@ -167,6 +177,26 @@ pub(crate) fn autocdsr_step_timed(
         coefficient: c,
         fallback: w.fallback.is_some(),
     })
+}
+
+/// `gr + ga * c`, the update's gradient, in one pass into one new buffer (f32 on the CPU; candle's
+/// two ops otherwise) with the same rounding as those ops: `c` rounded to f32, the product
+/// `ga * c + 0` rounded, then the sum.
+fn combined(gr: &Tensor, ga: &Tensor, c: f64) -> anyhow::Result<Tensor> {
+    let plain = gr.dtype() != DType::F32 || !gr.device().is_cpu() || gr.shape() != ga.shape();
+    if plain {
+        return Ok((gr + (ga * c)?)?);
+    }
+    let c = c as f32;
+    let sum = with_f32_elements(gr, |r| {
+        with_f32_elements(ga, |a| {
+            r.iter()
+                .zip(a)
+                .map(|(&r, &a)| r + (a * c + 0.0))
+                .collect::<Vec<f32>>()
+        })
+    })??;
+    Ok(Tensor::from_vec(sum, gr.shape(), gr.device())?)
 }
 
 /// Adds the time since its last lap to a field of [`AcdPhases`], when there are phases to
@@ -237,6 +267,21 @@ pub fn acd_objective(
     items: ArrayView2<ItemId>,
     cfg: &AutoCdsrConfig,
 ) -> anyhow::Result<Tensor> {
+    acd_objective_summed(attn, dataset, items, cfg, weighted_probs_sum)
+}
+
+/// `sum(p * w)` of a map `p` and its weight mask `w` (broadcast over the heads).
+type WeightedSum = fn(&Tensor, &Tensor) -> crate::model::nn::Result<Tensor>;
+
+/// [`acd_objective`] with each map's weighted sum taken by `sum` (the tests' reference passes
+/// candle's broadcast product and sum).
+fn acd_objective_summed(
+    attn: &[AttentionMap],
+    dataset: &Dataset,
+    items: ArrayView2<ItemId>,
+    cfg: &AutoCdsrConfig,
+    sum: WeightedSum,
+) -> anyhow::Result<Tensor> {
     let (batch, len) = items.dim();
     let (labels, valid) = domain_labels(dataset, items);
     let share = ShareConfig::two_domains();
@@ -261,7 +306,7 @@ pub fn acd_objective(
         (batch, 1, len, len),
         &maps_device(attn),
     )?;
-    weighted_attention(attn, cfg, "the merged stream", |stream| {
+    weighted_attention(attn, cfg, "the merged stream", sum, |stream| {
         (stream == AttentionStream::Merged).then_some(&weighted)
     })
 }
@@ -274,12 +319,13 @@ fn maps_device(attn: &[AttentionMap]) -> Device {
 
 /// The objective both shares share: over the recorded maps whose layer `cfg` uses and whose
 /// stream gets a weight mask `[batch, 1, q, k]` from `weight_of`, the sum of
-/// `sum(p * w) / heads`. A map whose shape does not fit its mask is an error; `what` names the
+/// `sum(p * w) / heads` (`sum(p * w)` from `sum`). A map whose shape does not fit its mask is an error; `what` names the
 /// maps when none was recorded.
 fn weighted_attention<'w>(
     attn: &[AttentionMap],
     cfg: &AutoCdsrConfig,
     what: &str,
+    sum: WeightedSum,
     weight_of: impl Fn(AttentionStream) -> Option<&'w Tensor>,
 ) -> anyhow::Result<Tensor> {
     let mut total: Option<Tensor> = None;
@@ -300,7 +346,7 @@ fn weighted_attention<'w>(
             map.stream,
             p.dims()
         );
-        let share = (p.broadcast_mul(&w.to_dtype(p.dtype())?)?.sum_all()? / heads as f64)?;
+        let share = (sum(p, &w.to_dtype(p.dtype())?)? / heads as f64)?;
         total = Some(match total {
             None => share,
             Some(t) => (t + share)?,
@@ -365,9 +411,166 @@ pub fn ib_objective(
             Tensor::from_vec(w, (batch, 1, n, n), &maps_device(attn))
         })
         .collect::<crate::model::nn::Result<_>>()?;
-    weighted_attention(attn, cfg, "the IB streams", |stream| match stream {
-        AttentionStream::A => Some(&weights[0]),
-        AttentionStream::B => Some(&weights[1]),
-        AttentionStream::Merged => None,
-    })
+    weighted_attention(
+        attn,
+        cfg,
+        "the IB streams",
+        weighted_probs_sum,
+        |stream| match stream {
+            AttentionStream::A => Some(&weights[0]),
+            AttentionStream::B => Some(&weights[1]),
+            AttentionStream::Merged => None,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::nn::SEPARATE_PROBS;
+    use crate::train::loss::batch_loss;
+    use crate::train::optim::Schedule;
+    use crate::train::train_loop::training_data;
+    use crate::train::{build_model, RunConfig};
+
+    /// SASRec with AutoCDSR (Pareto-MTL) on the repository's food-kitchen slice.
+    fn config() -> RunConfig {
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/food-kitchen-mini");
+        let text = format!(
+            r#"
+            [data]
+            path = "{}"
+            [model]
+            kind = "sasrec"
+            d_model = 32
+            heads = 2
+            ffn_hidden = 85
+            layers = 2
+            dropout = 0.3
+            max_len = 20
+            [train]
+            batch_size = 64
+            negatives_per_domain = 8
+            negative_sharing = "per_row"
+            threads = 1
+            [autocdsr]
+            weighting = {{ kind = "pareto" }}
+            "#,
+            data.display()
+        );
+        toml::from_str(&text).unwrap()
+    }
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        t.flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect()
+    }
+
+    /// The step as candle ops composed it: the probabilities node computing them again
+    /// ([`SEPARATE_PROBS`]), each map's share as a broadcast product and sum, and the update's
+    /// gradient as `gr + ga * c`; returns `(a_cd, c)`.
+    fn composed_step(
+        opt: &mut AdamW,
+        item_embedding: &Tensor,
+        rec: &Tensor,
+        acd: &Tensor,
+        cfg: &AutoCdsrConfig,
+        lr: f64,
+    ) -> (f64, f64) {
+        let mut grads = rec.backward().unwrap();
+        let g_acd = acd.backward().unwrap();
+        let mut gram = GradGram::default();
+        for var in opt.vars() {
+            let t = var.as_tensor();
+            if t.id() == item_embedding.id() {
+                continue;
+            }
+            let host = |g: Option<&Tensor>| {
+                g.map(|g| g.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+                    .unwrap_or_default()
+            };
+            gram.accumulate(&host(g_acd.get(t)), &host(grads.get(t)));
+        }
+        let a_cd = acd.to_scalar::<f32>().unwrap() as f64;
+        let l_rec = rec.to_scalar::<f32>().unwrap() as f64;
+        let c = cfg
+            .weighting
+            .coefficient(Some(gram), [a_cd, l_rec])
+            .unwrap()
+            .coefficient;
+        for var in opt.vars() {
+            let t = var.as_tensor();
+            if let Some(ga) = g_acd.get(t) {
+                let g = match grads.get(t) {
+                    Some(gr) => (gr + (ga * c).unwrap()).unwrap(),
+                    None => (ga * c).unwrap(),
+                };
+                grads.insert(t, g);
+            }
+        }
+        opt.apply(&grads, lr).unwrap();
+        (a_cd, c)
+    }
+
+    /// On a real batch (the first of the slice's first epoch), one step gives the weights the
+    /// composed step gives, bit for bit, and the same coefficient; `a_cd` (summed in another
+    /// order) agrees to f32 rounding. The two backward passes' gradients agree bit for bit.
+    #[test]
+    fn the_step_updates_the_weights_as_the_composed_step_does() {
+        let cfg = config();
+        let auto = cfg.autocdsr.clone().unwrap();
+        let (ds, _, layout) = training_data(&cfg).unwrap();
+        let batch = layout.batches(64, cfg.train.seed, 1).next().unwrap();
+        let lr = Schedule::new(&cfg.optim).lr;
+        let (model, mut opt) = build_model(&cfg, &ds).unwrap();
+        let (reference, mut ref_opt) = build_model(&cfg, &ds).unwrap();
+
+        let fused = batch_loss(&model, &ds, &layout, &batch, &cfg, 7).unwrap();
+        SEPARATE_PROBS.with(|s| s.set(true));
+        let composed = batch_loss(&reference, &ds, &layout, &batch, &cfg, 7).unwrap();
+        SEPARATE_PROBS.with(|s| s.set(false));
+        assert_eq!(bits(&fused.loss), bits(&composed.loss));
+        let items = ArrayView2::from_shape((batch.batch_size(), batch.max_len), &batch.x).unwrap();
+        let broadcast: WeightedSum = |p, w| p.broadcast_mul(w)?.sum_all();
+        let acd = acd_objective(&fused.attention, &ds, items, &auto).unwrap();
+        let acd_ref =
+            acd_objective_summed(&composed.attention, &ds, items, &auto, broadcast).unwrap();
+
+        // the two backward passes, node by node the same arithmetic
+        for (root, root_ref) in [(&fused.loss, &composed.loss), (&acd, &acd_ref)] {
+            let (g, g_ref) = (root.backward().unwrap(), root_ref.backward().unwrap());
+            for (var, var_ref) in opt.vars().iter().zip(ref_opt.vars()) {
+                match (g.get(var), g_ref.get(var_ref)) {
+                    (Some(a), Some(b)) => assert_eq!(bits(a), bits(b)),
+                    (None, None) => {}
+                    _ => panic!("a gradient exists on one side only"),
+                }
+            }
+        }
+
+        let step = batch_step(&mut opt, &model, &ds, &fused, &auto, lr, None).unwrap();
+        let (a_cd, c) = composed_step(
+            &mut ref_opt,
+            &reference.item_embedding().weight,
+            &composed.loss,
+            &acd_ref,
+            &auto,
+            lr,
+        );
+        assert!(!step.fallback && a_cd > 0.01, "a_cd {a_cd}");
+        assert!(
+            (step.a_cd - a_cd).abs() < 1e-5 * a_cd,
+            "{} vs {a_cd}",
+            step.a_cd
+        );
+        assert_eq!(step.coefficient, c);
+        for (var, var_ref) in opt.vars().iter().zip(ref_opt.vars()) {
+            assert_eq!(bits(var.as_tensor()), bits(var_ref.as_tensor()));
+        }
+    }
 }

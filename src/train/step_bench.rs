@@ -22,8 +22,8 @@ use serde::Serialize;
 use super::{batch_loss_with_negatives, build_model, RunConfig};
 
 mod autocdsr_overhead;
-pub use autocdsr_overhead::{time_autocdsr_overhead, AcdOverhead, SideBySideStep};
 use crate::data::{self, Dataset, LayoutConfig, Split, TrainBatch, TrainLayout};
+pub use autocdsr_overhead::{time_autocdsr_overhead, AcdOverhead, SideBySideStep};
 
 /// Rows of the pinned batch (the npz holds exactly these rows of the training layout).
 pub const PINNED_ROWS: usize = 256;

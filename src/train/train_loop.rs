@@ -264,8 +264,7 @@ fn train_epoch(
         match &cfg.autocdsr {
             None => opt.backward_step(&batch_loss.loss, state.schedule.lr)?,
             Some(auto) => {
-                let step =
-                    autocdsr::batch_step(
+                let step = autocdsr::batch_step(
                     opt,
                     model,
                     ds,

@@ -17,7 +17,7 @@ mod unfused;
 
 use std::collections::BTreeMap;
 
-pub use attention::{attention, attention_probs};
+pub use attention::{attention, attention_probs, attention_with_probs, weighted_probs_sum};
 pub use candle_core::backprop::GradStore;
 pub use candle_core::{bail, DType, Device, Tensor, Var, D};
 pub use fused::{dropout, layer_norm, mask_mul, masked_softmax, sampled_softmax_nll, silu_mul};
@@ -42,6 +42,57 @@ pub fn with_f32_elements<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R
         }
     }
     Ok(f(&t.flatten_all()?.to_vec1::<f32>()?))
+}
+
+/// `dst += src * c` in place, with the rounding of candle's `dst + src * c` (`c` rounded to
+/// f32, then `src * c + 0`, then the sum), skipping the elements where `src` is zero: there
+/// the sum is `dst + 0`, which is `dst` unless `dst` is -0 (a gradient summed from +0 never
+/// is). For AutoCDSR's combined gradient of the item table, whose `a_cd` gradient is zero but
+/// for the rows of the batch's items: no pass that writes the whole table, no new buffer.
+/// `dst` must own its buffer alone (a gradient that candle's backward pass made: no other
+/// tensor sees the change). f32 CPU tensors of one shape, contiguous.
+pub fn add_scaled_in_place(dst: &Tensor, src: &Tensor, c: f64) -> Result<()> {
+    if dst.shape() != src.shape() {
+        bail!(
+            "add_scaled_in_place: shapes {:?} and {:?} differ",
+            dst.dims(),
+            src.dims()
+        );
+    }
+    dst.inplace_op2(src, &AddScaled(c as f32))
+}
+
+struct AddScaled(f32);
+
+impl candle_core::InplaceOp2 for AddScaled {
+    fn name(&self) -> &'static str {
+        "add-scaled"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut candle_core::CpuStorage,
+        dst_l: &candle_core::Layout,
+        src: &candle_core::CpuStorage,
+        src_l: &candle_core::Layout,
+    ) -> Result<()> {
+        use candle_core::CpuStorage::F32;
+        let (F32(d), F32(s)) = (dst, src) else {
+            bail!("add_scaled_in_place: f32 tensors only");
+        };
+        let (Some((d0, d1)), Some((s0, s1))) =
+            (dst_l.contiguous_offsets(), src_l.contiguous_offsets())
+        else {
+            bail!("add_scaled_in_place: contiguous tensors only");
+        };
+        let c = self.0;
+        for (d, &s) in d[d0..d1].iter_mut().zip(&s[s0..s1]) {
+            if s != 0.0 {
+                *d += s * c + 0.0;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Makes the C allocator keep freed memory instead of returning it to the system.
@@ -487,13 +538,21 @@ impl AttnMask {
 /// Multi-head attention (PyTorch `nn.MultiheadAttention` layout: separate q/k/v/out
 /// projections with biases). Self-attention passes the same tensor as query and key/value.
 /// The heads run as one fused node ([`attention`]); when the probabilities are asked for
-/// (AutoCDSR puts a loss on them) they come from [`attention_probs`] as a graph node.
+/// (AutoCDSR puts a loss on them) they come from [`attention_with_probs`] as a second graph
+/// node.
 pub struct MultiHeadAttention {
     q: Linear,
     k: Linear,
     v: Linear,
     o: Linear,
     heads: usize,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The tests' reference for [`MultiHeadAttention`]: the probabilities from their own node
+    /// ([`attention_probs`], computed again) instead of [`attention_with_probs`].
+    pub(crate) static SEPARATE_PROBS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Attention output plus, when asked for, the attention probabilities `[batch, heads, q, k]`.
@@ -539,13 +598,23 @@ impl MultiHeadAttention {
         );
         // The probabilities, when asked for, are a second node over q and k: the output's
         // node keeps its own backward, and a loss on the probabilities (AutoCDSR) adds only
-        // their gradient with respect to q and k.
-        let probs = if want_probs {
-            Some(attention_probs(&q, &k, &mask.bias, h, scale)?)
+        // their gradient with respect to q and k. Both nodes share one computation of them.
+        #[cfg(test)]
+        if want_probs && SEPARATE_PROBS.with(|s| s.get()) {
+            let probs = attention_probs(&q, &k, &mask.bias, h, scale)?;
+            let ctx = attention(&q, &k, &v, &mask.bias, h, scale)?;
+            let out = mask_mul(&self.o.forward(&ctx)?, &mask.out_valid)?;
+            return Ok(AttnOutput {
+                out,
+                probs: Some(probs),
+            });
+        }
+        let (ctx, probs) = if want_probs {
+            let (ctx, probs) = attention_with_probs(&q, &k, &v, &mask.bias, h, scale)?;
+            (ctx, Some(probs))
         } else {
-            None
+            (attention(&q, &k, &v, &mask.bias, h, scale)?, None)
         };
-        let ctx = attention(&q, &k, &v, &mask.bias, h, scale)?;
         let out = mask_mul(&self.o.forward(&ctx)?, &mask.out_valid)?;
         Ok(AttnOutput { out, probs })
     }

@@ -149,7 +149,15 @@ pub fn time_autocdsr_overhead(
                 let bl = batch_loss(&acd_model, &ds, &layout, batch, cfg, step_seed)?;
                 s.acd_loss = bl.loss.to_scalar::<f32>()?;
                 s.acd_forward_s = t.elapsed().as_secs_f64();
-                let step = batch_step(&mut acd_opt, &acd_model, &ds, &bl, auto, lr, Some(&mut s.acd))?;
+                let step = batch_step(
+                    &mut acd_opt,
+                    &acd_model,
+                    &ds,
+                    &bl,
+                    auto,
+                    lr,
+                    Some(&mut s.acd),
+                )?;
                 s.acd_step_s = t.elapsed().as_secs_f64();
                 s.a_cd = step.a_cd;
                 s.coefficient = step.coefficient;
