@@ -14,6 +14,7 @@ use super::config::{AcdObjective, AutoCdsrConfig};
 use super::loss::BatchLoss;
 use super::optim::AdamW;
 use super::pareto::{AcdWeighting, GradGram};
+use super::{ComputeDevice, RunConfig};
 use crate::data::{Dataset, ItemId};
 use crate::eval::names;
 use crate::model::attention_share::{
@@ -21,10 +22,10 @@ use crate::model::attention_share::{
 };
 use crate::model::autocdsr::ib_streams;
 use crate::model::nn::{
-    add_scaled_in_place, weighted_probs_sum, with_f32_elements, AttentionMap, AttentionStream,
-    DType, Device, Tensor,
+    add_scaled_in_place, index_add_scaled_in_place, weighted_probs_sum, with_f32_elements,
+    AttentionMap, AttentionStream, DType, Device, LookupLeaf, Tensor,
 };
-use crate::model::Model;
+use crate::model::{Model, ModelKind};
 
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,6 +55,7 @@ pub(crate) fn batch_step(
         loss: rec,
         attention,
         input,
+        item_lookup_leaf,
     } = batch;
     let started = std::time::Instant::now();
     let items = ndarray::ArrayView2::from_shape((input.batch_size(), input.max_len), &input.x)?;
@@ -69,12 +71,34 @@ pub(crate) fn batch_step(
     autocdsr_step_timed(
         opt,
         &model.item_embedding().weight,
-        rec,
-        &acd,
+        (rec, &acd),
+        item_lookup_leaf.as_ref(),
         cfg,
         lr,
         phases,
     )
+}
+
+/// Whether an AutoCDSR step makes the merged stream's looked-up item rows a leaf of the graph
+/// ([`LookupLeaf`]) and adds their gradients to the item table's itself: with Pareto-MTL
+/// weights (two backward passes) on the CPU, when the table stays out of the Gram matrix and
+/// the model looks it up once on `a_cd`'s path (SASRec or BERT4Rec without GCA or IB tokens).
+/// The update is the same either way; the `a_cd` backward pass then fills no gradient of the
+/// whole table (KuaiRand-1K: a million rows).
+pub(crate) fn leaf_item_lookup(cfg: &RunConfig) -> bool {
+    #[cfg(test)]
+    if tests::COMPOSED.with(|c| c.get()) {
+        return false;
+    }
+    let Some(auto) = &cfg.autocdsr else {
+        return false;
+    };
+    matches!(cfg.model.kind, ModelKind::Sasrec | ModelKind::Bert4rec)
+        && cfg.gca.positions.is_empty()
+        && auto.ib.is_none()
+        && auto.ignore_item_embedding
+        && auto.weighting.needs_gradients()
+        && cfg.train.device == ComputeDevice::Cpu
 }
 
 /// Updates `opt`'s parameters from `rec` (`L_rec`) and `acd` (`a_cd`), both scalars of one
@@ -88,7 +112,7 @@ pub fn autocdsr_step(
     cfg: &AutoCdsrConfig,
     lr: f64,
 ) -> anyhow::Result<AcdStep> {
-    autocdsr_step_timed(opt, item_embedding, rec, acd, cfg, lr, None)
+    autocdsr_step_timed(opt, item_embedding, (rec, acd), None, cfg, lr, None)
 }
 
 /// Seconds of the phases of one AutoCDSR step after the model's forward pass (the step
@@ -105,12 +129,13 @@ pub struct AcdPhases {
     pub update_s: f64,
 }
 
-/// [`autocdsr_step`], recording its phases' times in `phases` when given.
+/// [`autocdsr_step`] for a forward pass whose item lookup was `leaf`, when given
+/// ([`leaf_item_lookup`]), its phases' times recorded in `phases` when given.
 pub(crate) fn autocdsr_step_timed(
     opt: &mut AdamW,
     item_embedding: &Tensor,
-    rec: &Tensor,
-    acd: &Tensor,
+    (rec, acd): (&Tensor, &Tensor),
+    leaf: Option<&LookupLeaf>,
     cfg: &AutoCdsrConfig,
     lr: f64,
     phases: Option<&mut AcdPhases>,
@@ -130,8 +155,24 @@ pub(crate) fn autocdsr_step_timed(
         });
     }
     let mut grads = rec.backward()?;
+    // The looked-up rows' share of the table's gradient, added as the lookup's own backward
+    // pass adds it (it is the last of the table's uses to be reached).
+    let lookup = match leaf.map(LookupLeaf::lookups).as_deref() {
+        None | Some([]) => None,
+        Some([(ids, rows)]) => Some((ids.clone(), rows.clone())),
+        Some(_) => anyhow::bail!("the item table was looked up more than once through the leaf"),
+    };
+    if let Some((ids, rows)) = &lookup {
+        if let Some(g) = grads.remove(rows) {
+            let table = grads
+                .get(item_embedding)
+                .map_or_else(|| item_embedding.zeros_like(), |t| Ok(t.clone()))?;
+            grads.insert(item_embedding, table.index_add(ids, &g, 0)?);
+        }
+    }
     clock.lap(|p| &mut p.rec_backward_s);
-    let g_acd = acd.backward()?;
+    let mut g_acd = acd.backward()?;
+    let acd_rows = lookup.as_ref().and_then(|(_, rows)| g_acd.remove(rows));
     clock.lap(|p| &mut p.acd_backward_s);
     let mut gram = GradGram::default();
     // Read in place (no host copy of each gradient). A missing gradient is zero: an empty
@@ -169,6 +210,17 @@ pub(crate) fn autocdsr_step_timed(
             };
             grads.insert(t, g);
         }
+    }
+    // The table's a_cd gradient is the index_add of its looked-up rows' gradient.
+    if let (Some((ids, _)), Some(ga_rows)) = (&lookup, acd_rows) {
+        anyhow::ensure!(
+            g_acd.get(item_embedding).is_none(),
+            "the a_cd gradient reached the item table other than through its looked-up rows"
+        );
+        let gr = grads.get(item_embedding).ok_or_else(|| {
+            anyhow::anyhow!("the recommendation loss gave the item table no gradient")
+        })?;
+        index_add_scaled_in_place(gr, ids, &ga_rows, c)?;
     }
     opt.apply(&grads, lr)?;
     clock.lap(|p| &mut p.update_s);
@@ -433,15 +485,21 @@ mod tests {
     use crate::train::train_loop::training_data;
     use crate::train::{build_model, RunConfig};
 
-    /// SASRec with AutoCDSR (Pareto-MTL) on the repository's food-kitchen slice.
-    fn config() -> RunConfig {
-        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/food-kitchen-mini");
+    thread_local! {
+        /// The composed step's forward pass: the item lookup a node over the table.
+        pub(super) static COMPOSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// `kind` (sasrec or bert4rec) with AutoCDSR (Pareto-MTL) on one of the repository's data
+    /// slices.
+    fn config(kind: &str, slice: &str) -> RunConfig {
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(slice);
         let text = format!(
             r#"
             [data]
             path = "{}"
             [model]
-            kind = "sasrec"
+            kind = "{kind}"
             d_model = 32
             heads = 2
             ffn_hidden = 85
@@ -519,10 +577,20 @@ mod tests {
 
     /// On a real batch (the first of the slice's first epoch), one step gives the weights the
     /// composed step gives, bit for bit, and the same coefficient; `a_cd` (summed in another
-    /// order) agrees to f32 rounding. The two backward passes' gradients agree bit for bit.
+    /// order) agrees to f32 rounding. The two backward passes' gradients agree bit for bit but
+    /// the item table's (whose looked-up rows' share the step adds itself). SASRec on
+    /// food-kitchen, BERT4Rec on KuaiRand-1K.
     #[test]
     fn the_step_updates_the_weights_as_the_composed_step_does() {
-        let cfg = config();
+        for (kind, slice) in [
+            ("sasrec", "data/food-kitchen-mini"),
+            ("bert4rec", "data/kuairand-1k-mini"),
+        ] {
+            same_update_as_the_composed_step(config(kind, slice));
+        }
+    }
+
+    fn same_update_as_the_composed_step(cfg: RunConfig) {
         let auto = cfg.autocdsr.clone().unwrap();
         let (ds, _, layout) = training_data(&cfg).unwrap();
         let batch = layout.batches(64, cfg.train.seed, 1).next().unwrap();
@@ -531,11 +599,18 @@ mod tests {
         let (reference, mut ref_opt) = build_model(&cfg, &ds).unwrap();
 
         let fused = batch_loss(&model, &ds, &layout, &batch, &cfg, 7).unwrap();
-        SEPARATE_PROBS.with(|s| s.set(true));
+        let set_composed = |on: bool| {
+            SEPARATE_PROBS.with(|s| s.set(on));
+            COMPOSED.with(|s| s.set(on));
+        };
+        set_composed(true);
         let composed = batch_loss(&reference, &ds, &layout, &batch, &cfg, 7).unwrap();
-        SEPARATE_PROBS.with(|s| s.set(false));
+        set_composed(false);
+        assert!(fused.item_lookup_leaf.is_some() && composed.item_lookup_leaf.is_none());
         assert_eq!(bits(&fused.loss), bits(&composed.loss));
-        let items = ArrayView2::from_shape((batch.batch_size(), batch.max_len), &batch.x).unwrap();
+        // the batch as the model read it (BERT4Rec: with its items masked)
+        let input = &fused.input;
+        let items = ArrayView2::from_shape((input.batch_size(), input.max_len), &input.x).unwrap();
         let broadcast: WeightedSum = |p, w| p.broadcast_mul(w)?.sum_all();
         let acd = acd_objective(&fused.attention, &ds, items, &auto).unwrap();
         let acd_ref =
@@ -544,7 +619,11 @@ mod tests {
         // the two backward passes, node by node the same arithmetic
         for (root, root_ref) in [(&fused.loss, &composed.loss), (&acd, &acd_ref)] {
             let (g, g_ref) = (root.backward().unwrap(), root_ref.backward().unwrap());
+            let table = model.item_embedding().weight.id();
             for (var, var_ref) in opt.vars().iter().zip(ref_opt.vars()) {
+                if var.as_tensor().id() == table {
+                    continue;
+                }
                 match (g.get(var), g_ref.get(var_ref)) {
                     (Some(a), Some(b)) => assert_eq!(bits(a), bits(b)),
                     (None, None) => {}
