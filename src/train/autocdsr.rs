@@ -64,10 +64,10 @@ pub(crate) fn batch_step(
     } else {
         acd_objective(attention, ds, items, cfg)?
     };
-    let phases = phases.map(|p| {
+    let mut phases = phases;
+    if let Some(p) = phases.as_deref_mut() {
         p.objective_s += started.elapsed().as_secs_f64();
-        p
-    });
+    }
     autocdsr_step_timed(
         opt,
         &model.item_embedding().weight,
