@@ -201,7 +201,11 @@ pub(crate) fn autocdsr_step_timed(
                 // The table's rec gradient is the index_add buffer of its lookups' backward
                 // passes, held by `grads` alone; its a_cd gradient is zero outside the rows
                 // of the batch's items: add those in place instead of writing a new table.
-                Some(gr) if t.id() == item_embedding.id() && gr.dtype() == DType::F32 => {
+                Some(gr)
+                    if t.id() == item_embedding.id()
+                        && gr.dtype() == DType::F32
+                        && gr.device().is_cpu() =>
+                {
                     add_scaled_in_place(gr, ga, c)?;
                     continue;
                 }
