@@ -16,6 +16,17 @@
 # MAX_USERS=N shortens the epoch to the first N users (data.max_users). COMPARE=PATH times a
 # second cdsr-lab binary (e.g. one built from another commit) interleaved with this build's,
 # run by run, and prints both overheads, so a change is measured under the same load.
+#
+# STEPS=N times training steps instead of epochs (`cdsr-lab autocdsr-step`): in one process
+# the base model and the AutoCDSR model step side by side on the first WARMUP (default 2) + N
+# batches of the trainer's first epoch, alternating which goes first; prints each side's time
+# per phase summed over the N timed steps (an epoch slice) and the overhead, with the load
+# average. AutoCDSR's step is split into forward (with the loss), objective (a_cd on the
+# recorded maps), rec backward, a_cd backward, Gram (with the Pareto-MTL solve) and update
+# (combined gradient and AdamW).
+#
+#   STEPS=20 VARIANTS=autocdsr scripts/bench_autocdsr_overhead.sh
+#   STEPS=20 VARIANTS=autocdsr BASE=configs/bert4rec-kuairand.toml scripts/bench_autocdsr_overhead.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${PROFILE:-dev}
@@ -40,6 +51,28 @@ fi
 # VARIANTS="autocdsr-plus" times only those against the base.
 VARIANTS=${VARIANTS:-$ALL}
 BINS="$BIN${COMPARE:+ $COMPARE}"
+if [ -n "${STEPS:-}" ]; then
+  echo "base: $BASE${MAX_USERS:+, first $MAX_USERS users}; $STEPS steps after ${WARMUP:-2}; binaries: $BINS" >&2
+  for name in $VARIANTS; do
+    for bin in $BINS; do
+      tag=$( [ "$bin" = "$BIN" ] && echo this || echo compare )
+      load=$(cut -d' ' -f1-3 /proc/loadavg)
+      "$bin" autocdsr-step --config "$OUT/$name.toml" --warmup "${WARMUP:-2}" --steps "$STEPS" > "$OUT/steps.json"
+      python3 - "$tag" "$name" "$load" "$(cut -d' ' -f1-3 /proc/loadavg)" "$OUT/steps.json" <<'PY'
+import json, sys
+tag, name, load0, load1, path = sys.argv[1:6]
+r = json.load(open(path))
+fmt = lambda side: ", ".join(f"{k[:-2]} {v['sum']:.3f}" for k, v in r[side].items() if k != "step_s")
+print(f"{tag:8s} {name:15s} {r['timed_steps']} steps of {r['batch_size']}, {r['threads']} thread(s), load {load0} -> {load1}")
+print(f"  base     step {r['base']['step_s']['sum']:.3f} s: {fmt('base')}")
+print(f"  autocdsr step {r['autocdsr']['step_s']['sum']:.3f} s: {fmt('autocdsr')}")
+print(f"  overhead {100 * r['overhead']:+.1f}% (summed steps), {100 * r['overhead_median']:+.1f}% (medians); "
+      f"last losses {r['base_losses'][-1]:.6f} / {r['acd_losses'][-1]:.6f}")
+PY
+    done
+  done
+  exit 0
+fi
 echo "base: $BASE${MAX_USERS:+, first $MAX_USERS users}; binaries: $BINS; load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for rep in $(seq "${REPEATS:-2}"); do
 for name in base $VARIANTS; do

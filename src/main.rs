@@ -28,6 +28,8 @@ enum Command {
     Train(cli::train::TrainArgs),
     /// Time training steps on the pinned batch (speed anchor, GPU smoke check).
     Step(cli::train::StepArgs),
+    /// Time AutoCDSR's training step against the same model's without it, side by side.
+    AutocdsrStep(cli::train::AutocdsrStepArgs),
     /// The main demo: train a small real study on food-kitchen, analyse it, write the figures.
     Demo(cli::demo::DemoArgs),
     /// The results of a tree of runs as one table, each run labelled by what sets it apart.
@@ -67,6 +69,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Sweep(cmd) => cli::sweep::run(cmd),
         Command::Train(args) => cli::train::run(args),
         Command::Step(args) => cli::train::step(args),
+        Command::AutocdsrStep(args) => cli::train::autocdsr_step(args),
         Command::Demo(args) => cli::demo::run(args),
         Command::Runs(args) => cli::runs::run(args),
         Command::Figures(args) => cli::plot::run(args),

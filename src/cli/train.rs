@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use clap::Args;
 
 use cdsr_lab::data;
-use cdsr_lab::train::step_bench::{set_gca_positions, time_steps, PinnedBatch};
+use cdsr_lab::train::step_bench::{
+    set_gca_positions, time_autocdsr_overhead, time_steps, PinnedBatch,
+};
 use cdsr_lab::train::{train, ComputeDevice, RunConfig, TrainOptions};
 
 /// Train a model from a TOML run config into a run directory.
@@ -105,6 +107,38 @@ pub fn step(args: StepArgs) -> anyhow::Result<()> {
     let ds = data::load(&data_dir)?.dataset;
     let pinned = PinnedBatch::load(&args.batch, &ds, &cfg)?;
     let times = time_steps(&cfg, &ds, &pinned, args.warmup, args.steps)?;
+    println!(
+        "{}",
+        times.summary(&args.config.display().to_string(), &cfg)
+    );
+    Ok(())
+}
+
+/// Time AutoCDSR's training steps against the base model's on the same batches of the
+/// trainer's first epoch, alternating: prints one JSON line with each side's per-phase sums and
+/// medians and the overhead.
+#[derive(Debug, Args)]
+pub struct AutocdsrStepArgs {
+    /// A run config with an `[autocdsr]` section; the base model is the same without it.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Compute threads (default: the config's `train.threads`).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Untimed steps of each side first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Timed steps of each side.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+}
+
+pub fn autocdsr_step(args: AutocdsrStepArgs) -> anyhow::Result<()> {
+    let mut cfg = RunConfig::from_file(&args.config)?;
+    if let Some(n) = args.threads {
+        cfg.train.threads = Some(n.max(1));
+    }
+    let times = time_autocdsr_overhead(&cfg, args.warmup, args.steps)?;
     println!(
         "{}",
         times.summary(&args.config.display().to_string(), &cfg)

@@ -256,10 +256,11 @@ impl SasRec {
 
     /// Item plus position embedding of a stream, padding zeroed, dropout applied.
     fn embed(&self, x: &StreamInput, ctx: &mut Ctx) -> Result<Tensor> {
-        let h = mask_mul(
-            &(self.item.forward(&x.ids)? + self.pos.forward(&x.pos)?)?,
-            &x.mask,
-        )?;
+        let items = match &ctx.item_lookup_leaf {
+            Some(leaf) => self.item.forward_as_leaf(&x.ids, leaf)?,
+            None => self.item.forward(&x.ids)?,
+        };
+        let h = mask_mul(&(items + self.pos.forward(&x.pos)?)?, &x.mask)?;
         ctx.dropout(&h, self.cfg.dropout)
     }
 

@@ -8,7 +8,7 @@ use super::RunConfig;
 use crate::data::{
     self, sample_train_negatives, Dataset, NegativeSharing, TrainBatch, TrainLayout,
 };
-use crate::model::nn::{AttentionMap, Ctx, DType, Device, Tensor};
+use crate::model::nn::{AttentionMap, Ctx, DType, Device, LookupLeaf, Tensor};
 use crate::model::{info_nce, Model, Negatives, SeqBatch};
 
 pub(super) fn rows_of<T: Copy>(flat: &[T], l: usize) -> Vec<Vec<T>> {
@@ -55,6 +55,9 @@ pub(crate) struct BatchLoss<'a> {
     /// The batch as the model read it: the layout's batch, or its masked copy for a masked
     /// model ([`data::cloze::mask_train_batch`]).
     pub input: std::borrow::Cow<'a, TrainBatch>,
+    /// For an AutoCDSR step whose merged stream's item lookup is a leaf of the graph
+    /// ([`super::autocdsr::leaf_item_lookup`]), that leaf.
+    pub item_lookup_leaf: Option<LookupLeaf>,
 }
 
 /// The loss of one training batch (`train` mode; items masked, negatives drawn and dropout
@@ -78,12 +81,14 @@ pub(crate) fn batch_loss<'a>(
     };
     let n = cfg.train.negatives_per_domain;
     let negs = sample_train_negatives(ds, layout, &input, n, cfg.train.negative_sharing, step_seed);
-    let (loss, attention) =
-        forward_loss(model, &input, &negs, cfg, step_seed, cfg.autocdsr.is_some())?;
+    let item_lookup_leaf = super::autocdsr::leaf_item_lookup(cfg).then(LookupLeaf::default);
+    let recording = cfg.autocdsr.is_some().then_some(item_lookup_leaf.as_ref());
+    let (loss, attention) = forward_loss(model, &input, &negs, cfg, step_seed, recording)?;
     Ok(BatchLoss {
         loss,
         attention,
         input,
+        item_lookup_leaf,
     })
 }
 
@@ -97,25 +102,27 @@ pub fn batch_loss_with_negatives(
     cfg: &RunConfig,
     step_seed: u64,
 ) -> anyhow::Result<Tensor> {
-    Ok(forward_loss(model, batch, negs, cfg, step_seed, false)?.0)
+    Ok(forward_loss(model, batch, negs, cfg, step_seed, None)?.0)
 }
 
-/// [`batch_loss_with_negatives`] plus, when `record_attention`, the self-attention maps of
-/// the forward pass (not detached: AutoCDSR puts its objective on them).
+/// [`batch_loss_with_negatives`] plus, when `recording` is given, the self-attention maps of
+/// the forward pass (not detached: AutoCDSR puts its objective on them), the merged stream's
+/// item lookup made a leaf of the graph in the [`LookupLeaf`] it holds, if any.
 fn forward_loss(
     model: &Model,
     batch: &TrainBatch,
     negs: &[data::ItemId],
     cfg: &RunConfig,
     step_seed: u64,
-    record_attention: bool,
+    recording: Option<Option<&LookupLeaf>>,
 ) -> anyhow::Result<(Tensor, Vec<AttentionMap>)> {
     let (dtype, dev) = (model.params().dtype(), model.params().device());
     let input = train_input(batch, dtype, dev)?;
     let mut rng = ChaCha8Rng::seed_from_u64(step_seed);
     let mut ctx = Ctx::new(true, &mut rng);
-    if record_attention {
+    if let Some(leaf) = recording {
         ctx.attn_probs = Some(Vec::new());
+        ctx.item_lookup_leaf = leaf.cloned();
     }
     if cfg.gca.cos_penalty != 0.0 {
         ctx.gca_cos = Some(Vec::new());

@@ -7,6 +7,9 @@
 //! The batch ([`PinnedBatch`]): rows 0..256 of food-kitchen's training layout, checked against
 //! `data/fixtures/train_step_batch.npz`, with the npz's negatives (one draw per row, repeated
 //! at each target position as the trainer does, for either sharing mode's amount of work).
+//!
+//! AutoCDSR's step against its base model's ([`time_autocdsr_overhead`]) runs on the
+//! trainer's own batches instead, so it times any dataset.
 
 use std::path::Path;
 use std::time::Instant;
@@ -17,7 +20,10 @@ use ndarray_npy::NpzReader;
 use serde::Serialize;
 
 use super::{batch_loss_with_negatives, build_model, RunConfig};
+
+mod autocdsr_overhead;
 use crate::data::{self, Dataset, LayoutConfig, Split, TrainBatch, TrainLayout};
+pub use autocdsr_overhead::{time_autocdsr_overhead, AcdOverhead, SideBySideStep};
 
 /// Rows of the pinned batch (the npz holds exactly these rows of the training layout).
 pub const PINNED_ROWS: usize = 256;

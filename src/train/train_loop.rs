@@ -32,7 +32,8 @@ struct Prepared {
     capture: EvalLayout,
 }
 
-fn prepare(cfg: &RunConfig) -> anyhow::Result<Prepared> {
+/// The dataset of `cfg` (its first `data.max_users` users), its split and its training layout.
+pub(super) fn training_data(cfg: &RunConfig) -> anyhow::Result<(Dataset, Split, TrainLayout)> {
     let loaded = data::load(&cfg.data.path)
         .with_context(|| format!("loading data.path {}", cfg.data.path.display()))?;
     let mut ds = loaded.dataset;
@@ -44,15 +45,20 @@ fn prepare(cfg: &RunConfig) -> anyhow::Result<Prepared> {
         Some(_) => anyhow::bail!("data.max_users is only supported for leave-one-out datasets"),
         None => Split::leave_one_out(&ds),
     };
-    let l = cfg.model.max_len;
     let train = TrainLayout::build(
         &ds,
         &split,
         LayoutConfig {
-            max_len: l,
+            max_len: cfg.model.max_len,
             ..Default::default()
         },
     );
+    Ok((ds, split, train))
+}
+
+fn prepare(cfg: &RunConfig) -> anyhow::Result<Prepared> {
+    let (ds, split, train) = training_data(cfg)?;
+    let l = cfg.model.max_len;
     let valid = EvalLayout::build(&ds, &split, Part::Valid, l);
     let test = EvalLayout::build(&ds, &split, Part::Test, l);
     // A run over nothing would end `complete` with every metric 0 over 0 cases.
@@ -258,8 +264,15 @@ fn train_epoch(
         match &cfg.autocdsr {
             None => opt.backward_step(&batch_loss.loss, state.schedule.lr)?,
             Some(auto) => {
-                let step =
-                    autocdsr::batch_step(opt, model, ds, &batch_loss, auto, state.schedule.lr)?;
+                let step = autocdsr::batch_step(
+                    opt,
+                    model,
+                    ds,
+                    &batch_loss,
+                    auto,
+                    state.schedule.lr,
+                    None,
+                )?;
                 acd_epoch.add(&step);
             }
         }

@@ -18,9 +18,10 @@ use super::fused::{
 };
 use super::matmul::gemm_into;
 use candle_core::{
-    bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
 };
 use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
 
 /// The shape of one attention call.
 #[derive(Debug, Clone, Copy)]
@@ -192,45 +193,78 @@ fn score_grad_to_qk<T: Elem>(
     );
 }
 
-fn forward<T: Elem>(dims: Dims, q: &[T], k: &[T], v: &[T], bias: &[T], scale: T) -> Vec<T> {
+/// The output `[b, lq, d]` and, when `keep_probs`, the probabilities `[b, heads, lq, lk]` it
+/// weighed the values with (else an empty vector).
+fn forward<T: Elem>(
+    dims: Dims,
+    (q, k, v): (&[T], &[T], &[T]),
+    bias: &[T],
+    scale: T,
+    keep_probs: bool,
+) -> (Vec<T>, Vec<T>) {
     let Dims { lq, lk, d, .. } = dims;
     let dh = dims.dh();
+    let n = lq * lk;
     let mut out = vec![T::zero(); dims.batch * lq * d];
+    let mut probs = vec![
+        T::zero();
+        if keep_probs {
+            dims.batch * dims.heads * n
+        } else {
+            0
+        }
+    ];
     if lq * d == 0 || lk == 0 {
-        return out; // no keys: every row is zero
+        return (out, probs); // no keys: every row is zero
     }
-    out.par_chunks_mut(lq * d).enumerate().for_each(|(b, o)| {
+    // `ps`: the item's probabilities, one `[lq, lk]` block per head, or one block reused.
+    let item = |b: usize, o: &mut [T], ps: &mut [T]| {
         let (qb, kb, vb) = (
             &q[b * lq * d..(b + 1) * lq * d],
             &k[b * lk * d..(b + 1) * lk * d],
             &v[b * lk * d..(b + 1) * lk * d],
         );
-        let mb = &bias[b * lq * lk..(b + 1) * lq * lk];
-        let (mut s, mut p) = (vec![T::zero(); lq * lk], vec![T::zero(); lq * lk]);
+        let mb = &bias[b * n..(b + 1) * n];
+        let mut s = vec![T::zero(); n];
         for h in 0..dims.heads {
-            probabilities(dims, h, qb, kb, mb, scale, &mut s, &mut p);
+            let at = (h * n) % ps.len();
+            let p = &mut ps[at..at + n];
+            probabilities(dims, h, qb, kb, mb, scale, &mut s, p);
             // o_h = p v_h
             matmul(
                 (lq, dh, lk),
                 o,
                 (h * dh, d),
-                &p,
+                p,
                 View::rows(0, lk),
                 vb,
                 View::rows(h * dh, d),
             );
         }
-    });
-    out
+    };
+    if keep_probs {
+        out.par_chunks_mut(lq * d)
+            .zip(probs.par_chunks_mut(dims.heads * n))
+            .enumerate()
+            .for_each(|(b, (o, ps))| item(b, o, ps));
+    } else {
+        out.par_chunks_mut(lq * d)
+            .enumerate()
+            .for_each(|(b, o)| item(b, o, &mut vec![T::zero(); n]));
+    }
+    (out, probs)
 }
 
-/// `[dq, dk, dv]` flattened into one vector, from the output gradient `g [b, lq, d]`.
+/// `[dq, dk, dv]` flattened into one vector, from the output gradient `g [b, lq, d]`; the
+/// probabilities are read from `kept` (`[b, heads, lq, lk]`, what the forward pass kept) when
+/// given, else recomputed.
 fn backward<T: Elem>(
     dims: Dims,
     (q, k, v): (&[T], &[T], &[T]),
     bias: &[T],
     g: &[T],
     scale: T,
+    kept: Option<&[T]>,
 ) -> Vec<T> {
     let Dims {
         batch, lq, lk, d, ..
@@ -256,16 +290,22 @@ fn backward<T: Elem>(
             );
             let mb = &bias[b * lq * lk..(b + 1) * lq * lk];
             let n = lq * lk;
-            let (mut s, mut p, mut dp) =
+            let (mut s, mut computed, mut dp) =
                 (vec![T::zero(); n], vec![T::zero(); n], vec![T::zero(); n]);
             for h in 0..dims.heads {
-                probabilities(dims, h, qb, kb, mb, scale, &mut s, &mut p);
+                let p = match kept {
+                    Some(all) => &all[(b * dims.heads + h) * n..][..n],
+                    None => {
+                        probabilities(dims, h, qb, kb, mb, scale, &mut s, &mut computed);
+                        &computed
+                    }
+                };
                 // dv_h = p^T g_h
                 matmul(
                     (lk, dh, lq),
                     dvb,
                     (h * dh, d),
-                    &p,
+                    p,
                     View::rows_t(0, lk),
                     gb,
                     View::rows(h * dh, d),
@@ -281,7 +321,7 @@ fn backward<T: Elem>(
                     View::rows_t(h * dh, d),
                 );
                 // ds into the score scratch
-                score_grad_to_qk(dims, h, (&p, &dp), &mut s, scale, (qb, kb), (dqb, dkb));
+                score_grad_to_qk(dims, h, (p, &dp), &mut s, scale, (qb, kb), (dqb, dkb));
             }
         });
     flat
@@ -293,6 +333,58 @@ struct Attention {
     bias: Tensor,
     heads: usize,
     scale: f64,
+    /// Where the forward pass keeps its probabilities ([`attention_with_probs`]).
+    kept: Option<KeptProbs>,
+}
+
+/// The probabilities `[b, heads, lq, lk]` one attention node's forward pass computed: handed
+/// to the probabilities node over the same q and k, which returns them as its output instead
+/// of computing them again, then read back from that output by the attention node's backward
+/// pass instead of recomputing them. The same values either way (one function computes them).
+#[derive(Clone, Default)]
+struct KeptProbs(Arc<Mutex<Kept>>);
+
+#[derive(Default)]
+enum Kept {
+    #[default]
+    Empty,
+    /// Computed by the attention node, not yet returned.
+    Computed(CpuStorage),
+    /// The probabilities node's output (detached: the same storage).
+    Returned(Tensor),
+}
+
+impl KeptProbs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn put<T: Elem>(&self, probs: Vec<T>) {
+        *self.lock() = Kept::Computed(T::to_cpu_storage_owned(probs));
+    }
+
+    /// The computed probabilities, once.
+    fn take<T: Elem>(&self) -> Option<Vec<T>> {
+        let mut kept = self.lock();
+        match std::mem::take(&mut *kept) {
+            Kept::Computed(storage) => T::cpu_storage_data(storage).ok(),
+            other => {
+                *kept = other;
+                None
+            }
+        }
+    }
+
+    fn returned(&self, probs: &Tensor) {
+        *self.lock() = Kept::Returned(probs.detach());
+    }
+
+    fn tensor(&self) -> Option<Tensor> {
+        match &*self.lock() {
+            Kept::Returned(t) => Some(t.clone()),
+            _ => None,
+        }
+    }
 }
 
 impl Attention {
@@ -334,9 +426,17 @@ impl Kernel for Attention {
     fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
         let dims = self.dims(layouts[0], layouts[1], layouts[2])?;
         let scale = T::from(self.scale).unwrap();
-        Ok(forward(
-            dims, inputs[0], inputs[1], inputs[2], inputs[3], scale,
-        ))
+        let (out, probs) = forward(
+            dims,
+            (inputs[0], inputs[1], inputs[2]),
+            inputs[3],
+            scale,
+            self.kept.is_some(),
+        );
+        if let Some(kept) = &self.kept {
+            kept.put(probs);
+        }
+        Ok(out)
     }
 }
 
@@ -372,7 +472,8 @@ struct AttentionGrad {
     grad: Tensor,
 }
 
-/// Arguments q, k, v, the mask bias and the output gradient.
+/// Arguments q, k, v, the mask bias, the output gradient and, when the forward pass kept them,
+/// the probabilities.
 impl Kernel for AttentionGrad {
     fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
         let a = &self.attention;
@@ -384,9 +485,18 @@ impl Kernel for AttentionGrad {
                 layouts[0].dims()
             );
         }
+        let kept = inputs.get(5).copied();
+        if let Some(p) = kept {
+            if p.len() != dims.batch * dims.heads * dims.lq * dims.lk {
+                bail!(
+                    "attention gradient: kept probabilities {:?}",
+                    layouts[5].dims()
+                );
+            }
+        }
         let (q, k, v) = (inputs[0], inputs[1], inputs[2]);
         let scale = T::from(a.scale).unwrap();
-        Ok(backward(dims, (q, k, v), inputs[3], inputs[4], scale))
+        Ok(backward(dims, (q, k, v), inputs[3], inputs[4], scale, kept))
     }
 
     fn out_shape(&self, layouts: &[&Layout]) -> Shape {
@@ -396,7 +506,29 @@ impl Kernel for AttentionGrad {
 }
 
 impl CustomOp3 for AttentionGrad {
-    kernel_op!(3, "attention-grad", "attention gradient", holding: [attention.bias, grad]);
+    fn name(&self) -> &'static str {
+        "attention-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let kept = self.attention.kept.as_ref().and_then(KeptProbs::tensor);
+        let mut held = vec![&self.attention.bias, &self.grad];
+        held.extend(kept.as_ref());
+        run_f32_f64_holding(
+            "attention gradient",
+            self,
+            &[(s1, l1), (s2, l2), (s3, l3)],
+            &held,
+        )
+    }
 }
 
 /// `softmax(scale * q_h k_h^T + bias) v_h` for every head `h`, heads side by side in the
@@ -418,9 +550,40 @@ pub fn attention(
         bias: bias.contiguous()?,
         heads,
         scale,
+        kept: None,
     };
     q.contiguous()?
         .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+}
+
+/// [`attention`] and the probabilities `[b, heads, lq, lk]` it weighs the values with, the
+/// latter as a node differentiable in q and k (a loss on them: AutoCDSR). Computed once: the
+/// attention node keeps the probabilities its forward pass computes, the probabilities node
+/// returns them, and both nodes' backward passes read them instead of recomputing them.
+/// The same values and gradients as [`attention`] and [`attention_probs`] called separately.
+pub fn attention_with_probs(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: &Tensor,
+    heads: usize,
+    scale: f64,
+) -> Result<(Tensor, Tensor)> {
+    if !q.device().is_cpu() {
+        return composed_attention(q, k, v, bias, heads, scale);
+    }
+    let kept = KeptProbs::default();
+    let op = Attention {
+        bias: bias.contiguous()?,
+        heads,
+        scale,
+        kept: Some(kept.clone()),
+    };
+    let (q, k) = (q.contiguous()?, k.contiguous()?);
+    let out = q.apply_op3(&k, &v.contiguous()?, op.clone())?;
+    let probs = q.apply_op2(&k, Probabilities(op))?;
+    kept.returned(&probs);
+    Ok((out, probs))
 }
 
 /// The probabilities `p [b, heads, lq, lk]` of `heads` query/key pairs, each head's
@@ -488,6 +651,10 @@ struct Probabilities(Attention);
 impl Kernel for Probabilities {
     fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
         let dims = self.0.dims(layouts[0], layouts[1], layouts[1])?;
+        let kept = self.0.kept.as_ref().and_then(KeptProbs::take::<T>);
+        if let Some(p) = kept.filter(|p| p.len() == dims.batch * dims.heads * dims.lq * dims.lk) {
+            return Ok(p);
+        }
         let scale = T::from(self.0.scale).unwrap();
         Ok(probs_forward(dims, inputs[0], inputs[1], inputs[2], scale))
     }
@@ -582,8 +749,135 @@ pub fn attention_probs(
         bias: bias.contiguous()?,
         heads,
         scale,
+        kept: None,
     });
     q.contiguous()?.apply_op2(&k.contiguous()?, op)
+}
+
+/// `sum(p * w)` over probabilities `p: [b, heads, q, k]` and a weight `w: [b, 1, q, k]` that
+/// every head shares, as one node differentiable in `p` (`w` is a constant: it gets no
+/// gradient). AutoCDSR's objective on the attention maps: candle's broadcast product keeps a
+/// `p`-sized buffer and its backward pass also differentiates the constant side. The products
+/// are formed in `p`'s dtype and summed in f64; the gradient `g * w` is what the broadcast
+/// product's backward pass gives.
+pub fn weighted_probs_sum(p: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !p.device().is_cpu() {
+        return p.broadcast_mul(w)?.sum_all();
+    }
+    p.contiguous()?.apply_op2(&w.contiguous()?, WeightedSum)
+}
+
+/// Arguments p `[b, heads, q, k]` and w (`b * q * k` values).
+struct WeightedSum;
+
+impl WeightedSum {
+    /// `(batch, heads, q * k)` of the arguments' layouts.
+    fn dims(p: &Layout, w: &Layout) -> Result<(usize, usize, usize)> {
+        let (b, h, q, k) = p.shape().dims4()?;
+        if w.shape().elem_count() != b * q * k {
+            bail!(
+                "weighted probabilities' sum: weight {:?} does not fit probabilities {:?}",
+                w.dims(),
+                p.dims()
+            );
+        }
+        Ok((b, h, q * k))
+    }
+}
+
+impl Kernel for WeightedSum {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        let (b, h, n) = Self::dims(layouts[0], layouts[1])?;
+        let (p, w) = (inputs[0], inputs[1]);
+        // one partial sum per batch item, added in order: the same value on any thread count
+        let partial: Vec<f64> = (0..b)
+            .into_par_iter()
+            .map(|i| {
+                let wi = &w[i * n..(i + 1) * n];
+                p[i * h * n..(i + 1) * h * n]
+                    .chunks(n.max(1))
+                    .map(|ph| {
+                        ph.iter()
+                            .zip(wi)
+                            .map(|(&x, &y)| (x * y).to_f64())
+                            .sum::<f64>()
+                    })
+                    .sum::<f64>()
+            })
+            .collect();
+        Ok(vec![T::from(partial.iter().sum::<f64>()).unwrap()])
+    }
+
+    fn out_shape(&self, _layouts: &[&Layout]) -> Shape {
+        Shape::from(())
+    }
+}
+
+impl CustomOp2 for WeightedSum {
+    kernel_op!(2, "weighted-probabilities-sum");
+
+    fn bwd(
+        &self,
+        p: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let op = WeightedSumGrad {
+            grad: grad.contiguous()?,
+            shape: p.shape().clone(),
+        };
+        Ok((Some(w.apply_op1_no_bwd(&op)?), None))
+    }
+}
+
+/// The backward pass of [`WeightedSum`] over w: `g * w` broadcast over the heads, in p's
+/// shape, from the scalar gradient `g` it holds.
+struct WeightedSumGrad {
+    grad: Tensor,
+    shape: Shape,
+}
+
+/// Arguments w and the output gradient.
+impl Kernel for WeightedSumGrad {
+    fn run<T: Elem>(&self, inputs: &[&[T]], _layouts: &[&Layout]) -> Result<Vec<T>> {
+        let (w, g) = (inputs[0], inputs[1]);
+        let (b, h, q, k) = self.shape.dims4()?;
+        if w.len() != b * q * k || g.len() != 1 {
+            bail!("weighted probabilities' sum gradient: weight or gradient does not fit");
+        }
+        let n = q * k;
+        let mut out = vec![T::zero(); b * h * n];
+        out.par_chunks_mut(h * n.max(1))
+            .zip(w.par_chunks(n.max(1)))
+            .for_each(|(o, wi)| {
+                for oh in o.chunks_mut(n.max(1)) {
+                    for (o, &x) in oh.iter_mut().zip(wi) {
+                        *o = g[0] * x;
+                    }
+                }
+            });
+        Ok(out)
+    }
+
+    fn out_shape(&self, _layouts: &[&Layout]) -> Shape {
+        self.shape.clone()
+    }
+}
+
+impl CustomOp1 for WeightedSumGrad {
+    fn name(&self) -> &'static str {
+        "weighted-probabilities-sum-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> Result<(CpuStorage, Shape)> {
+        run_f32_f64_holding(
+            "weighted probabilities' sum gradient",
+            self,
+            &[(s1, l1)],
+            &[&self.grad],
+        )
+    }
 }
 
 /// The heads of `t: [b, l, d]` side by side as `[b, heads, l, d / heads]`.
@@ -782,6 +1076,131 @@ mod tests {
         }
     }
 
+    /// `sum(out * wo) + sum(probs * wp)`: a loss on both outputs of an attention call.
+    fn both_outputs_loss(out: &Tensor, probs: &Tensor, wo: &Tensor, wp: &Tensor) -> Tensor {
+        ((out * wo).unwrap().sum_all().unwrap() + (probs * wp).unwrap().sum_all().unwrap()).unwrap()
+    }
+
+    /// The output and probabilities from one computation against the unfused ops in f64:
+    /// values, and the gradients of a loss on both with respect to q, k and v.
+    #[test]
+    fn attention_with_probs_and_its_gradients_equal_the_unfused_ops() {
+        for (i, (b, lq, lk, d, heads, causal, valid)) in masked_cases().into_iter().enumerate() {
+            let seed = 200 + 10 * i as u64;
+            let [q, k, v] = [(lq, 0), (lk, 1), (lk, 2)]
+                .map(|(l, s)| Var::from_tensor(&seeded(&[b, l, d], seed + s)).unwrap());
+            let wo = seeded(&[b, lq, d], seed + 3);
+            let wp = seeded(&[b, heads, lq, lk], seed + 4);
+            let mask = AttnMask::new(&valid, lq, causal, DType::F64, &Device::Cpu).unwrap();
+            let scale = 1.0 / ((d / heads) as f64).sqrt();
+            let args = (q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask.bias);
+            let fused = attention_with_probs(args.0, args.1, args.2, args.3, heads, scale).unwrap();
+            let unfused = composed_attention(args.0, args.1, args.2, args.3, heads, scale).unwrap();
+            assert!(
+                gap(&fused.0, &unfused.0) < 1e-12,
+                "case {i}: outputs differ"
+            );
+            assert!(
+                gap(&fused.1, &unfused.1) < 1e-12,
+                "case {i}: probabilities differ"
+            );
+            let gf = both_outputs_loss(&fused.0, &fused.1, &wo, &wp)
+                .backward()
+                .unwrap();
+            let gu = both_outputs_loss(&unfused.0, &unfused.1, &wo, &wp)
+                .backward()
+                .unwrap();
+            for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+                let (a, r) = (gf.get(x).unwrap(), gu.get(x).unwrap());
+                assert!(
+                    gap(a, r) < 1e-12,
+                    "case {i}: d{name} differs by {}",
+                    gap(a, r)
+                );
+            }
+        }
+    }
+
+    /// In f32 the shared computation gives exactly the bits of [`attention`] and
+    /// [`attention_probs`] called separately: outputs, probabilities, and the gradients of the
+    /// output alone (the recommendation loss's backward pass) and of the probabilities alone
+    /// (AutoCDSR's), on the heads of a causal padded batch.
+    #[test]
+    fn attention_with_probs_in_f32_has_the_bits_of_the_separate_nodes() {
+        let (b, l, d, heads) = (3, 9, 16, 2);
+        let valid = vec![
+            vec![true; l],
+            vec![false, false, false, false, true, true, true, true, true],
+            vec![false; l],
+        ];
+        let mask = AttnMask::new(&valid, l, true, DType::F32, &Device::Cpu).unwrap();
+        let f32_var = |seed| {
+            Var::from_tensor(&seeded(&[b, l, d], seed).to_dtype(DType::F32).unwrap()).unwrap()
+        };
+        let (q, k, v) = (f32_var(300), f32_var(301), f32_var(302));
+        let wo = seeded(&[b, l, d], 303).to_dtype(DType::F32).unwrap();
+        let wp = seeded(&[b, heads, l, l], 304).to_dtype(DType::F32).unwrap();
+        let (qt, kt, vt) = (q.as_tensor(), k.as_tensor(), v.as_tensor());
+        let (out, probs) = attention_with_probs(qt, kt, vt, &mask.bias, heads, 0.25).unwrap();
+        let out_alone = attention(qt, kt, vt, &mask.bias, heads, 0.25).unwrap();
+        let probs_alone = attention_probs(qt, kt, &mask.bias, heads, 0.25).unwrap();
+        let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(bits(&out), bits(&out_alone));
+        assert_eq!(bits(&probs), bits(&probs_alone));
+        let loss = |t: &Tensor, w: &Tensor| (t * w).unwrap().sum_all().unwrap();
+        let pairs = [
+            (loss(&out, &wo), loss(&out_alone, &wo)),
+            (loss(&probs, &wp), loss(&probs_alone, &wp)),
+        ];
+        for (j, (shared, alone)) in pairs.iter().enumerate() {
+            let (gs, ga) = (shared.backward().unwrap(), alone.backward().unwrap());
+            for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+                match (gs.get(x), ga.get(x)) {
+                    (Some(s), Some(a)) => assert_eq!(bits(s), bits(a), "loss {j}: d{name}"),
+                    (None, None) => {}
+                    _ => panic!("loss {j}: d{name} exists on one side only"),
+                }
+            }
+        }
+    }
+
+    /// The weighted sum of probabilities against candle's broadcast product and sum: the value
+    /// to rounding, the gradient exactly (in f64 and in f32), and a weight of the wrong size is
+    /// an error.
+    #[test]
+    fn weighted_probs_sum_equals_the_broadcast_product() {
+        let (b, h, q, k) = (3, 2, 5, 7);
+        for dtype in [DType::F64, DType::F32] {
+            let p = Var::from_tensor(&seeded(&[b, h, q, k], 400).to_dtype(dtype).unwrap()).unwrap();
+            let w = seeded(&[b, 1, q, k], 401).to_dtype(dtype).unwrap();
+            let fused = (weighted_probs_sum(p.as_tensor(), &w).unwrap() / 2.0).unwrap();
+            let plain = (p.broadcast_mul(&w).unwrap().sum_all().unwrap() / 2.0).unwrap();
+            let value = |t: &Tensor| t.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
+            let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+            assert!(
+                (value(&fused) - value(&plain)).abs() < tol,
+                "{dtype:?}: values differ"
+            );
+            let (gf, gp) = (fused.backward().unwrap(), plain.backward().unwrap());
+            let bits = |t: &Tensor| {
+                t.flatten_all()
+                    .unwrap()
+                    .to_dtype(DType::F64)
+                    .unwrap()
+                    .to_vec1::<f64>()
+                    .unwrap()
+            };
+            assert_eq!(
+                bits(gf.get(&p).unwrap()),
+                bits(gp.get(&p).unwrap()),
+                "{dtype:?}"
+            );
+        }
+        let p = seeded(&[b, h, q, k], 402);
+        let err = weighted_probs_sum(&p, &seeded(&[b, 1, q, k + 1], 403)).unwrap_err();
+        assert!(err.to_string().contains("does not fit"), "{err}");
+    }
+
     #[test]
     fn attention_in_f32_is_close_to_f64_and_rejects_mismatched_inputs() {
         let (b, l, d, heads) = (2, 7, 16, 4);
@@ -812,6 +1231,7 @@ mod tests {
                 bias: mask64.bias.clone(),
                 heads,
                 scale: 0.5,
+                kept: None,
             },
             grad: seeded(&[b, l, d + 1], 51),
         };

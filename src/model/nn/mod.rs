@@ -17,7 +17,7 @@ mod unfused;
 
 use std::collections::BTreeMap;
 
-pub use attention::{attention, attention_probs};
+pub use attention::{attention, attention_probs, attention_with_probs, weighted_probs_sum};
 pub use candle_core::backprop::GradStore;
 pub use candle_core::{bail, DType, Device, Tensor, Var, D};
 pub use fused::{dropout, layer_norm, mask_mul, masked_softmax, sampled_softmax_nll, silu_mul};
@@ -42,6 +42,150 @@ pub fn with_f32_elements<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R
         }
     }
     Ok(f(&t.flatten_all()?.to_vec1::<f32>()?))
+}
+
+/// `dst += src * c` in place, with the rounding of candle's `dst + src * c` (`c` rounded to
+/// f32, then `src * c + 0`, then the sum), skipping the elements where `src` is zero: there
+/// the sum is `dst + 0`, which is `dst` unless `dst` is -0 (a gradient summed from +0 never
+/// is). For AutoCDSR's combined gradient of the item table, whose `a_cd` gradient is zero but
+/// for the rows of the batch's items: no pass that writes the whole table, no new buffer.
+/// `dst` must own its buffer alone (a gradient that candle's backward pass made: no other
+/// tensor sees the change). f32 CPU tensors of one shape, contiguous.
+pub fn add_scaled_in_place(dst: &Tensor, src: &Tensor, c: f64) -> Result<()> {
+    if dst.shape() != src.shape() {
+        bail!(
+            "add_scaled_in_place: shapes {:?} and {:?} differ",
+            dst.dims(),
+            src.dims()
+        );
+    }
+    dst.inplace_op2(src, &AddScaled(c as f32))
+}
+
+struct AddScaled(f32);
+
+impl candle_core::InplaceOp2 for AddScaled {
+    fn name(&self) -> &'static str {
+        "add-scaled"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut candle_core::CpuStorage,
+        dst_l: &candle_core::Layout,
+        src: &candle_core::CpuStorage,
+        src_l: &candle_core::Layout,
+    ) -> Result<()> {
+        use candle_core::CpuStorage::F32;
+        let (F32(d), F32(s)) = (dst, src) else {
+            bail!("add_scaled_in_place: f32 tensors only");
+        };
+        let (Some((d0, d1)), Some((s0, s1))) =
+            (dst_l.contiguous_offsets(), src_l.contiguous_offsets())
+        else {
+            bail!("add_scaled_in_place: contiguous tensors only");
+        };
+        let c = self.0;
+        for (d, &s) in d[d0..d1].iter_mut().zip(&s[s0..s1]) {
+            if s != 0.0 {
+                *d += s * c + 0.0;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `dst += zeros_like(dst).index_add(ids, src, 0) * c` in place, with the rounding of candle's
+/// ops (each row's sum of `src` rows in the order of `ids`, from zero, then as
+/// [`add_scaled_in_place`]), touching only the rows `ids` names. The item table's combined
+/// gradient from the `a_cd` gradient of its looked-up rows ([`LookupLeaf`]), without the
+/// table-sized buffers of candle's `index_add`. Same requirements on `dst` as [`add_scaled_in_place`];
+/// `ids` u32 `[n]`, `src` f32 `[n, d]`.
+pub fn index_add_scaled_in_place(dst: &Tensor, ids: &Tensor, src: &Tensor, c: f64) -> Result<()> {
+    let (n, d) = src.dims2()?;
+    if ids.dims() != [n] || dst.rank() != 2 || dst.dim(1)? != d {
+        bail!(
+            "index_add_scaled_in_place: table {:?}, ids {:?} and rows {:?} do not fit",
+            dst.dims(),
+            ids.dims(),
+            src.dims()
+        );
+    }
+    dst.inplace_op3(ids, src, &IndexAddScaled(c as f32))
+}
+
+struct IndexAddScaled(f32);
+
+impl candle_core::InplaceOp3 for IndexAddScaled {
+    fn name(&self) -> &'static str {
+        "index-add-scaled"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut candle_core::CpuStorage,
+        dst_l: &candle_core::Layout,
+        ids: &candle_core::CpuStorage,
+        ids_l: &candle_core::Layout,
+        src: &candle_core::CpuStorage,
+        src_l: &candle_core::Layout,
+    ) -> Result<()> {
+        use candle_core::CpuStorage::{F32, U32};
+        let (F32(table), U32(ids), F32(rows)) = (dst, ids, src) else {
+            bail!("index_add_scaled_in_place: an f32 table, u32 ids and f32 rows");
+        };
+        let (Some((t0, t1)), Some((i0, i1)), Some((r0, r1))) = (
+            dst_l.contiguous_offsets(),
+            ids_l.contiguous_offsets(),
+            src_l.contiguous_offsets(),
+        ) else {
+            bail!("index_add_scaled_in_place: contiguous tensors only");
+        };
+        let (table, ids, rows) = (&mut table[t0..t1], &ids[i0..i1], &rows[r0..r1]);
+        let d = dst_l.dims()[1];
+        // each named row's sum, in first-appearance order, accumulated as index_add does
+        let mut slot_of = std::collections::HashMap::new();
+        let mut named: Vec<usize> = Vec::new();
+        let mut sums: Vec<f32> = Vec::new();
+        for (j, &id) in ids.iter().enumerate() {
+            let row = id as usize;
+            if row * d + d > table.len() {
+                bail!("index_add_scaled_in_place: id {id} outside the table");
+            }
+            let slot = *slot_of.entry(row).or_insert_with(|| {
+                named.push(row);
+                sums.resize(sums.len() + d, 0.0);
+                named.len() - 1
+            });
+            for (acc, &x) in sums[slot * d..][..d].iter_mut().zip(&rows[j * d..][..d]) {
+                *acc += x;
+            }
+        }
+        let c = self.0;
+        for (slot, &row) in named.iter().enumerate() {
+            for (t, &s) in table[row * d..][..d].iter_mut().zip(&sums[slot * d..][..d]) {
+                if s != 0.0 {
+                    *t += s * c + 0.0;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The rows one table lookup took ([`Embedding::forward_as_leaf`]), as a leaf of the graph
+/// instead of a node over the table: a backward pass ends there, and the caller adds the
+/// rows' gradient to the table's ([`index_add_scaled_in_place`], or candle's `index_add` as
+/// the lookup's backward pass would). AutoCDSR's `a_cd` backward pass then never fills a
+/// gradient of the whole item table (KuaiRand-1K: a million rows).
+#[derive(Clone, Default)]
+pub struct LookupLeaf(std::sync::Arc<std::sync::Mutex<Vec<(Tensor, Var)>>>);
+
+impl LookupLeaf {
+    /// The flat ids and the rows (`[n, d]`, a variable) of each lookup made through this leaf.
+    pub fn lookups(&self) -> Vec<(Tensor, Var)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// Makes the C allocator keep freed memory instead of returning it to the system.
@@ -256,6 +400,9 @@ pub struct Ctx<'a> {
     /// When `Some`, every GCA module pushes its `Σ |cos(X, X')|` over valid query rows here,
     /// *not* detached (the trainer's `gca.cos_penalty` puts a loss on it).
     pub gca_cos: Option<Vec<AbsCosSum>>,
+    /// When `Some`, the merged stream's item lookup is a leaf of the graph recorded here
+    /// (AutoCDSR's backward passes stop there; [`LookupLeaf`]).
+    pub item_lookup_leaf: Option<LookupLeaf>,
 }
 
 /// The sequence a self-attention map was computed over.
@@ -313,6 +460,7 @@ impl<'a> Ctx<'a> {
             attn_probs: None,
             last_only: false,
             gca_cos: None,
+            item_lookup_leaf: None,
         }
     }
 
@@ -382,6 +530,21 @@ impl Embedding {
         Ok(Self {
             weight: s.add("weight", &[n, d], Init::TruncNormal(0.02))?,
         })
+    }
+
+    /// [`Embedding::forward`] whose rows are a new variable recorded in `leaf` (the table gets
+    /// no gradient through this lookup: the caller adds it).
+    pub fn forward_as_leaf(&self, ids: &Tensor, leaf: &LookupLeaf) -> Result<Tensor> {
+        let mut shape = ids.dims().to_vec();
+        shape.push(self.weight.dim(1)?);
+        let flat = ids.flatten_all()?.contiguous()?;
+        let rows = Var::from_tensor(&self.weight.detach().index_select(&flat, 0)?)?;
+        let out = rows.as_tensor().reshape(shape)?;
+        leaf.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((flat, rows));
+        Ok(out)
     }
 
     /// Looks up `ids` (u32, any shape) and returns `ids.shape + [d]`.
@@ -487,13 +650,21 @@ impl AttnMask {
 /// Multi-head attention (PyTorch `nn.MultiheadAttention` layout: separate q/k/v/out
 /// projections with biases). Self-attention passes the same tensor as query and key/value.
 /// The heads run as one fused node ([`attention`]); when the probabilities are asked for
-/// (AutoCDSR puts a loss on them) they come from [`attention_probs`] as a graph node.
+/// (AutoCDSR puts a loss on them) they come from [`attention_with_probs`] as a second graph
+/// node.
 pub struct MultiHeadAttention {
     q: Linear,
     k: Linear,
     v: Linear,
     o: Linear,
     heads: usize,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The tests' reference for [`MultiHeadAttention`]: the probabilities from their own node
+    /// ([`attention_probs`], computed again) instead of [`attention_with_probs`].
+    pub(crate) static SEPARATE_PROBS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Attention output plus, when asked for, the attention probabilities `[batch, heads, q, k]`.
@@ -539,13 +710,23 @@ impl MultiHeadAttention {
         );
         // The probabilities, when asked for, are a second node over q and k: the output's
         // node keeps its own backward, and a loss on the probabilities (AutoCDSR) adds only
-        // their gradient with respect to q and k.
-        let probs = if want_probs {
-            Some(attention_probs(&q, &k, &mask.bias, h, scale)?)
+        // their gradient with respect to q and k. Both nodes share one computation of them.
+        #[cfg(test)]
+        if want_probs && SEPARATE_PROBS.with(|s| s.get()) {
+            let probs = attention_probs(&q, &k, &mask.bias, h, scale)?;
+            let ctx = attention(&q, &k, &v, &mask.bias, h, scale)?;
+            let out = mask_mul(&self.o.forward(&ctx)?, &mask.out_valid)?;
+            return Ok(AttnOutput {
+                out,
+                probs: Some(probs),
+            });
+        }
+        let (ctx, probs) = if want_probs {
+            let (ctx, probs) = attention_with_probs(&q, &k, &v, &mask.bias, h, scale)?;
+            (ctx, Some(probs))
         } else {
-            None
+            (attention(&q, &k, &v, &mask.bias, h, scale)?, None)
         };
-        let ctx = attention(&q, &k, &v, &mask.bias, h, scale)?;
         let out = mask_mul(&self.o.forward(&ctx)?, &mask.out_valid)?;
         Ok(AttnOutput { out, probs })
     }
