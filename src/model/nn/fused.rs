@@ -15,6 +15,7 @@ use candle_core::{
     WithDType,
 };
 use multiversion::multiversion;
+use serde::{Deserialize, Serialize};
 
 use super::unfused;
 use num_traits::Float;
@@ -793,6 +794,129 @@ pub fn dropout(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
     x.contiguous()?.apply_op1(Dropout { p, seed })
 }
 
+/// The squashing function of a gate (GCA's `act`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum GateActivation {
+    #[default]
+    Sigmoid,
+    Tanh,
+}
+
+/// `1 / (e^-p + 1)` as candle's ops compute a sigmoid (neg, exp, + 1, recip; libm's `exp`), so
+/// the fused gate gives the same bits as those ops.
+#[inline(always)]
+fn sigmoid_as_ops<T: Elem>(p: T) -> T {
+    T::one() / ((-p).exp() + T::one())
+}
+
+impl GateActivation {
+    #[inline(always)]
+    fn apply<T: Elem>(self, p: T) -> T {
+        match self {
+            GateActivation::Sigmoid => sigmoid_as_ops(p),
+            GateActivation::Tanh => p.tanh(),
+        }
+    }
+}
+
+/// `x + act(pre) * v` elementwise: GCA's gated residual `X_A + g * X'`.
+struct GatedResidual {
+    act: GateActivation,
+}
+
+fn check_same_shapes(name: &str, layouts: &[&Layout]) -> Result<()> {
+    if layouts.windows(2).any(|w| w[0].shape() != w[1].shape()) {
+        let shapes: Vec<_> = layouts.iter().map(|l| l.shape().clone()).collect();
+        bail!("{name}: inputs of different shapes {shapes:?}");
+    }
+    Ok(())
+}
+
+impl Kernel for GatedResidual {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        check_same_shapes("gated residual", layouts)?;
+        let act = self.act;
+        Ok(zip3_map(inputs[0], inputs[1], inputs[2], |x, p, v| {
+            x + act.apply(p) * v
+        }))
+    }
+}
+
+impl CustomOp3 for GatedResidual {
+    kernel_op!(3, "gated-residual");
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        pre: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = grad.contiguous()?;
+        let d_pre = pre.apply_op3_no_bwd(v, &g, &GatedResidualGradPre { act: self.act })?;
+        let d_v = pre.apply_op2_no_bwd(&g, &GateTimes { act: self.act })?;
+        Ok((Some(g), Some(d_pre), Some(d_v)))
+    }
+}
+
+/// `g * act(pre)`: the gradient of the gated value.
+struct GateTimes {
+    act: GateActivation,
+}
+
+impl Kernel for GateTimes {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        check_same_shapes("gated residual gradient", layouts)?;
+        let act = self.act;
+        Ok(zip_map(inputs[0], inputs[1], |p, g| g * act.apply(p)))
+    }
+}
+
+impl CustomOp2 for GateTimes {
+    kernel_op!(2, "gate-times");
+}
+
+/// The gradient of the gate's input `pre`, in the order of candle's backward through the
+/// unfused ops (so the same bits): with `gv = g * v`, sigmoid `gv / (u * u) * e` (`e = e^-pre`,
+/// `u = e + 1`), tanh `-(gv * (t * t - 1))`.
+struct GatedResidualGradPre {
+    act: GateActivation,
+}
+
+impl Kernel for GatedResidualGradPre {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        check_same_shapes("gated residual gradient", layouts)?;
+        let (pre, v, g) = (inputs[0], inputs[1], inputs[2]);
+        Ok(match self.act {
+            GateActivation::Sigmoid => zip3_map(pre, v, g, |p, v, g| {
+                let e = (-p).exp();
+                let u = e + T::one();
+                g * v / (u * u) * e
+            }),
+            GateActivation::Tanh => zip3_map(pre, v, g, |p, v, g| {
+                let t = p.tanh();
+                -(g * v * (t * t - T::one()))
+            }),
+        })
+    }
+}
+
+impl CustomOp3 for GatedResidualGradPre {
+    kernel_op!(3, "gated-residual-grad-pre");
+}
+
+/// GCA's gated residual `x + act(pre) * v` (`x`, `pre`, `v` of one shape) as one graph node
+/// with its analytic backward, instead of the activation's ops, a product and a sum.
+pub fn gated_residual(x: &Tensor, pre: &Tensor, v: &Tensor, act: GateActivation) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return unfused::gated_residual(x, pre, v, act);
+    }
+    x.contiguous()?
+        .apply_op3(&pre.contiguous()?, &v.contiguous()?, GatedResidual { act })
+}
+
 /// `(max, log sum exp(z - max))` of one position's logits `z = [pos, neg] / t`.
 #[inline(always)]
 fn log_partition<T: Elem>(pos: T, neg: &[T], inv_t: T) -> (T, T) {
@@ -1095,6 +1219,32 @@ mod tests {
         for v in [&a, &b] {
             assert!(gap(gf.get(v).unwrap(), gr.get(v).unwrap()) < 1e-12);
         }
+    }
+
+    #[test]
+    fn gated_residual_and_its_gradients_equal_the_unfused_ops() {
+        // pre spans [-2, 2) scaled by 4: the sigmoid's and tanh's flat tails too.
+        let x = Var::from_tensor(&seeded(&[6, 11], 40)).unwrap();
+        let pre = Var::from_tensor(&(seeded(&[6, 11], 41) * 4.0).unwrap()).unwrap();
+        let v = Var::from_tensor(&seeded(&[6, 11], 42)).unwrap();
+        let w = seeded(&[6, 11], 43);
+        for act in [GateActivation::Sigmoid, GateActivation::Tanh] {
+            let args = (x.as_tensor(), pre.as_tensor(), v.as_tensor());
+            let fused = gated_residual(args.0, args.1, args.2, act).unwrap();
+            let refr = unfused::gated_residual(args.0, args.1, args.2, act).unwrap();
+            // The same operations in the same order: the same bits.
+            assert_eq!(gap(&fused, &refr), 0.0, "{act:?}");
+            let loss = |t: &Tensor| (t * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let (gf, gr) = (loss(&fused), loss(&refr));
+            for p in [&x, &pre, &v] {
+                assert!(gap(gf.get(p).unwrap(), gr.get(p).unwrap()) < 1e-12, "{act:?}");
+            }
+        }
+        let short = seeded(&[6, 10], 44);
+        assert!(gated_residual(x.as_tensor(), pre.as_tensor(), &short, GateActivation::Tanh)
+            .unwrap_err()
+            .to_string()
+            .contains("gated residual: inputs of different shapes"));
     }
 
     #[test]

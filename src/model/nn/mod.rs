@@ -20,7 +20,10 @@ use std::collections::BTreeMap;
 pub use attention::{attention, attention_probs};
 pub use candle_core::backprop::GradStore;
 pub use candle_core::{bail, DType, Device, Tensor, Var, D};
-pub use fused::{dropout, layer_norm, mask_mul, masked_softmax, sampled_softmax_nll, silu_mul};
+pub use fused::{
+    dropout, gated_residual, layer_norm, mask_mul, masked_softmax, sampled_softmax_nll, silu_mul,
+    GateActivation,
+};
 pub use matmul::{bmm, linear};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;

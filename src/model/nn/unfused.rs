@@ -6,7 +6,7 @@
 //! seed and the element index, drawn on the host), so a seed drops the same elements on every
 //! device.
 
-use super::fused::{Dropout, MASKED};
+use super::fused::{Dropout, GateActivation, MASKED};
 use candle_core::{DType, Device, Result, Tensor, D};
 
 /// `softmax(scale * scores + bias)` over the last axis, rows whose keys are all masked 0.
@@ -93,4 +93,18 @@ pub(super) fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Resu
     let mut out = dims.to_vec();
     *out.last_mut().expect("checked above") = weight.dim(0)?;
     y.reshape(out)
+}
+
+/// `x + act(pre) * v`, the sigmoid as `1 / (e^-pre + 1)`.
+pub(super) fn gated_residual(
+    x: &Tensor,
+    pre: &Tensor,
+    v: &Tensor,
+    act: GateActivation,
+) -> Result<Tensor> {
+    let gate = match act {
+        GateActivation::Sigmoid => (pre.neg()?.exp()? + 1.0)?.recip()?,
+        GateActivation::Tanh => pre.tanh()?,
+    };
+    x + gate.mul(v)?
 }
