@@ -917,6 +917,103 @@ pub fn gated_residual(x: &Tensor, pre: &Tensor, v: &Tensor, act: GateActivation)
         .apply_op3(&pre.contiguous()?, &v.contiguous()?, GatedResidual { act })
 }
 
+/// The coefficients of one AdamW step (PyTorch's `torch.optim.AdamW`): moments' decay rates,
+/// bias corrections `1 - beta^t`, `eps`, learning rate and weight decay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWStep {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub bias_correction1: f64,
+    pub bias_correction2: f64,
+    pub eps: f64,
+    pub lr: f64,
+    pub weight_decay: f64,
+}
+
+/// One AdamW update of a parameter: `[param, m, v]` (and the gradient, held) to the new
+/// `[param; m; v]` stacked as `[3, n]`, in one parallel pass. Each element goes through the
+/// operations of the update written as candle ops (`unfused::adamw_update`), in their order
+/// and with their f64 constants rounded as candle's affine op rounds them, so the bits are
+/// the same.
+struct AdamWUpdate {
+    grad: Tensor,
+    step: AdamWStep,
+}
+
+impl Kernel for AdamWUpdate {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        check_same_shapes("AdamW update", layouts)?;
+        let (p, m, v, g) = (inputs[0], inputs[1], inputs[2], inputs[3]);
+        let s = self.step;
+        let c = |x: f64| T::from_f64(x);
+        let zero = T::zero();
+        let (b1, c1, b2, c2) = (c(s.beta1), c(1.0 - s.beta1), c(s.beta2), c(1.0 - s.beta2));
+        let (ibc1, ibc2) = (c(1.0 / s.bias_correction1), c(1.0 / s.bias_correction2));
+        let (one, eps, lr) = (c(1.0), c(s.eps), c(s.lr));
+        let decay = c(1.0 - s.lr * s.weight_decay);
+        let n = p.len();
+        let mut out = vec![zero; 3 * n];
+        let (p_out, rest) = out.split_at_mut(n);
+        let (m_out, v_out) = rest.split_at_mut(n);
+        p_out
+            .par_chunks_mut(ELEMS_PER_TASK)
+            .zip(m_out.par_chunks_mut(ELEMS_PER_TASK))
+            .zip(v_out.par_chunks_mut(ELEMS_PER_TASK))
+            .enumerate()
+            .for_each(|(task, ((po, mo), vo))| {
+                let r = task * ELEMS_PER_TASK..task * ELEMS_PER_TASK + po.len();
+                let (p, m, v, g) = (&p[r.clone()], &m[r.clone()], &v[r.clone()], &g[r]);
+                for i in 0..po.len() {
+                    // `x * k + 0` is candle's affine op for `tensor * k` (the `+ 0` turns -0
+                    // into +0, as there).
+                    let m1 = (m[i] * b1 + zero) + (g[i] * c1 + zero);
+                    let v1 = (v[i] * b2 + zero) + ((g[i] * g[i]) * c2 + zero);
+                    let denom = (v1 * ibc2 + zero).sqrt() * one + eps;
+                    let update = (m1 * ibc1 + zero) / denom;
+                    po[i] = (p[i] * decay + zero) - (update * lr + zero);
+                    mo[i] = m1;
+                    vo[i] = v1;
+                }
+            });
+        Ok(out)
+    }
+
+    fn out_shape(&self, layouts: &[&Layout]) -> Shape {
+        Shape::from((3, layouts[0].shape().elem_count()))
+    }
+}
+
+impl CustomOp3 for AdamWUpdate {
+    kernel_op!(3, "adamw-update", "AdamW update", holding: [grad]);
+}
+
+/// One AdamW step of a parameter `param` with moments `m`, `v` and gradient `grad` (one shape):
+/// the new parameter, `m` and `v`. On the CPU one parallel pass instead of fourteen candle ops.
+pub fn adamw_update(
+    param: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    grad: &Tensor,
+    step: AdamWStep,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    if !param.device().is_cpu() {
+        return unfused::adamw_update(param, m, v, grad, step);
+    }
+    let op = AdamWUpdate {
+        grad: grad.contiguous()?,
+        step,
+    };
+    let out = param
+        .contiguous()?
+        .apply_op3_no_bwd(&m.contiguous()?, &v.contiguous()?, &op)?;
+    let shape = param.shape();
+    Ok((
+        out.get(0)?.reshape(shape)?,
+        out.get(1)?.reshape(shape)?,
+        out.get(2)?.reshape(shape)?,
+    ))
+}
+
 /// `(max, log sum exp(z - max))` of one position's logits `z = [pos, neg] / t`.
 #[inline(always)]
 fn log_partition<T: Elem>(pos: T, neg: &[T], inv_t: T) -> (T, T) {
@@ -1245,6 +1342,33 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("gated residual: inputs of different shapes"));
+    }
+
+    #[test]
+    fn adamw_update_equals_the_unfused_ops_bit_for_bit() {
+        let step = AdamWStep {
+            beta1: 0.9,
+            beta2: 0.999,
+            bias_correction1: 1.0 - 0.9f64.powi(3),
+            bias_correction2: 1.0 - 0.999f64.powi(3),
+            eps: 1e-8,
+            lr: 1e-3,
+            weight_decay: 0.5,
+        };
+        // More than one parallel task; v >= 0 as a second moment is.
+        let n = 3 * ELEMS_PER_TASK + 17;
+        let (p, m, g) = (seeded(&[n], 50), seeded(&[n], 51), seeded(&[n], 53));
+        let v = seeded(&[n], 52).abs().unwrap();
+        for dtype in [DType::F64, DType::F32] {
+            let [p, m, v, g] = [&p, &m, &v, &g].map(|t| t.to_dtype(dtype).unwrap());
+            let fused = adamw_update(&p, &m, &v, &g, step).unwrap();
+            let refr = unfused::adamw_update(&p, &m, &v, &g, step).unwrap();
+            for (f, r) in [(&fused.0, &refr.0), (&fused.1, &refr.1), (&fused.2, &refr.2)] {
+                assert_eq!(f.dims(), [n]);
+                let as_f64 = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+                assert_eq!(gap(&as_f64(f), &as_f64(r)), 0.0, "{dtype:?}");
+            }
+        }
     }
 
     #[test]

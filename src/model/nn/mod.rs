@@ -21,8 +21,8 @@ pub use attention::{attention, attention_probs};
 pub use candle_core::backprop::GradStore;
 pub use candle_core::{bail, DType, Device, Tensor, Var, D};
 pub use fused::{
-    dropout, gated_residual, layer_norm, mask_mul, masked_softmax, sampled_softmax_nll, silu_mul,
-    GateActivation,
+    adamw_update, dropout, gated_residual, layer_norm, mask_mul, masked_softmax,
+    sampled_softmax_nll, silu_mul, AdamWStep, GateActivation,
 };
 pub use matmul::{bmm, linear};
 use rand::Rng;

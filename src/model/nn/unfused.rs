@@ -6,7 +6,7 @@
 //! seed and the element index, drawn on the host), so a seed drops the same elements on every
 //! device.
 
-use super::fused::{Dropout, GateActivation, MASKED};
+use super::fused::{AdamWStep, Dropout, GateActivation, MASKED};
 use candle_core::{DType, Device, Result, Tensor, D};
 
 /// `softmax(scale * scores + bias)` over the last axis, rows whose keys are all masked 0.
@@ -107,4 +107,20 @@ pub(super) fn gated_residual(
         GateActivation::Tanh => pre.tanh()?,
     };
     x + gate.mul(v)?
+}
+
+/// One AdamW step as candle ops: the new parameter, first and second moments.
+pub(super) fn adamw_update(
+    param: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    grad: &Tensor,
+    s: AdamWStep,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let m = ((m * s.beta1)? + (grad * (1.0 - s.beta1))?)?;
+    let v = ((v * s.beta2)? + (grad.sqr()? * (1.0 - s.beta2))?)?;
+    let denom = ((&v / s.bias_correction2)?.sqrt()? + s.eps)?;
+    let update = ((&m / s.bias_correction1)? / denom)?;
+    let decayed = (param * (1.0 - s.lr * s.weight_decay))?;
+    Ok(((decayed - (update * s.lr)?)?, m, v))
 }
