@@ -32,7 +32,6 @@ use super::nn::{
 };
 use crate::data::Domain;
 
-
 /// Where the keys and values of a GCA module come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -197,8 +196,6 @@ pub fn abs_cos_sum(x: &Tensor, v: &Tensor, valid: &Tensor) -> Result<Tensor> {
     let cos = ((dot * nonzero)? / (norms + zero)?.sqrt()?)?;
     cos.abs()?.broadcast_mul(valid)?.sum_all()
 }
-
-/// Sigmoid from differentiable primitives (`1 / (1 + exp(-x))`).
 
 /// The loss term of `gca.cos_penalty = w`: `w` times the mean |cos(X, X')| over the valid
 /// query rows of every module recorded in `sums` (pooled: each row counts once); `None` when

@@ -1334,14 +1334,19 @@ mod tests {
             let loss = |t: &Tensor| (t * &w).unwrap().sum_all().unwrap().backward().unwrap();
             let (gf, gr) = (loss(&fused), loss(&refr));
             for p in [&x, &pre, &v] {
-                assert!(gap(gf.get(p).unwrap(), gr.get(p).unwrap()) < 1e-12, "{act:?}");
+                assert!(
+                    gap(gf.get(p).unwrap(), gr.get(p).unwrap()) < 1e-12,
+                    "{act:?}"
+                );
             }
         }
         let short = seeded(&[6, 10], 44);
-        assert!(gated_residual(x.as_tensor(), pre.as_tensor(), &short, GateActivation::Tanh)
-            .unwrap_err()
-            .to_string()
-            .contains("gated residual: inputs of different shapes"));
+        assert!(
+            gated_residual(x.as_tensor(), pre.as_tensor(), &short, GateActivation::Tanh)
+                .unwrap_err()
+                .to_string()
+                .contains("gated residual: inputs of different shapes")
+        );
     }
 
     #[test]
@@ -1363,7 +1368,11 @@ mod tests {
             let [p, m, v, g] = [&p, &m, &v, &g].map(|t| t.to_dtype(dtype).unwrap());
             let fused = adamw_update(&p, &m, &v, &g, step).unwrap();
             let refr = unfused::adamw_update(&p, &m, &v, &g, step).unwrap();
-            for (f, r) in [(&fused.0, &refr.0), (&fused.1, &refr.1), (&fused.2, &refr.2)] {
+            for (f, r) in [
+                (&fused.0, &refr.0),
+                (&fused.1, &refr.1),
+                (&fused.2, &refr.2),
+            ] {
                 assert_eq!(f.dims(), [n]);
                 let as_f64 = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
                 assert_eq!(gap(&as_f64(f), &as_f64(r)), 0.0, "{dtype:?}");
