@@ -102,7 +102,7 @@ pub fn batch_loss_with_negatives(
 
 /// [`batch_loss_with_negatives`] plus, when `record_attention`, the self-attention maps of
 /// the forward pass (not detached: AutoCDSR puts its objective on them).
-fn forward_loss(
+pub(crate) fn forward_loss(
     model: &Model,
     batch: &TrainBatch,
     negs: &[data::ItemId],
