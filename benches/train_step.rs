@@ -6,13 +6,14 @@
 //! (the GPU machine has no cargo).
 //!
 //! Settings from the environment: `TRAIN_STEP_CONFIG` (configs/abxi-cpu.toml),
-//! `TRAIN_STEP_GCA_POSITIONS` ('' = the config's, 'none', '0', '0,1'), `TRAIN_STEP_THREADS` (2),
+//! `TRAIN_STEP_GCA_POSITIONS` ('' = the config's, 'none', '0', '0,1'), `TRAIN_STEP_AUTOCDSR`
+//! ('' = the config's, 'on': AutoCDSR's Pareto-MTL update, 'off'), `TRAIN_STEP_THREADS` (2),
 //! `TRAIN_STEP_WARMUP` (3), `TRAIN_STEP_STEPS` (20), `TRAIN_STEP_BATCH` (the npz).
-//! Prints one JSON line with the median step time.
+//! Prints one JSON line with the median step time and the step's peak resident memory.
 use std::path::PathBuf;
 
 use cdsr_lab::data;
-use cdsr_lab::train::step_bench::{set_gca_positions, time_steps, PinnedBatch};
+use cdsr_lab::train::step_bench::{set_gca_positions, time_steps, AutoCdsrSwitch, PinnedBatch};
 use cdsr_lab::train::RunConfig;
 
 fn env(name: &str, default: &str) -> String {
@@ -24,6 +25,7 @@ fn main() -> anyhow::Result<()> {
     let config_path = env("TRAIN_STEP_CONFIG", "configs/abxi-cpu.toml");
     let mut cfg = RunConfig::from_file(&root.join(&config_path))?;
     set_gca_positions(&mut cfg, &env("TRAIN_STEP_GCA_POSITIONS", ""))?;
+    AutoCdsrSwitch::parse(&env("TRAIN_STEP_AUTOCDSR", ""))?.apply(&mut cfg)?;
     let threads: usize = env("TRAIN_STEP_THREADS", "2").parse()?;
     cfg.train.threads = Some(threads);
     let warmup: usize = env("TRAIN_STEP_WARMUP", "3").parse()?;

@@ -429,6 +429,18 @@ def info_nce(h, item_w, npz, sharing, temperature):
     return (nll * weights.float()).sum()
 
 
+def proc_status_bytes(field):
+    """A kB field of /proc/self/status (VmRSS, VmHWM) in bytes; None where it cannot be read."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def main():
     model_cfg, gca_cfg, optim_cfg, train_cfg = load_config(args.config, args.gca_positions)
     sharing = args.negative_sharing or train_cfg["negative_sharing"]
@@ -466,6 +478,14 @@ def main():
             torch.cuda.synchronize()  # the step's kernels have run, not just been launched
         return lv
 
+    # Resident memory as the Rust bench measures it (src/train/step_bench.rs): before the first
+    # step, and the high-water mark during the steps ("5" to clear_refs resets it, Linux 4.0+).
+    rss_before = proc_status_bytes("VmRSS")
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
     losses, times = [], []
     for i in range(args.warmup + args.steps):
         t0 = time.perf_counter()
@@ -474,6 +494,7 @@ def main():
         losses.append(lv)
         if i >= args.warmup:
             times.append(dt)
+    peak_rss = proc_status_bytes("VmHWM")
     print(json.dumps({
         "impl": "pytorch",
         "device": str(DEVICE),
@@ -489,6 +510,9 @@ def main():
         "attention": args.attention,
         "batch": [int(npz["x"].shape[0]), int(npz["x"].shape[1])],
         "params_by_module": model.store.by_module(),
+        "rss_before_steps_bytes": rss_before,
+        "peak_rss_bytes": peak_rss,
+        "step_peak_rss_bytes": (peak_rss - rss_before) if peak_rss and rss_before else None,
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,
         "torch": torch.__version__,

@@ -7,7 +7,7 @@ use clap::Args;
 
 use cdsr_lab::data;
 use cdsr_lab::train::step_bench::{
-    set_gca_positions, time_autocdsr_overhead, time_steps, PinnedBatch,
+    set_gca_positions, time_autocdsr_overhead, time_steps, AutoCdsrSwitch, PinnedBatch,
 };
 use cdsr_lab::train::{train, ComputeDevice, RunConfig, TrainOptions};
 
@@ -87,11 +87,16 @@ pub struct StepArgs {
     /// Timed steps.
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
+    /// `on`: time AutoCDSR's update (`[autocdsr]` with Pareto-MTL weights) instead of the plain
+    /// step; `off`: the plain step; default: the config's.
+    #[arg(long, default_value = "")]
+    pub autocdsr: String,
 }
 
 pub fn step(args: StepArgs) -> anyhow::Result<()> {
     let mut cfg = RunConfig::from_file(&args.config)?;
     set_gca_positions(&mut cfg, &args.gca_positions)?;
+    AutoCdsrSwitch::parse(&args.autocdsr)?.apply(&mut cfg)?;
     cfg.train.threads = Some(args.threads.max(1));
     if let Some(d) = args.device {
         cfg.train.device = d;

@@ -25,20 +25,12 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::nn::GateActivation;
 use super::nn::{
-    mask_mul, AbsCosSum, AttnMask, Ctx, Device, LayerNorm, Linear, MultiHeadAttention, Result,
-    Scope, Tensor, D,
+    gated_residual, mask_mul, AbsCosSum, AttnMask, Ctx, Device, LayerNorm, Linear,
+    MultiHeadAttention, Result, Scope, Tensor, D,
 };
 use crate::data::Domain;
-
-/// Gate activation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum GateActivation {
-    #[default]
-    Sigmoid,
-    Tanh,
-}
 
 /// Where the keys and values of a GCA module come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -161,11 +153,7 @@ impl GcaModule {
             p => (project_rows(&attended, x, p)?, Some(attended)),
         };
         let pre = self.gate.forward(&Tensor::cat(&[x, &x_prime], 2)?)?;
-        let g = match self.act {
-            GateActivation::Sigmoid => sigmoid(&pre)?,
-            GateActivation::Tanh => pre.tanh()?,
-        };
-        let sum = (x + g.mul(&x_prime)?)?;
+        let sum = gated_residual(x, &pre, &x_prime, self.act)?;
         let out = match &self.norm {
             Some(n) => n.forward(&sum)?,
             None => sum,
@@ -207,11 +195,6 @@ pub fn abs_cos_sum(x: &Tensor, v: &Tensor, valid: &Tensor) -> Result<Tensor> {
     let nonzero = (zero.ones_like()? - &zero)?;
     let cos = ((dot * nonzero)? / (norms + zero)?.sqrt()?)?;
     cos.abs()?.broadcast_mul(valid)?.sum_all()
-}
-
-/// Sigmoid from differentiable primitives (`1 / (1 + exp(-x))`).
-fn sigmoid(x: &Tensor) -> Result<Tensor> {
-    (x.neg()?.exp()? + 1.0)?.recip()
 }
 
 /// The loss term of `gca.cos_penalty = w`: `w` times the mean |cos(X, X')| over the valid

@@ -108,7 +108,7 @@ pub fn batch_loss_with_negatives(
 /// [`batch_loss_with_negatives`] plus, when `recording` is given, the self-attention maps of
 /// the forward pass (not detached: AutoCDSR puts its objective on them), the merged stream's
 /// item lookup made a leaf of the graph in the [`LookupLeaf`] it holds, if any.
-fn forward_loss(
+pub(crate) fn forward_loss(
     model: &Model,
     batch: &TrainBatch,
     negs: &[data::ItemId],

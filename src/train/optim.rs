@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::config::OptimConfig;
-use crate::model::nn::{GradStore, Result, Tensor, Var};
+use crate::model::nn::{adamw_update, AdamWStep, GradStore, Result, Tensor, Var};
 
 /// AdamW over a fixed list of parameters.
 pub struct AdamW {
@@ -57,16 +57,19 @@ impl AdamW {
     pub fn apply(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
-        let bc1 = 1.0 - self.beta1.powi(t);
-        let bc2 = 1.0 - self.beta2.powi(t);
+        let step = AdamWStep {
+            beta1: self.beta1,
+            beta2: self.beta2,
+            bias_correction1: 1.0 - self.beta1.powi(t),
+            bias_correction2: 1.0 - self.beta2.powi(t),
+            eps: self.eps,
+            lr,
+            weight_decay: self.weight_decay,
+        };
         for (i, var) in self.vars.iter().enumerate() {
             let Some(g) = grads.get(var) else { continue };
-            let m = ((&self.m[i] * self.beta1)? + (g * (1.0 - self.beta1))?)?;
-            let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
-            let denom = ((&v / bc2)?.sqrt()? + self.eps)?;
-            let update = ((&m / bc1)? / denom)?;
-            let decayed = (var.as_tensor() * (1.0 - lr * self.weight_decay))?;
-            var.set(&(decayed - (update * lr)?)?)?;
+            let (param, m, v) = adamw_update(var.as_tensor(), &self.m[i], &self.v[i], g, step)?;
+            var.set(&param)?;
             self.m[i] = m;
             self.v[i] = v;
         }

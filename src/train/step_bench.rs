@@ -19,10 +19,13 @@ use ndarray::Array2;
 use ndarray_npy::NpzReader;
 use serde::Serialize;
 
-use super::{batch_loss_with_negatives, build_model, RunConfig};
+use super::config::AutoCdsrConfig;
+use super::loss::{forward_loss, BatchLoss};
+use super::{autocdsr, build_model, RunConfig};
 
 mod autocdsr_overhead;
 use crate::data::{self, Dataset, LayoutConfig, Split, TrainBatch, TrainLayout};
+use crate::model::nn::LookupLeaf;
 pub use autocdsr_overhead::{time_autocdsr_overhead, AcdOverhead, SideBySideStep};
 
 /// Rows of the pinned batch (the npz holds exactly these rows of the training layout).
@@ -125,8 +128,44 @@ pub fn set_gca_positions(cfg: &mut RunConfig, list: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Turns AutoCDSR on (`[autocdsr]` with its defaults: Pareto-MTL weights, the public code's
+/// preferences) or off for the timed steps; `keep` leaves the config's setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoCdsrSwitch {
+    Keep,
+    On,
+    Off,
+}
+
+impl AutoCdsrSwitch {
+    /// `""` (keep), `"on"` or `"off"`, as the benchmark's environment and the CLI give it.
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        match s.trim() {
+            "" | "keep" => Ok(Self::Keep),
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            other => anyhow::bail!("AutoCDSR switch `{other}`: on, off or keep"),
+        }
+    }
+
+    /// Applies the switch to `cfg` (an `[autocdsr]` already there is kept by `On`).
+    pub fn apply(self, cfg: &mut RunConfig) -> anyhow::Result<()> {
+        match self {
+            Self::Keep => {}
+            Self::On => {
+                cfg.autocdsr.get_or_insert_with(AutoCdsrConfig::default);
+            }
+            Self::Off => cfg.autocdsr = None,
+        }
+        cfg.validate()?;
+        Ok(())
+    }
+}
+
 /// What [`time_steps`] measured: per step (after the warm-up), the seconds of the forward pass
-/// with the loss, the backward pass, AdamW and the whole step; the loss of every step.
+/// with the loss, the backward pass, AdamW and the whole step; the loss of every step. With
+/// `[autocdsr]` the backward time is the rest of the AutoCDSR update (the `a_cd` objective,
+/// both backward passes, the Gram matrix, the weights and AdamW) and the AdamW time about 0.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepTimes {
     pub device: &'static str,
@@ -141,6 +180,27 @@ pub struct StepTimes {
     pub forward_s: Vec<f64>,
     pub backward_s: Vec<f64>,
     pub adamw_s: Vec<f64>,
+    /// Resident memory before the first step (model, optimiser state, data), bytes; `None`
+    /// where `/proc/self/status` cannot be read.
+    pub rss_before_steps: Option<u64>,
+    /// The process's peak resident memory during the steps (warm-up included), bytes: the
+    /// kernel's high-water mark, reset before the first step where `/proc/self/clear_refs`
+    /// allows it (else the peak since the process started).
+    pub peak_rss: Option<u64>,
+}
+
+/// A `kB` field of `/proc/self/status` (`VmRSS`, `VmHWM`) in bytes.
+fn proc_status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kib: u64 = line[field.len()..]
+        .trim_start_matches(':')
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 impl StepTimes {
@@ -154,13 +214,16 @@ impl StepTimes {
     /// One JSON object for the benchmark scripts: `impl` (`rust`), `device`, `config` (as
     /// given), `gca_positions`, `threads`, `params`, `batches_per_epoch`, the medians (`median_step_s`,
     /// `median_forward_s`, `median_backward_s`, `median_adamw_s`), `min_step_s`, `steps`,
-    /// `loss_first`, `loss_last` and `losses`.
+    /// the resident memory (`rss_before_steps_bytes`, `peak_rss_bytes` and their difference
+    /// `step_peak_rss_bytes`, what the steps added at their peak), `loss_first`, `loss_last`
+    /// and `losses`.
     pub fn summary(&self, config: &str, cfg: &RunConfig) -> serde_json::Value {
         serde_json::json!({
             "impl": "rust",
             "device": self.device,
             "config": config,
             "gca_positions": cfg.gca.positions,
+            "autocdsr": cfg.autocdsr.is_some(),
             "threads": cfg.train.threads,
             "params": self.params,
             "batches_per_epoch": self.batches_per_epoch,
@@ -170,6 +233,9 @@ impl StepTimes {
             "median_adamw_s": Self::median(&self.adamw_s),
             "min_step_s": self.step_s.iter().copied().fold(f64::INFINITY, f64::min),
             "steps": self.step_s.len(),
+            "rss_before_steps_bytes": self.rss_before_steps,
+            "peak_rss_bytes": self.peak_rss,
+            "step_peak_rss_bytes": self.peak_rss.zip(self.rss_before_steps).map(|(p, b)| p.saturating_sub(b)),
             "loss_first": self.losses.first(),
             "loss_last": self.losses.last(),
             "losses": self.losses,
@@ -199,18 +265,47 @@ pub fn time_steps(
         forward_s: Vec::new(),
         backward_s: Vec::new(),
         adamw_s: Vec::new(),
+        rss_before_steps: proc_status_bytes("VmRSS"),
+        peak_rss: None,
     };
+    // "5" resets the high-water mark to the current resident size (Linux 4.0+), so VmHWM
+    // after the steps is their peak; where the write fails it is the process's peak.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
     for step in 0..warmup + steps {
         let t = Instant::now();
-        let loss =
-            batch_loss_with_negatives(&model, &pinned.batch, &pinned.negatives, cfg, step as u64)?;
+        let item_lookup_leaf = autocdsr::leaf_item_lookup(cfg).then(LookupLeaf::default);
+        let recording = cfg.autocdsr.is_some().then_some(item_lookup_leaf.as_ref());
+        let (loss, attention) = forward_loss(
+            &model,
+            &pinned.batch,
+            &pinned.negatives,
+            cfg,
+            step as u64,
+            recording,
+        )?;
         // Reading the loss waits for the forward pass.
         out.losses.push(loss.to_scalar::<f32>()?);
         let t_fwd = t.elapsed().as_secs_f64();
-        let grads = loss.backward()?;
-        device.synchronize()?;
-        let t_bwd = t.elapsed().as_secs_f64();
-        opt.apply(&grads, cfg.optim.lr)?;
+        let t_bwd = match &cfg.autocdsr {
+            None => {
+                let grads = loss.backward()?;
+                device.synchronize()?;
+                let t_bwd = t.elapsed().as_secs_f64();
+                opt.apply(&grads, cfg.optim.lr)?;
+                t_bwd
+            }
+            Some(auto) => {
+                let batch = BatchLoss {
+                    loss,
+                    attention,
+                    input: std::borrow::Cow::Borrowed(&pinned.batch),
+                    item_lookup_leaf,
+                };
+                autocdsr::batch_step(&mut opt, &model, ds, &batch, auto, cfg.optim.lr, None)?;
+                device.synchronize()?;
+                t.elapsed().as_secs_f64()
+            }
+        };
         device.synchronize()?;
         let t_all = t.elapsed().as_secs_f64();
         if step >= warmup {
@@ -220,5 +315,6 @@ pub fn time_steps(
             out.step_s.push(t_all);
         }
     }
+    out.peak_rss = proc_status_bytes("VmHWM");
     Ok(out)
 }

@@ -15,6 +15,7 @@ use candle_core::{
     WithDType,
 };
 use multiversion::multiversion;
+use serde::{Deserialize, Serialize};
 
 use super::unfused;
 use num_traits::Float;
@@ -454,28 +455,53 @@ impl CustomOp2 for SiluMul {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = grad.contiguous()?;
-        let da = a.apply_op3_no_bwd(b, &g, &SiluMulGradA)?;
-        // d/db silu(a) * b = silu(a): the forward op again, with g in b's place.
-        let db = a.apply_op2_no_bwd(&g, &SiluMul)?;
-        Ok((Some(da), Some(db)))
+        let dab = a.apply_op3_no_bwd(b, &g, &SiluMulGrad)?;
+        let shape = a.shape();
+        Ok((
+            Some(dab.get(0)?.reshape(shape)?),
+            Some(dab.get(1)?.reshape(shape)?),
+        ))
     }
 }
 
-/// `g * b * d silu(a) / da` with `d silu / da = s (1 + a (1 - s))`, `s = sigmoid(a)`.
-struct SiluMulGradA;
+/// Both gradients of `silu(a) * b` in one pass over `a`, `b` and `g`, stacked `[2, n]`:
+/// `g * b * d silu(a) / da` with `d silu / da = s (1 + a (1 - s))`, `s = sigmoid(a)`, and
+/// `g * silu(a)` (the forward op with `g` in `b`'s place).
+struct SiluMulGrad;
 
-impl Kernel for SiluMulGradA {
-    fn run<T: Elem>(&self, inputs: &[&[T]], _layouts: &[&Layout]) -> Result<Vec<T>> {
+impl Kernel for SiluMulGrad {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        check_same_shapes("silu_mul gradient", layouts)?;
         let (a, b, g) = (inputs[0], inputs[1], inputs[2]);
-        Ok(zip3_map(a, b, g, |a, b, g| {
-            let s = sigmoid(a);
-            b * g * s * (T::one() + a * (T::one() - s))
-        }))
+        let n = a.len();
+        let mut out = vec![T::zero(); 2 * n];
+        let (da, db) = out.split_at_mut(n);
+        da.par_chunks_mut(ELEMS_PER_TASK)
+            .zip(db.par_chunks_mut(ELEMS_PER_TASK))
+            .enumerate()
+            .for_each(|(task, (da, db))| {
+                let r = task * ELEMS_PER_TASK..task * ELEMS_PER_TASK + da.len();
+                silu_mul_grad_task(da, db, &a[r.clone()], &b[r.clone()], &g[r]);
+            });
+        Ok(out)
+    }
+
+    fn out_shape(&self, layouts: &[&Layout]) -> Shape {
+        Shape::from((2, layouts[0].shape().elem_count()))
     }
 }
 
-impl CustomOp3 for SiluMulGradA {
-    kernel_op!(3, "silu-mul-grad-a");
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn silu_mul_grad_task<T: Elem>(da: &mut [T], db: &mut [T], a: &[T], b: &[T], g: &[T]) {
+    for ((da, db), ((&a, &b), &g)) in da.iter_mut().zip(db).zip(a.iter().zip(b).zip(g)) {
+        let s = sigmoid(a);
+        *da = b * g * s * (T::one() + a * (T::one() - s));
+        *db = a * s * g;
+    }
+}
+
+impl CustomOp3 for SiluMulGrad {
+    kernel_op!(3, "silu-mul-grad");
 }
 
 /// `silu(a) * b` (SwiGLU's gate) in one pass, with its analytic backward.
@@ -793,6 +819,226 @@ pub fn dropout(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
     x.contiguous()?.apply_op1(Dropout { p, seed })
 }
 
+/// The squashing function of a gate (GCA's `act`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum GateActivation {
+    #[default]
+    Sigmoid,
+    Tanh,
+}
+
+/// `1 / (e^-p + 1)` as candle's ops compute a sigmoid (neg, exp, + 1, recip; libm's `exp`), so
+/// the fused gate gives the same bits as those ops.
+#[inline(always)]
+fn sigmoid_as_ops<T: Elem>(p: T) -> T {
+    T::one() / ((-p).exp() + T::one())
+}
+
+impl GateActivation {
+    #[inline(always)]
+    fn apply<T: Elem>(self, p: T) -> T {
+        match self {
+            GateActivation::Sigmoid => sigmoid_as_ops(p),
+            GateActivation::Tanh => p.tanh(),
+        }
+    }
+}
+
+/// `x + act(pre) * v` elementwise: GCA's gated residual `X_A + g * X'`.
+struct GatedResidual {
+    act: GateActivation,
+}
+
+fn check_same_shapes(name: &str, layouts: &[&Layout]) -> Result<()> {
+    if layouts.windows(2).any(|w| w[0].shape() != w[1].shape()) {
+        let shapes: Vec<_> = layouts.iter().map(|l| l.shape().clone()).collect();
+        bail!("{name}: inputs of different shapes {shapes:?}");
+    }
+    Ok(())
+}
+
+impl Kernel for GatedResidual {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        check_same_shapes("gated residual", layouts)?;
+        let act = self.act;
+        Ok(zip3_map(inputs[0], inputs[1], inputs[2], |x, p, v| {
+            x + act.apply(p) * v
+        }))
+    }
+}
+
+impl CustomOp3 for GatedResidual {
+    kernel_op!(3, "gated-residual");
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        pre: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = grad.contiguous()?;
+        let d_pre = pre.apply_op3_no_bwd(v, &g, &GatedResidualGradPre { act: self.act })?;
+        let d_v = pre.apply_op2_no_bwd(&g, &GateTimes { act: self.act })?;
+        Ok((Some(g), Some(d_pre), Some(d_v)))
+    }
+}
+
+/// `g * act(pre)`: the gradient of the gated value.
+struct GateTimes {
+    act: GateActivation,
+}
+
+impl Kernel for GateTimes {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        check_same_shapes("gated residual gradient", layouts)?;
+        let act = self.act;
+        Ok(zip_map(inputs[0], inputs[1], |p, g| g * act.apply(p)))
+    }
+}
+
+impl CustomOp2 for GateTimes {
+    kernel_op!(2, "gate-times");
+}
+
+/// The gradient of the gate's input `pre`, in the order of candle's backward through the
+/// unfused ops (so the same bits): with `gv = g * v`, sigmoid `gv / (u * u) * e` (`e = e^-pre`,
+/// `u = e + 1`), tanh `-(gv * (t * t - 1))`.
+struct GatedResidualGradPre {
+    act: GateActivation,
+}
+
+impl Kernel for GatedResidualGradPre {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        check_same_shapes("gated residual gradient", layouts)?;
+        let (pre, v, g) = (inputs[0], inputs[1], inputs[2]);
+        Ok(match self.act {
+            GateActivation::Sigmoid => zip3_map(pre, v, g, |p, v, g| {
+                let e = (-p).exp();
+                let u = e + T::one();
+                g * v / (u * u) * e
+            }),
+            GateActivation::Tanh => zip3_map(pre, v, g, |p, v, g| {
+                let t = p.tanh();
+                -(g * v * (t * t - T::one()))
+            }),
+        })
+    }
+}
+
+impl CustomOp3 for GatedResidualGradPre {
+    kernel_op!(3, "gated-residual-grad-pre");
+}
+
+/// GCA's gated residual `x + act(pre) * v` (`x`, `pre`, `v` of one shape) as one graph node
+/// with its analytic backward, instead of the activation's ops, a product and a sum.
+pub fn gated_residual(x: &Tensor, pre: &Tensor, v: &Tensor, act: GateActivation) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return unfused::gated_residual(x, pre, v, act);
+    }
+    x.contiguous()?
+        .apply_op3(&pre.contiguous()?, &v.contiguous()?, GatedResidual { act })
+}
+
+/// The coefficients of one AdamW step (PyTorch's `torch.optim.AdamW`): moments' decay rates,
+/// bias corrections `1 - beta^t`, `eps`, learning rate and weight decay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWStep {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub bias_correction1: f64,
+    pub bias_correction2: f64,
+    pub eps: f64,
+    pub lr: f64,
+    pub weight_decay: f64,
+}
+
+/// One AdamW update of a parameter: `[param, m, v]` (and the gradient, held) to the new
+/// `[param; m; v]` stacked as `[3, n]`, in one parallel pass. Each element goes through the
+/// operations of the update written as candle ops (`unfused::adamw_update`), in their order
+/// and with their f64 constants rounded as candle's affine op rounds them, so the bits are
+/// the same.
+struct AdamWUpdate {
+    grad: Tensor,
+    step: AdamWStep,
+}
+
+impl Kernel for AdamWUpdate {
+    fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
+        check_same_shapes("AdamW update", layouts)?;
+        let (p, m, v, g) = (inputs[0], inputs[1], inputs[2], inputs[3]);
+        let s = self.step;
+        let c = |x: f64| T::from_f64(x);
+        let zero = T::zero();
+        let (b1, c1, b2, c2) = (c(s.beta1), c(1.0 - s.beta1), c(s.beta2), c(1.0 - s.beta2));
+        let (ibc1, ibc2) = (c(1.0 / s.bias_correction1), c(1.0 / s.bias_correction2));
+        let (one, eps, lr) = (c(1.0), c(s.eps), c(s.lr));
+        let decay = c(1.0 - s.lr * s.weight_decay);
+        let n = p.len();
+        let mut out = vec![zero; 3 * n];
+        let (p_out, rest) = out.split_at_mut(n);
+        let (m_out, v_out) = rest.split_at_mut(n);
+        p_out
+            .par_chunks_mut(ELEMS_PER_TASK)
+            .zip(m_out.par_chunks_mut(ELEMS_PER_TASK))
+            .zip(v_out.par_chunks_mut(ELEMS_PER_TASK))
+            .enumerate()
+            .for_each(|(task, ((po, mo), vo))| {
+                let r = task * ELEMS_PER_TASK..task * ELEMS_PER_TASK + po.len();
+                let (p, m, v, g) = (&p[r.clone()], &m[r.clone()], &v[r.clone()], &g[r]);
+                for i in 0..po.len() {
+                    // `x * k + 0` is candle's affine op for `tensor * k` (the `+ 0` turns -0
+                    // into +0, as there).
+                    let m1 = (m[i] * b1 + zero) + (g[i] * c1 + zero);
+                    let v1 = (v[i] * b2 + zero) + ((g[i] * g[i]) * c2 + zero);
+                    let denom = (v1 * ibc2 + zero).sqrt() * one + eps;
+                    let update = (m1 * ibc1 + zero) / denom;
+                    po[i] = (p[i] * decay + zero) - (update * lr + zero);
+                    mo[i] = m1;
+                    vo[i] = v1;
+                }
+            });
+        Ok(out)
+    }
+
+    fn out_shape(&self, layouts: &[&Layout]) -> Shape {
+        Shape::from((3, layouts[0].shape().elem_count()))
+    }
+}
+
+impl CustomOp3 for AdamWUpdate {
+    kernel_op!(3, "adamw-update", "AdamW update", holding: [grad]);
+}
+
+/// One AdamW step of a parameter `param` with moments `m`, `v` and gradient `grad` (one shape):
+/// the new parameter, `m` and `v`. On the CPU one parallel pass instead of fourteen candle ops.
+pub fn adamw_update(
+    param: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    grad: &Tensor,
+    step: AdamWStep,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    if !param.device().is_cpu() {
+        return unfused::adamw_update(param, m, v, grad, step);
+    }
+    let op = AdamWUpdate {
+        grad: grad.contiguous()?,
+        step,
+    };
+    let out = param
+        .contiguous()?
+        .apply_op3_no_bwd(&m.contiguous()?, &v.contiguous()?, &op)?;
+    let shape = param.shape();
+    Ok((
+        out.get(0)?.reshape(shape)?,
+        out.get(1)?.reshape(shape)?,
+        out.get(2)?.reshape(shape)?,
+    ))
+}
+
 /// `(max, log sum exp(z - max))` of one position's logits `z = [pos, neg] / t`.
 #[inline(always)]
 fn log_partition<T: Elem>(pos: T, neg: &[T], inv_t: T) -> (T, T) {
@@ -1094,6 +1340,68 @@ mod tests {
         let gr = (&refr * &w).unwrap().sum_all().unwrap().backward().unwrap();
         for v in [&a, &b] {
             assert!(gap(gf.get(v).unwrap(), gr.get(v).unwrap()) < 1e-12);
+        }
+    }
+
+    #[test]
+    fn gated_residual_and_its_gradients_equal_the_unfused_ops() {
+        // pre spans [-2, 2) scaled by 4: the sigmoid's and tanh's flat tails too.
+        let x = Var::from_tensor(&seeded(&[6, 11], 40)).unwrap();
+        let pre = Var::from_tensor(&(seeded(&[6, 11], 41) * 4.0).unwrap()).unwrap();
+        let v = Var::from_tensor(&seeded(&[6, 11], 42)).unwrap();
+        let w = seeded(&[6, 11], 43);
+        for act in [GateActivation::Sigmoid, GateActivation::Tanh] {
+            let args = (x.as_tensor(), pre.as_tensor(), v.as_tensor());
+            let fused = gated_residual(args.0, args.1, args.2, act).unwrap();
+            let refr = unfused::gated_residual(args.0, args.1, args.2, act).unwrap();
+            // The same operations in the same order: the same bits.
+            assert_eq!(gap(&fused, &refr), 0.0, "{act:?}");
+            let loss = |t: &Tensor| (t * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let (gf, gr) = (loss(&fused), loss(&refr));
+            for p in [&x, &pre, &v] {
+                assert!(
+                    gap(gf.get(p).unwrap(), gr.get(p).unwrap()) < 1e-12,
+                    "{act:?}"
+                );
+            }
+        }
+        let short = seeded(&[6, 10], 44);
+        assert!(
+            gated_residual(x.as_tensor(), pre.as_tensor(), &short, GateActivation::Tanh)
+                .unwrap_err()
+                .to_string()
+                .contains("gated residual: inputs of different shapes")
+        );
+    }
+
+    #[test]
+    fn adamw_update_equals_the_unfused_ops_bit_for_bit() {
+        let step = AdamWStep {
+            beta1: 0.9,
+            beta2: 0.999,
+            bias_correction1: 1.0 - 0.9f64.powi(3),
+            bias_correction2: 1.0 - 0.999f64.powi(3),
+            eps: 1e-8,
+            lr: 1e-3,
+            weight_decay: 0.5,
+        };
+        // More than one parallel task; v >= 0 as a second moment is.
+        let n = 3 * ELEMS_PER_TASK + 17;
+        let (p, m, g) = (seeded(&[n], 50), seeded(&[n], 51), seeded(&[n], 53));
+        let v = seeded(&[n], 52).abs().unwrap();
+        for dtype in [DType::F64, DType::F32] {
+            let [p, m, v, g] = [&p, &m, &v, &g].map(|t| t.to_dtype(dtype).unwrap());
+            let fused = adamw_update(&p, &m, &v, &g, step).unwrap();
+            let refr = unfused::adamw_update(&p, &m, &v, &g, step).unwrap();
+            for (f, r) in [
+                (&fused.0, &refr.0),
+                (&fused.1, &refr.1),
+                (&fused.2, &refr.2),
+            ] {
+                assert_eq!(f.dims(), [n]);
+                let as_f64 = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+                assert_eq!(gap(&as_f64(f), &as_f64(r)), 0.0, "{dtype:?}");
+            }
         }
     }
 

@@ -20,7 +20,10 @@ use std::collections::BTreeMap;
 pub use attention::{attention, attention_probs, attention_with_probs, weighted_probs_sum};
 pub use candle_core::backprop::GradStore;
 pub use candle_core::{bail, DType, Device, Tensor, Var, D};
-pub use fused::{dropout, layer_norm, mask_mul, masked_softmax, sampled_softmax_nll, silu_mul};
+pub use fused::{
+    adamw_update, dropout, gated_residual, layer_norm, mask_mul, masked_softmax,
+    sampled_softmax_nll, silu_mul, AdamWStep, GateActivation,
+};
 pub use matmul::{bmm, linear};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -745,4 +748,53 @@ pub fn last_position(t: &Tensor, last_only: bool) -> Result<Tensor> {
 /// Builds a `[rows, cols]`-shaped `f` tensor column `[.., 1]` from a host vector of 0/1.
 pub fn column(values: &[f32], shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
     Tensor::from_vec(values.to_vec(), shape, device)?.to_dtype(dtype)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_tensors::{gap, seeded};
+    use super::*;
+
+    /// The engine's backward pass (candle-core with the vendored `backprop.rs`, which stores a
+    /// node's first gradient instead of adding it to zeros) against closed forms: fan-in (x
+    /// reaches the loss four ways), subtraction and negation (the `accumulate_neg` rules),
+    /// broadcast, transpose and narrow (views whose gradients are strided).
+    #[test]
+    fn backprop_accumulates_fan_in_views_and_subtractions() {
+        let x = Var::from_tensor(&seeded(&[3, 4], 30)).unwrap();
+        let y = Var::from_tensor(&seeded(&[3, 4], 31)).unwrap();
+        let r = Var::from_tensor(&seeded(&[4], 32)).unwrap();
+        let w = seeded(&[3, 2], 33);
+        let (xt, yt) = (x.as_tensor(), y.as_tensor());
+        // c = -(x + y - x y) + x + r = x y - y + r; the loss reads columns 1 and 2 of c
+        // through a transposed copy of c.
+        let b = ((xt + yt).unwrap() - (xt * yt).unwrap()).unwrap();
+        let c = ((b.neg().unwrap() + xt).unwrap())
+            .broadcast_add(r.as_tensor())
+            .unwrap();
+        let e = c.t().unwrap().t().unwrap().narrow(1, 1, 2).unwrap();
+        let g = (e * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        // dL/dc is w in columns 1..3 and zero elsewhere.
+        let zero = Tensor::zeros((3, 1), DType::F64, &Device::Cpu).unwrap();
+        let wc = Tensor::cat(&[&zero, &w, &zero], 1).unwrap();
+        let expect_x = (&wc * yt).unwrap();
+        let expect_y = (&wc * (xt - 1.0).unwrap()).unwrap();
+        let expect_r = wc.sum(0).unwrap();
+        for (v, expect) in [(&x, &expect_x), (&y, &expect_y), (&r, &expect_r)] {
+            let got = g.get(v).unwrap();
+            assert!(got.is_contiguous(), "a parameter's gradient is contiguous");
+            assert_eq!(got.dims(), v.dims());
+            assert!(gap(got, expect) < 1e-12, "gradient {got} != {expect}");
+        }
+        // A tensor that reaches the loss only through a negation: its gradient is -dL/dout.
+        let z = Var::from_tensor(&seeded(&[5], 34)).unwrap();
+        let v = seeded(&[5], 35);
+        let gz = (z.as_tensor().neg().unwrap() * &v)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert_eq!(gap(gz.get(&z).unwrap(), &v.neg().unwrap()), 0.0);
+    }
 }

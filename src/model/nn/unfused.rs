@@ -6,7 +6,7 @@
 //! seed and the element index, drawn on the host), so a seed drops the same elements on every
 //! device.
 
-use super::fused::{Dropout, MASKED};
+use super::fused::{AdamWStep, Dropout, GateActivation, MASKED};
 use candle_core::{DType, Device, Result, Tensor, D};
 
 /// `softmax(scale * scores + bias)` over the last axis, rows whose keys are all masked 0.
@@ -93,4 +93,34 @@ pub(super) fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Resu
     let mut out = dims.to_vec();
     *out.last_mut().expect("checked above") = weight.dim(0)?;
     y.reshape(out)
+}
+
+/// `x + act(pre) * v`, the sigmoid as `1 / (e^-pre + 1)`.
+pub(super) fn gated_residual(
+    x: &Tensor,
+    pre: &Tensor,
+    v: &Tensor,
+    act: GateActivation,
+) -> Result<Tensor> {
+    let gate = match act {
+        GateActivation::Sigmoid => (pre.neg()?.exp()? + 1.0)?.recip()?,
+        GateActivation::Tanh => pre.tanh()?,
+    };
+    x + gate.mul(v)?
+}
+
+/// One AdamW step as candle ops: the new parameter, first and second moments.
+pub(super) fn adamw_update(
+    param: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    grad: &Tensor,
+    s: AdamWStep,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let m = ((m * s.beta1)? + (grad * (1.0 - s.beta1))?)?;
+    let v = ((v * s.beta2)? + (grad.sqr()? * (1.0 - s.beta2))?)?;
+    let denom = ((&v / s.bias_correction2)?.sqrt()? + s.eps)?;
+    let update = ((&m / s.bias_correction1)? / denom)?;
+    let decayed = (param * (1.0 - s.lr * s.weight_decay))?;
+    Ok(((decayed - (update * s.lr)?)?, m, v))
 }
