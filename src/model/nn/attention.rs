@@ -799,7 +799,7 @@ impl Kernel for WeightedSum {
                     .map(|ph| {
                         ph.iter()
                             .zip(wi)
-                            .map(|(&x, &y)| (x * y).to_f64())
+                            .map(|(&x, &y)| (x * y).widen())
                             .sum::<f64>()
                     })
                     .sum::<f64>()

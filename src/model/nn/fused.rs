@@ -47,12 +47,20 @@ pub(super) trait Elem: Float + WithDType + Send + Sync {
     /// `e^x` in a form the kernels' loops can vectorise (the standard `exp` is a libm call,
     /// which keeps a loop scalar).
     fn vexp(self) -> Self;
+    /// The value as f64, always inlined (candle's `WithDType::to_f64` is a call into
+    /// candle-core, which a loop pays per element when the crate is built incrementally).
+    fn widen(self) -> f64;
 }
 
 impl Elem for f32 {
     #[inline(always)]
     fn vexp(self) -> f32 {
         exp_f32(self)
+    }
+
+    #[inline(always)]
+    fn widen(self) -> f64 {
+        self as f64
     }
 }
 
@@ -61,6 +69,11 @@ impl Elem for f64 {
     #[inline(always)]
     fn vexp(self) -> f64 {
         self.exp()
+    }
+
+    #[inline(always)]
+    fn widen(self) -> f64 {
+        self
     }
 }
 
