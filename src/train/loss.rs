@@ -81,9 +81,23 @@ pub(crate) fn batch_loss<'a>(
     };
     let n = cfg.train.negatives_per_domain;
     let negs = sample_train_negatives(ds, layout, &input, n, cfg.train.negative_sharing, step_seed);
+    batch_loss_of_input(model, input, &negs, cfg, step_seed)
+}
+
+/// The loss of one batch as the model reads it (`input`, already masked for a masked model)
+/// with given negatives, and with `[autocdsr]` what its step needs: the attention maps and,
+/// where [`super::autocdsr::leaf_item_lookup`] says so, the item lookup's leaf. The trainer's
+/// [`batch_loss`] after drawing the negatives, and the training-step benchmark's step.
+pub(crate) fn batch_loss_of_input<'a>(
+    model: &Model,
+    input: std::borrow::Cow<'a, TrainBatch>,
+    negs: &[data::ItemId],
+    cfg: &RunConfig,
+    step_seed: u64,
+) -> anyhow::Result<BatchLoss<'a>> {
     let item_lookup_leaf = super::autocdsr::leaf_item_lookup(cfg).then(LookupLeaf::default);
     let recording = cfg.autocdsr.is_some().then_some(item_lookup_leaf.as_ref());
-    let (loss, attention) = forward_loss(model, &input, &negs, cfg, step_seed, recording)?;
+    let (loss, attention) = forward_loss(model, &input, negs, cfg, step_seed, recording)?;
     Ok(BatchLoss {
         loss,
         attention,
@@ -108,7 +122,7 @@ pub fn batch_loss_with_negatives(
 /// [`batch_loss_with_negatives`] plus, when `recording` is given, the self-attention maps of
 /// the forward pass (not detached: AutoCDSR puts its objective on them), the merged stream's
 /// item lookup made a leaf of the graph in the [`LookupLeaf`] it holds, if any.
-pub(crate) fn forward_loss(
+fn forward_loss(
     model: &Model,
     batch: &TrainBatch,
     negs: &[data::ItemId],

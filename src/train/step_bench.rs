@@ -20,12 +20,11 @@ use ndarray_npy::NpzReader;
 use serde::Serialize;
 
 use super::config::AutoCdsrConfig;
-use super::loss::{forward_loss, BatchLoss};
+use super::loss::batch_loss_of_input;
 use super::{autocdsr, build_model, RunConfig};
 
 mod autocdsr_overhead;
 use crate::data::{self, Dataset, LayoutConfig, Split, TrainBatch, TrainLayout};
-use crate::model::nn::LookupLeaf;
 pub use autocdsr_overhead::{time_autocdsr_overhead, AcdOverhead, SideBySideStep};
 
 /// Rows of the pinned batch (the npz holds exactly these rows of the training layout).
@@ -273,34 +272,25 @@ pub fn time_steps(
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     for step in 0..warmup + steps {
         let t = Instant::now();
-        let item_lookup_leaf = autocdsr::leaf_item_lookup(cfg).then(LookupLeaf::default);
-        let recording = cfg.autocdsr.is_some().then_some(item_lookup_leaf.as_ref());
-        let (loss, attention) = forward_loss(
+        let batch = batch_loss_of_input(
             &model,
-            &pinned.batch,
+            std::borrow::Cow::Borrowed(&pinned.batch),
             &pinned.negatives,
             cfg,
             step as u64,
-            recording,
         )?;
         // Reading the loss waits for the forward pass.
-        out.losses.push(loss.to_scalar::<f32>()?);
+        out.losses.push(batch.loss.to_scalar::<f32>()?);
         let t_fwd = t.elapsed().as_secs_f64();
         let t_bwd = match &cfg.autocdsr {
             None => {
-                let grads = loss.backward()?;
+                let grads = batch.loss.backward()?;
                 device.synchronize()?;
                 let t_bwd = t.elapsed().as_secs_f64();
                 opt.apply(&grads, cfg.optim.lr)?;
                 t_bwd
             }
             Some(auto) => {
-                let batch = BatchLoss {
-                    loss,
-                    attention,
-                    input: std::borrow::Cow::Borrowed(&pinned.batch),
-                    item_lookup_leaf,
-                };
                 autocdsr::batch_step(&mut opt, &model, ds, &batch, auto, cfg.optim.lr, None)?;
                 device.synchronize()?;
                 t.elapsed().as_secs_f64()
@@ -317,4 +307,26 @@ pub fn time_steps(
     }
     out.peak_rss = proc_status_bytes("VmHWM");
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AutoCdsrSwitch;
+
+    #[test]
+    fn autocdsr_switch_parses_its_three_values_and_names_a_bad_one() {
+        for (text, switch) in [
+            ("", AutoCdsrSwitch::Keep),
+            ("keep", AutoCdsrSwitch::Keep),
+            (" on ", AutoCdsrSwitch::On),
+            ("off", AutoCdsrSwitch::Off),
+        ] {
+            assert_eq!(AutoCdsrSwitch::parse(text).unwrap(), switch, "{text:?}");
+        }
+        let err = AutoCdsrSwitch::parse("yes").unwrap_err().to_string();
+        assert!(
+            err.contains("`yes`") && err.contains("on, off or keep"),
+            "{err}"
+        );
+    }
 }
