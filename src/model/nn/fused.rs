@@ -446,13 +446,7 @@ struct SiluMul;
 
 impl Kernel for SiluMul {
     fn run<T: Elem>(&self, inputs: &[&[T]], layouts: &[&Layout]) -> Result<Vec<T>> {
-        if layouts[0].shape() != layouts[1].shape() {
-            bail!(
-                "silu_mul: shapes {:?} and {:?} differ",
-                layouts[0].shape(),
-                layouts[1].shape()
-            );
-        }
+        check_same_shapes("silu_mul", layouts)?;
         Ok(zip_map(inputs[0], inputs[1], |a, b| a * sigmoid(a) * b))
     }
 }
