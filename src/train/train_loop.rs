@@ -32,6 +32,12 @@ struct Prepared {
     capture: EvalLayout,
 }
 
+/// The seed of training step `step` (0-based over the whole run) of a run seeded `seed`: it
+/// seeds the step's masking, negatives and dropout.
+pub(super) fn step_seed(seed: u64, step: u64) -> u64 {
+    data::layout::mix(seed, step + 1)
+}
+
 /// The dataset of `cfg` (its first `data.max_users` users), its split and its training layout.
 pub(super) fn training_data(cfg: &RunConfig) -> anyhow::Result<(Dataset, Split, TrainLayout)> {
     let loaded = data::load(&cfg.data.path)
@@ -252,7 +258,7 @@ fn train_epoch(
     let mut loss_n = 0usize;
     let mut acd_epoch = AcdEpoch::default();
     for batch in prep.train.batches(bs, cfg.train.seed, epoch as u64) {
-        let step_seed = data::layout::mix(cfg.train.seed, state.step + 1);
+        let step_seed = step_seed(cfg.train.seed, state.step);
         let batch_loss = batch_loss(model, ds, &prep.train, &batch, cfg, step_seed)?;
         let lv = batch_loss.loss.to_scalar::<f32>()? as f64;
         if !lv.is_finite() {

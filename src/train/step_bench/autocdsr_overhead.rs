@@ -10,11 +10,10 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::StepTimes;
-use crate::data::layout::mix;
 use crate::train::autocdsr::{batch_step, AcdPhases};
 use crate::train::loss::batch_loss;
 use crate::train::optim::Schedule;
-use crate::train::train_loop::{set_threads, training_data};
+use crate::train::train_loop::{set_threads, step_seed, training_data};
 use crate::train::{build_model, RunConfig};
 
 /// One step of each side, in seconds.
@@ -132,7 +131,7 @@ pub fn time_autocdsr_overhead(
         batches_per_epoch: layout.len().div_ceil(bs),
     };
     for (i, batch) in batches.iter().enumerate() {
-        let step_seed = mix(cfg.train.seed, i as u64 + 1);
+        let step_seed = step_seed(cfg.train.seed, i as u64);
         let mut s = SideBySideStep::default();
         for side in [i % 2, 1 - i % 2] {
             let t = Instant::now();
