@@ -438,6 +438,124 @@ impl BaselineComparison {
     }
 }
 
+/// One intervention on X' (`orthogonal`, `parallel`, `cos_penalty +1`, ...) pooled over every
+/// GCA setting it was applied to: each run of `REF intervention` minus the run of `REF` with the
+/// same model, width, domain and seed, over all settings `REF`. Three seeds per setting give a
+/// paired test with 2 degrees of freedom; pooled, the test asks whether the intervention moves
+/// the metric the same way wherever it is applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InterventionEffect {
+    pub model: String,
+    pub d_model: Option<i64>,
+    /// `A`, `B`, or `A+B`: per run, the mean over its domains (pairs whose runs have every
+    /// domain of the table).
+    pub domain: String,
+    /// The setting-label suffix, without its leading space: `orthogonal`, `cos_penalty -1`.
+    pub intervention: String,
+    /// The GCA settings pooled (`+GCA_early sigmoid LN`, ...).
+    pub settings: Vec<String>,
+    /// Paired t-test over the pairs; `mean_difference` is intervened minus not.
+    pub test: crate::analysis::stats::TTest,
+    /// The pairs in the test.
+    pub n: usize,
+    /// 95% t interval of the mean difference.
+    pub ci95: crate::analysis::stats::Interval,
+}
+
+/// Every intervention on X' in the table against the GCA settings it changes, pooled over those
+/// settings (see [`InterventionEffect`]); per (model, width) and domain, then over the domains.
+/// Interventions with fewer than two pairs, or with constant differences, go to `notes`.
+fn intervention_effects(
+    model: &[String],
+    setting: &[String],
+    d_model: &[Option<i64>],
+    domain: &[String],
+    seed: &[Option<i64>],
+    acc: &[Option<f64>],
+    notes: &mut Vec<String>,
+) -> Vec<InterventionEffect> {
+    use crate::analysis::describe::summary;
+    use crate::analysis::stats::paired_t;
+    use std::collections::BTreeSet;
+    // (model, d_model) -> setting -> (seed, domain) -> metric; rows without a seed cannot pair.
+    type Runs<'a> = BTreeMap<(i64, &'a str), f64>;
+    let mut cells: BTreeMap<(&str, Option<i64>), BTreeMap<&str, Runs>> = BTreeMap::new();
+    let domains: BTreeSet<&str> = domain.iter().map(String::as_str).collect();
+    for i in 0..model.len() {
+        if let (Some(a), Some(s)) = (acc[i], seed[i]) {
+            cells
+                .entry((model[i].as_str(), d_model[i]))
+                .or_default()
+                .entry(setting[i].as_str())
+                .or_default()
+                .insert((s, domain[i].as_str()), a);
+        }
+    }
+    let mut out = Vec::new();
+    for ((model, d_model), settings) in &cells {
+        // intervention -> domain label -> (reference settings, intervened values, reference values)
+        type Pairs<'a> = BTreeMap<String, (BTreeSet<&'a str>, Vec<f64>, Vec<f64>)>;
+        let mut pooled: BTreeMap<String, Pairs> = BTreeMap::new();
+        for (s, runs) in settings {
+            let Some((reference, base)) = settings.iter().find(|(r, _)| {
+                **r != "baseline" && s.strip_prefix(**r).is_some_and(is_intervention_suffix)
+            }) else {
+                continue;
+            };
+            let intervention = s[reference.len()..].trim_start().to_owned();
+            let by_domain = pooled.entry(intervention).or_default();
+            let mut push = |label: String, a: f64, b: f64| {
+                let e = by_domain.entry(label).or_default();
+                e.0.insert(*reference);
+                e.1.push(a);
+                e.2.push(b);
+            };
+            for (key, a) in runs {
+                if let Some(b) = base.get(key) {
+                    push(key.1.to_owned(), *a, *b);
+                }
+            }
+            if domains.len() > 1 {
+                let seeds: BTreeSet<i64> = runs.keys().map(|k| k.0).collect();
+                for sd in seeds {
+                    let both = |r: &Runs| -> Option<f64> {
+                        let v: Option<Vec<f64>> =
+                            domains.iter().map(|d| r.get(&(sd, *d)).copied()).collect();
+                        v.map(|v| v.iter().sum::<f64>() / v.len() as f64)
+                    };
+                    if let (Some(a), Some(b)) = (both(runs), both(base)) {
+                        push(domains.iter().copied().collect::<Vec<_>>().join("+"), a, b);
+                    }
+                }
+            }
+        }
+        for (intervention, by_domain) in pooled {
+            for (domain, (refs, a, b)) in by_domain {
+                let d: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x - y).collect();
+                let ci = summary(&d).ok().and_then(|s| s.mean_interval(0.95));
+                match (paired_t(&a, &b), ci) {
+                    (Ok(test), Some(ci95)) => out.push(InterventionEffect {
+                        model: (*model).to_owned(),
+                        d_model: *d_model,
+                        domain,
+                        intervention: intervention.clone(),
+                        settings: refs.into_iter().map(str::to_owned).collect(),
+                        test,
+                        n: d.len(),
+                        ci95,
+                    }),
+                    (Err(e), _) => notes.push(format!(
+                        "{intervention} pooled over GCA settings, {model} d {} {domain}: {e}",
+                        d_model.map_or("-".into(), |d| d.to_string())
+                    )),
+                    (Ok(_), None) => {}
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The paper's tables over a study frame: per-variant means, each setting against the baseline of
 /// its width, the |cos|–accuracy correlation and the parameter-matched comparison, all on one
 /// metric (NDCG@10 by default).
@@ -448,6 +566,8 @@ pub struct StudyReport {
     /// Every non-baseline setting against the plain baseline of the same model, `d_model` and
     /// domain, where both have at least two runs.
     pub baseline_comparisons: Vec<BaselineComparison>,
+    /// Each intervention on X' pooled over the GCA settings it changes.
+    pub intervention_effects: Vec<InterventionEffect>,
     pub correlations: Vec<CosCorrelation>,
     /// Per (model, domain): the GCA runs matched against that model's baselines.
     pub param_matches: Vec<(
@@ -630,6 +750,8 @@ impl StudyReport {
             .collect();
         let mut baseline_comparisons =
             baseline_comparisons(&model, &setting, &d_model, &domain, &seed, &acc, &mut notes);
+        let intervention_effects =
+            intervention_effects(&model, &setting, &d_model, &domain, &seed, &acc, &mut notes);
         if converged.is_some() {
             for c in baseline_comparisons.iter_mut() {
                 let count = (0..n)
@@ -740,6 +862,7 @@ impl StudyReport {
             metric: metric.to_owned(),
             variants,
             baseline_comparisons,
+            intervention_effects,
             correlations,
             param_matches,
             param_summary,
@@ -842,6 +965,9 @@ pub enum ReportSection {
     /// Each setting against the baseline of the same width (and each intervention on X'
     /// against the GCA setting it changes): paired or Welch's t-test.
     AgainstBaseline,
+    /// Each intervention on X' pooled over the GCA settings it changes: paired t-test and 95%
+    /// interval of the difference (empty without interventions).
+    InterventionEffects,
     /// |cos(X, X')| against the metric over the GCA runs: Pearson and Spearman.
     Correlations,
     /// The parameter-matched comparison per setting: mean accuracy gain over the nearest
@@ -854,9 +980,10 @@ pub enum ReportSection {
 }
 
 impl ReportSection {
-    pub const ALL: [ReportSection; 6] = [
+    pub const ALL: [ReportSection; 7] = [
         ReportSection::Variants,
         ReportSection::AgainstBaseline,
+        ReportSection::InterventionEffects,
         ReportSection::Correlations,
         ReportSection::ParamMatching,
         ReportSection::ParamMatchesPerRun,
@@ -976,6 +1103,36 @@ impl StudyReport {
                     writeln!(
                         f,
                         "warning: {capped} of these comparisons include runs stopped at a cap while still improving (unconv > 0): they measure convergence speed as much as accuracy"
+                    )?;
+                }
+            }
+            ReportSection::InterventionEffects => {
+                if self.intervention_effects.is_empty() {
+                    return Ok(());
+                }
+                writeln!(
+                    f,
+                    "{m} of each intervention on X' pooled over the GCA settings it changes (n: pairs of runs with the same setting, seed and domain; A+B: per run, the mean of the domains)"
+                )?;
+                writeln!(
+                    f,
+                    "{:<13} {:<16} {:>5} {:>6} {:>4} {:>8} {:>20} {:>7} {:>9}  settings",
+                    "model", "intervention", "d", "domain", "n", "diff", "95% CI", "t", "p"
+                )?;
+                for e in &self.intervention_effects {
+                    writeln!(
+                        f,
+                        "{:<13} {:<16} {:>5} {:>6} {:>4} {:>+8.4} {:>20} {:>7.2} {:>9.2e}  {}",
+                        e.model,
+                        e.intervention,
+                        e.d_model.map_or("-".into(), |d| d.to_string()),
+                        e.domain,
+                        e.n,
+                        e.test.mean_difference,
+                        format!("{:+.4} .. {:+.4}", e.ci95.low, e.ci95.high),
+                        e.test.t,
+                        e.test.p_value,
+                        e.settings.join(", "),
                     )?;
                 }
             }
@@ -1110,6 +1267,65 @@ mod tests {
         assert_eq!((stack.n, stack.n_baseline), (2, 3));
         assert!((stack.test.t - 3.973_597_071_195_13).abs() < 1e-9);
         assert!((stack.test.p_value - 0.051_637_339_107_371_31).abs() < 1e-6);
+    }
+
+    /// An intervention is pooled over the GCA settings it changes, pairing runs by setting, seed
+    /// and domain, and over the domains by each run's mean; a run without its partner is left
+    /// out (values from scipy's `ttest_rel` on the same pairs).
+    #[test]
+    fn an_intervention_is_pooled_over_the_settings_it_changes() {
+        let rows: [(&str, i64, &str, f64); 14] = [
+            ("+GCA_early sigmoid LN", 1, "A", 0.30),
+            ("+GCA_early sigmoid LN", 2, "A", 0.32),
+            ("+GCA_early sigmoid LN", 1, "B", 0.20),
+            ("+GCA_early sigmoid LN", 2, "B", 0.21),
+            ("+GCA_early sigmoid LN orthogonal", 1, "A", 0.31),
+            ("+GCA_early sigmoid LN orthogonal", 2, "A", 0.35),
+            ("+GCA_early sigmoid LN orthogonal", 1, "B", 0.22),
+            ("+GCA_early sigmoid LN orthogonal", 2, "B", 0.23),
+            ("+GCA_stack sigmoid LN", 1, "A", 0.28),
+            ("+GCA_stack sigmoid LN", 1, "B", 0.19),
+            ("+GCA_stack sigmoid LN orthogonal", 1, "A", 0.30),
+            ("+GCA_stack sigmoid LN orthogonal", 1, "B", 0.20),
+            // No seed-3 run of the setting it changes: unpaired, left out.
+            ("+GCA_stack sigmoid LN orthogonal", 3, "A", 0.90),
+            ("baseline", 1, "A", 0.10),
+        ];
+        let n = rows.len();
+        let model = vec!["abxi".to_owned(); n];
+        let setting: Vec<String> = rows.iter().map(|r| r.0.to_owned()).collect();
+        let d_model = vec![Some(16); n];
+        let domain: Vec<String> = rows.iter().map(|r| r.2.to_owned()).collect();
+        let seed: Vec<Option<i64>> = rows.iter().map(|r| Some(r.1)).collect();
+        let acc: Vec<Option<f64>> = rows.iter().map(|r| Some(r.3)).collect();
+        let mut notes = Vec::new();
+        let e = intervention_effects(&model, &setting, &d_model, &domain, &seed, &acc, &mut notes);
+        assert!(notes.is_empty(), "{notes:?}");
+        let got: Vec<(&str, &str, usize)> = e
+            .iter()
+            .map(|e| (e.intervention.as_str(), e.domain.as_str(), e.n))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("orthogonal", "A", 3),
+                ("orthogonal", "A+B", 3),
+                ("orthogonal", "B", 3)
+            ]
+        );
+        assert_eq!(
+            e[0].settings,
+            ["+GCA_early sigmoid LN", "+GCA_stack sigmoid LN"]
+        );
+        // A: differences 0.01, 0.03, 0.02 -> mean 0.02, sd 0.01, t = 0.02 / (0.01 / sqrt 3).
+        assert!((e[0].test.mean_difference - 0.02).abs() < 1e-12);
+        assert!((e[0].test.t - 2.0 * 3f64.sqrt()).abs() < 1e-9);
+        assert!((e[0].test.p_value - 0.074_179_900_227_448_58).abs() < 1e-9);
+        // t(0.975, 2) = 4.302652729749462
+        let half = 4.302_652_729_749_462 * 0.01 / 3f64.sqrt();
+        assert!((e[0].ci95.low - (0.02 - half)).abs() < 1e-9);
+        // A+B: per run, the mean of the domains' differences: 0.015, 0.025, 0.015.
+        assert!((e[1].test.mean_difference - (0.015 + 0.025 + 0.015) / 3.0).abs() < 1e-12);
     }
 
     /// An intervention on X' is compared with the baseline and, paired by seed, with the GCA

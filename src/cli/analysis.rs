@@ -55,6 +55,10 @@ pub struct ReportArgs {
     /// Also write the report to this file (atomically).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also draw the metric by setting with 95% intervals (`metric_by_setting.png`/`.svg`)
+    /// into this folder: the figure that needs only the table.
+    #[arg(long)]
+    pub figures: Option<PathBuf>,
 }
 
 /// Prints (and optionally writes) [`cdsr_lab::analysis::study::StudyReport`] of a saved study table, so
@@ -68,5 +72,9 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
         cdsr_lab::runs::write_atomic(out, text.as_bytes())?;
     }
     print!("{text}");
+    if let Some(dir) = &args.figures {
+        let [png, _] = cdsr_lab::plot::metric_by_setting(&study, &args.metric)?.save(dir)?;
+        println!("wrote {} (and .svg)", png.display());
+    }
     Ok(())
 }
