@@ -227,3 +227,65 @@ fn report_sections_are_the_committed_report_cut_at_its_headings() {
     assert_eq!(correlations.lines().count(), 3, "{correlations}");
     assert!(committed.contains(&correlations));
 }
+
+/// Study tables stack into one: the same runs twice count once (the first source wins), a
+/// table lacking columns gets them null, and `cdsr-lab report A B` reports the stacked table
+/// (here the committed demo and GCA study: their baselines of width 16 pool into one cell).
+#[test]
+fn study_tables_stack_with_the_first_source_of_a_run_winning() {
+    use cdsr_lab::analysis::study::{read_study_csv, stack_study_tables};
+    use polars::prelude::*;
+    let results = common::project_root().join("results");
+    let study = read_study_csv(&results.join("study/study.csv")).unwrap();
+    let demo = read_study_csv(&results.join("demo/study.csv")).unwrap();
+    let twice = stack_study_tables(&[study.clone(), study.clone()]).unwrap();
+    assert!(twice.equals_missing(&study));
+    // A later source with fewer columns and a changed metric: its new rows join with nulls
+    // where it has no value, its repeated rows are left out.
+    let narrow = demo
+        .select(["run_id", "model", "seed", "domain", "ndcg@10"])
+        .unwrap();
+    let stacked = stack_study_tables(&[study.clone(), narrow.clone(), demo.clone()]).unwrap();
+    assert_eq!(stacked.height(), study.height() + demo.height());
+    assert_eq!(stacked.get_column_names(), study.get_column_names());
+    let tail = stacked.slice(study.height() as i64, demo.height());
+    assert_eq!(tail.column("params").unwrap().null_count(), demo.height());
+    assert!(tail
+        .column("ndcg@10")
+        .unwrap()
+        .equals_missing(demo.column("ndcg@10").unwrap()));
+    let text = common::stdout_of(
+        common::cdsr_lab()
+            .arg("report")
+            .arg(results.join("study/study.csv"))
+            .arg(results.join("demo/study.csv")),
+    );
+    let baseline_16_a = text
+        .lines()
+        .find(|l| l.starts_with("abxi") && l.contains(" baseline ") && l.contains(" 16      A "))
+        .unwrap_or_else(|| panic!("{text}"));
+    let runs = |t: &DataFrame| {
+        let mask = t
+            .column("setting")
+            .unwrap()
+            .str()
+            .unwrap()
+            .equal("baseline")
+            & t.column("domain").unwrap().str().unwrap().equal("A")
+            & t.column("d_model")
+                .unwrap()
+                .cast(&DataType::Int64)
+                .unwrap()
+                .i64()
+                .unwrap()
+                .equal(16);
+        t.filter(&mask).unwrap().height()
+    };
+    let n: usize = baseline_16_a
+        .split_whitespace()
+        .nth(5)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(n, runs(&study) + runs(&demo), "{baseline_16_a}");
+}

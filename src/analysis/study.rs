@@ -654,6 +654,48 @@ pub fn read_study_csv(path: &std::path::Path) -> PolarsResult<DataFrame> {
     Ok(df)
 }
 
+/// Stacks study tables ([`study_frame`]s, [`read_study_csv`]s) into one, so a report can pool
+/// runs read from their directories with runs listed in a CSV: columns are aligned to the
+/// first table's names and types (a column a later table lacks is null there), and a (run_id,
+/// domain) row already in an earlier table is left out, so the first source of a run wins.
+pub fn stack_study_tables(tables: &[DataFrame]) -> PolarsResult<DataFrame> {
+    let Some(first) = tables.first() else {
+        polars_bail!(NoData: "no study table to stack")
+    };
+    let schema = first.schema().clone();
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Option<DataFrame> = None;
+    for table in tables {
+        let n = table.height();
+        let columns = schema
+            .iter()
+            .map(|(name, dtype)| match table.column(name) {
+                Ok(c) => c.cast(dtype),
+                Err(_) => Ok(Column::full_null(name.clone(), n, dtype)),
+            })
+            .collect::<PolarsResult<Vec<_>>>()?;
+        let aligned = DataFrame::new(n, columns)?;
+        let keys = |c: &str| {
+            crate::analysis::stats::column_keys(&aligned, c)
+                .map_err(|e| polars_err!(ComputeError: "{e}"))
+        };
+        let (run, domain) = (keys("run_id")?, keys("domain")?);
+        let keep: BooleanChunked = run
+            .into_iter()
+            .zip(domain)
+            .map(|key| seen.insert(key))
+            .collect();
+        let kept = aligned.filter(&keep)?;
+        match out.as_mut() {
+            Some(o) => {
+                o.vstack_mut(&kept)?;
+            }
+            None => out = Some(kept),
+        }
+    }
+    Ok(out.expect("at least one table"))
+}
+
 impl StudyReport {
     /// Computes the report of `study` (a [`study_frame`]) on `metric` (e.g. `ndcg@10`).
     pub fn of(study: &DataFrame, metric: &str) -> PolarsResult<StudyReport> {
@@ -1011,12 +1053,23 @@ impl StudyReport {
             (true, None) => format!(" {:>6}", "-"),
         };
         let unconv_head = if recorded { " unconv" } else { "" };
+        // The label column: 24 wide, wider for longer labels (settings with an intervention).
+        let w = self
+            .variants
+            .iter()
+            .map(|v| v.variant.chars().count())
+            .chain(
+                self.baseline_comparisons
+                    .iter()
+                    .map(|c| c.setting.chars().count()),
+            )
+            .fold(24, usize::max);
         match section {
             ReportSection::Variants => {
                 writeln!(f, "{m} by variant (mean ± sd over seeds)")?;
                 writeln!(
                     f,
-                    "{:<13} {:<24} {:>5} {:>6} {:>11} {:>3} {:>8} {:>8} {:>7} {:>8}{unconv_head}",
+                    "{:<13} {:<w$} {:>5} {:>6} {:>11} {:>3} {:>8} {:>8} {:>7} {:>8}{unconv_head}",
                     "model",
                     "variant",
                     "d",
@@ -1031,7 +1084,7 @@ impl StudyReport {
                 for v in &self.variants {
                     writeln!(
                         f,
-                        "{:<13} {:<24} {:>5} {:>6} {:>11.0} {:>3} {:>8.4} {:>8} {:>7} {:>8}{}",
+                        "{:<13} {:<w$} {:>5} {:>6} {:>11.0} {:>3} {:>8.4} {:>8} {:>7} {:>8}{}",
                         v.model,
                         v.variant,
                         v.d_model.map_or("-".into(), |d| d.to_string()),
@@ -1053,13 +1106,13 @@ impl StudyReport {
                 )?;
                 writeln!(
                     f,
-                    "{:<13} {:<24} {:>5} {:>6} {:>5} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9}{unconv_head}",
+                    "{:<13} {:<w$} {:>5} {:>6} {:>5} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9}{unconv_head}",
                     "model", "setting", "d", "domain", "n", "mean", "baseline", "diff", "rel", "t", "p"
                 )?;
                 let row = |f: &mut String, c: &BaselineComparison| {
                     writeln!(
                         f,
-                        "{:<13} {:<24} {:>5} {:>6} {:>5} {:>8.4} {:>8.4} {:>+8.4} {:>+6.1}% {:>7.2} {:>9.2e}{}",
+                        "{:<13} {:<w$} {:>5} {:>6} {:>5} {:>8.4} {:>8.4} {:>+8.4} {:>+6.1}% {:>7.2} {:>9.2e}{}",
                         c.model,
                         c.setting,
                         c.d_model.map_or("-".into(), |d| d.to_string()),

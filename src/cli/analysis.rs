@@ -47,26 +47,60 @@ pub fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
 /// Arguments of `cdsr-lab report`.
 #[derive(clap::Args, Debug)]
 pub struct ReportArgs {
-    /// A study table as CSV (the demo's `study.csv`).
-    pub study_csv: PathBuf,
+    /// Study tables as CSV (the demo's `study.csv`) or folders of runs (searched
+    /// recursively), whose study table is built from the runs; several are stacked into one
+    /// table, the first source of a run winning.
+    #[arg(required = true)]
+    pub study: Vec<PathBuf>,
     /// The accuracy metric the report compares.
     #[arg(long, default_value = cdsr_lab::eval::names::NDCG_10)]
     pub metric: String,
     /// Also write the report to this file (atomically).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also write the study table as CSV to this file (atomically): from a folder of runs,
+    /// the table the report is recomputed from.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
     /// Also draw the metric by setting with 95% intervals (`metric_by_setting.png`/`.svg`)
     /// into this folder: the figure that needs only the table.
     #[arg(long)]
     pub figures: Option<PathBuf>,
 }
 
-/// Prints (and optionally writes) [`cdsr_lab::analysis::study::StudyReport`] of a saved study table, so
-/// the committed `results/*/report.txt` are recomputed from their `study.csv`.
+/// Prints (and optionally writes) [`cdsr_lab::analysis::study::StudyReport`] of a saved study
+/// table or of a folder of runs, so the committed `results/*/report.txt` are recomputed from
+/// their `study.csv`.
 pub fn report(args: ReportArgs) -> anyhow::Result<()> {
-    let study = cdsr_lab::analysis::study::read_study_csv(&args.study_csv)?;
-    let report = cdsr_lab::analysis::study::StudyReport::of(&study, &args.metric)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.study_csv.display()))?;
+    use cdsr_lab::analysis::study::{read_study_csv, stack_study_tables, study_frame, StudyReport};
+    let mut tables = Vec::new();
+    for path in &args.study {
+        let table = if path.is_dir() {
+            let set = cdsr_lab::runs::load_runs(path, cdsr_lab::runs::LoadOptions::default())?;
+            let (table, load_report) = study_frame(&set)?;
+            for (dir, why) in set.report.skipped.iter().chain(&load_report.skipped) {
+                eprintln!("skipped run {}: {why}", dir.display());
+            }
+            table
+        } else {
+            read_study_csv(path)?
+        };
+        tables.push(table);
+    }
+    let sources = || {
+        args.study
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut study =
+        stack_study_tables(&tables).map_err(|e| anyhow::anyhow!("{}: {e}", sources()))?;
+    let report =
+        StudyReport::of(&study, &args.metric).map_err(|e| anyhow::anyhow!("{}: {e}", sources()))?;
+    if let Some(csv) = &args.csv {
+        cdsr_lab::runs::write_csv(csv, &mut study)?;
+    }
     let text = report.to_string();
     if let Some(out) = &args.out {
         cdsr_lab::runs::write_atomic(out, text.as_bytes())?;
