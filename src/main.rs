@@ -38,9 +38,12 @@ enum Command {
     Figures(cli::plot::FiguresArgs),
     /// AutoCDSR's diagnostic: per test case, single-domain vs cross-domain hits and a_cd.
     Diagnose(cli::analysis::DiagnoseArgs),
-    /// The study report (means over seeds, tests, correlations, parameter matching) of a
-    /// study table saved as CSV.
+    /// The study report (means over seeds, tests, correlations, parameter matching) of study
+    /// tables saved as CSV and folders of runs.
     Report(cli::analysis::ReportArgs),
+    /// Per test case, |cos(X, X')| at the scored position against hit@10 and the reciprocal
+    /// rank: correlations with bootstrap intervals and a logistic fit within runs, per group.
+    Cases(cli::analysis::CasesArgs),
 }
 
 /// A failed command prints one message, the error and its causes (`error: A: B`), and exits
@@ -75,5 +78,6 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Figures(args) => cli::plot::run(args),
         Command::Diagnose(args) => cli::analysis::run(args),
         Command::Report(args) => cli::analysis::report(args),
+        Command::Cases(args) => cli::analysis::cases(args),
     }
 }

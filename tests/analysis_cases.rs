@@ -164,3 +164,52 @@ fn per_case_cos_from_the_trainer_matches_the_capture_and_the_statistics_hold() {
     let plot = cdsr_lab::plot::case_cos_vs_hit(&cases).unwrap();
     assert!(plot.svg().contains("HR@10") && plot.svg().contains("domain A"));
 }
+
+/// `cdsr-lab cases` prints one line per group of the committed GCA study's test cases, the same
+/// statistics as `case_cos_by_group` with every column shown, and writes the table as CSV; a
+/// folder without GCA runs is an error naming it.
+#[test]
+fn cli_cases_prints_the_per_case_statistics_of_a_run_tree() {
+    let root = common::project_root();
+    let runs = root.join("results/study/runs");
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("cases.csv");
+    let text = common::stdout_of(
+        common::cdsr_lab()
+            .arg("cases")
+            .arg(&runs)
+            .args(["--by", "setting,domain", "--resamples", "50", "--csv"])
+            .arg(&csv),
+    );
+    let written = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        written.starts_with("setting,domain,n,runs,r_pb,"),
+        "{written}"
+    );
+    assert_eq!(written.lines().count(), 1 + 16);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("setting"), "{text}");
+    // 8 GCA settings x 2 domains, each with 6 runs.
+    assert_eq!(lines.len(), 1 + 16, "{text}");
+    let set = load_runs(&runs, LoadOptions::default()).unwrap();
+    let (frame, _) = cdsr_lab::analysis::cases::case_cos_frame(&set).unwrap();
+    let expected =
+        cdsr_lab::analysis::cases::case_cos_by_group(&frame, &["setting", "domain"], 50, 1)
+            .unwrap();
+    let first = lines[1];
+    let r_pb = f64_column(&expected, "r_pb").unwrap()[0].unwrap();
+    assert!(
+        first.contains(&format!("{r_pb:+.3}")),
+        "{first} vs r_pb {r_pb}"
+    );
+    assert!(first.contains("/6"), "{first}");
+    let out = common::cdsr_lab()
+        .arg("cases")
+        .arg(root.join("results/autocdsr"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("results/autocdsr"));
+}
+
+mod common;

@@ -396,6 +396,82 @@ pub fn case_cos_frame(set: &RunSet) -> Result<(DataFrame, LoadReport), StatsErro
     Ok((df, report))
 }
 
+/// A [`case_cos_by_group`] table as text, one line per group: its key, the test cases and runs,
+/// then each statistic with its 95% interval and p-value (`-` where it is null, the note
+/// saying why), so the command line shows every column of the table at any terminal width.
+pub fn case_cos_text(table: &DataFrame, by: &[&str]) -> Result<String, StatsError> {
+    use std::fmt::Write;
+    let keys: Vec<Vec<String>> = by
+        .iter()
+        .map(|c| column_keys(table, c))
+        .collect::<Result<_, _>>()?;
+    let counts = |c: &str| column_keys(table, c);
+    let (n, runs, note) = (counts("n")?, counts("runs")?, counts("note")?);
+    let f = |c: &str| f64_column(table, c);
+    let stat =
+        |v: &[Option<f64>], lo: &[Option<f64>], hi: &[Option<f64>], p: &[Option<f64>], i: usize| {
+            match (v[i], lo[i], hi[i], p[i]) {
+                (Some(v), Some(lo), Some(hi), Some(p)) => {
+                    format!("{v:+.3} [{lo:+.3}, {hi:+.3}] p {p:.1e}")
+                }
+                (Some(v), _, _, Some(p)) => format!("{v:+.3} p {p:.1e}"),
+                _ => "-".to_owned(),
+            }
+        };
+    let (pb, pb_lo, pb_hi, p_pb) = (f("r_pb")?, f("r_pb_low")?, f("r_pb_high")?, f("p_pb")?);
+    let (rho, rho_lo, rho_hi, p_rho) = (f("rho_rr")?, f("rho_low")?, f("rho_high")?, f("p_rho")?);
+    let (lg, lg_lo, lg_hi, p_lg) = (
+        f("logit_slope")?,
+        f("logit_low")?,
+        f("logit_high")?,
+        f("p_logit")?,
+    );
+    let width: Vec<usize> = keys
+        .iter()
+        .zip(by)
+        .map(|(k, c)| {
+            k.iter()
+                .chain([&(*c).to_owned()])
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    let head: Vec<String> = by
+        .iter()
+        .zip(&width)
+        .map(|(c, w)| format!("{c:<w$}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "{}  cases/runs  r_pb(|cos|, hit@10) [95% CI]   rho(|cos|, 1/rank) [95% CI]   logit slope per run [95% CI]",
+        head.join("  ")
+    );
+    for i in 0..table.height() {
+        let key: Vec<String> = keys
+            .iter()
+            .zip(&width)
+            .map(|(k, w)| format!("{:<w$}", k[i]))
+            .collect();
+        let _ = write!(
+            out,
+            "{}  {:>6}/{:<3}  {:<29}  {:<29}  {}",
+            key.join("  "),
+            n[i],
+            runs[i],
+            stat(&pb, &pb_lo, &pb_hi, &p_pb, i),
+            stat(&rho, &rho_lo, &rho_hi, &p_rho, i),
+            stat(&lg, &lg_lo, &lg_hi, &p_lg, i),
+        );
+        if note[i] != "null" {
+            let _ = write!(out, "  ({})", note[i]);
+        }
+        out.push('\n');
+    }
+    Ok(out)
+}
+
 /// [`case_cos_association`] within each group of `by` columns of a [`case_cos_frame`] (e.g.
 /// `["setting", "d_model", "domain", "position"]`). Output columns: the `by` columns (String),
 /// `n`, `runs` (Int64), `r_pb`, `r_pb_low`, `r_pb_high` (bootstrap 95%), `p_pb`, `rho_rr`,

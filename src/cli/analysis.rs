@@ -1,5 +1,6 @@
 //! `cdsr-lab diagnose`: AutoCDSR's success/failure diagnostic of two trained runs;
-//! `cdsr-lab report`: the study report of a study table saved as CSV.
+//! `cdsr-lab report`: the study report of study tables and run folders;
+//! `cdsr-lab cases`: per test case, |cos(X, X')| against hit@10 and the reciprocal rank.
 
 use std::path::PathBuf;
 
@@ -110,5 +111,51 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
         let [png, _] = cdsr_lab::plot::metric_by_setting(&study, &args.metric)?.save(dir)?;
         println!("wrote {} (and .svg)", png.display());
     }
+    Ok(())
+}
+
+/// Arguments of `cdsr-lab cases`.
+#[derive(clap::Args, Debug)]
+pub struct CasesArgs {
+    /// Folder of runs (searched recursively); GCA runs with per-case |cos| in their
+    /// `test_cases.parquet` contribute.
+    pub runs: PathBuf,
+    /// Columns to group the test cases by (comma-separated): `setting`, `d_model`, `seed`,
+    /// `domain`, `position`, `run_id`.
+    #[arg(long, value_delimiter = ',', default_value = "setting,domain")]
+    pub by: Vec<String>,
+    /// Bootstrap resamples (of runs, then cases) for the intervals.
+    #[arg(long, default_value_t = 1000)]
+    pub resamples: usize,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Also write the table as CSV to this file (atomically).
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+}
+
+/// Prints [`cdsr_lab::analysis::cases::case_cos_by_group`] of a folder of runs: per group, the
+/// point-biserial and rank correlations of each test case's |cos(X, X')| with its hit@10 and
+/// reciprocal rank, with bootstrap intervals, and the logistic fit with one intercept per run.
+pub fn cases(args: CasesArgs) -> anyhow::Result<()> {
+    use cdsr_lab::analysis::cases::{case_cos_by_group, case_cos_frame, case_cos_text};
+    let set = cdsr_lab::runs::load_runs(&args.runs, cdsr_lab::runs::LoadOptions::default())?;
+    let (frame, report) = case_cos_frame(&set)?;
+    for (dir, why) in set.report.skipped.iter().chain(&report.skipped) {
+        eprintln!("skipped run {}: {why}", dir.display());
+    }
+    if frame.height() == 0 {
+        anyhow::bail!(
+            "{}: no GCA run with per-case |cos| in its test_cases.parquet",
+            args.runs.display()
+        );
+    }
+    let by: Vec<&str> = args.by.iter().map(String::as_str).collect();
+    let mut table = case_cos_by_group(&frame, &by, args.resamples, args.seed)?;
+    if let Some(csv) = &args.csv {
+        cdsr_lab::runs::write_csv(csv, &mut table)?;
+    }
+    print!("{}", case_cos_text(&table, &by)?);
     Ok(())
 }
