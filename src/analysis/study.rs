@@ -462,16 +462,21 @@ pub struct InterventionEffect {
     pub ci95: crate::analysis::stats::Interval,
 }
 
+/// The study-table columns that the comparisons of settings read, one entry per row.
+struct ComparisonColumns<'a> {
+    model: &'a [String],
+    setting: &'a [String],
+    d_model: &'a [Option<i64>],
+    domain: &'a [String],
+    seed: &'a [Option<i64>],
+    acc: &'a [Option<f64>],
+}
+
 /// Every intervention on X' in the table against the GCA settings it changes, pooled over those
 /// settings (see [`InterventionEffect`]); per (model, width) and domain, then over the domains.
 /// Interventions with fewer than two pairs, or with constant differences, go to `notes`.
 fn intervention_effects(
-    model: &[String],
-    setting: &[String],
-    d_model: &[Option<i64>],
-    domain: &[String],
-    seed: &[Option<i64>],
-    acc: &[Option<f64>],
+    columns: &ComparisonColumns,
     notes: &mut Vec<String>,
 ) -> Vec<InterventionEffect> {
     use crate::analysis::describe::summary;
@@ -480,15 +485,15 @@ fn intervention_effects(
     // (model, d_model) -> setting -> (seed, domain) -> metric; rows without a seed cannot pair.
     type Runs<'a> = BTreeMap<(i64, &'a str), f64>;
     let mut cells: BTreeMap<(&str, Option<i64>), BTreeMap<&str, Runs>> = BTreeMap::new();
-    let domains: BTreeSet<&str> = domain.iter().map(String::as_str).collect();
-    for i in 0..model.len() {
-        if let (Some(a), Some(s)) = (acc[i], seed[i]) {
+    let domains: BTreeSet<&str> = columns.domain.iter().map(String::as_str).collect();
+    for i in 0..columns.model.len() {
+        if let (Some(a), Some(s)) = (columns.acc[i], columns.seed[i]) {
             cells
-                .entry((model[i].as_str(), d_model[i]))
+                .entry((columns.model[i].as_str(), columns.d_model[i]))
                 .or_default()
-                .entry(setting[i].as_str())
+                .entry(columns.setting[i].as_str())
                 .or_default()
-                .insert((s, domain[i].as_str()), a);
+                .insert((s, columns.domain[i].as_str()), a);
         }
     }
     let mut out = Vec::new();
@@ -790,10 +795,16 @@ impl StudyReport {
                 },
             )
             .collect();
-        let mut baseline_comparisons =
-            baseline_comparisons(&model, &setting, &d_model, &domain, &seed, &acc, &mut notes);
-        let intervention_effects =
-            intervention_effects(&model, &setting, &d_model, &domain, &seed, &acc, &mut notes);
+        let columns = ComparisonColumns {
+            model: &model,
+            setting: &setting,
+            d_model: &d_model,
+            domain: &domain,
+            seed: &seed,
+            acc: &acc,
+        };
+        let mut baseline_comparisons = baseline_comparisons(&columns, &mut notes);
+        let intervention_effects = intervention_effects(&columns, &mut notes);
         if converged.is_some() {
             for c in baseline_comparisons.iter_mut() {
                 let count = (0..n)
@@ -917,12 +928,7 @@ impl StudyReport {
 /// (model, d_model, domain): a paired t-test over seeds when both ran the same seeds (at least
 /// two), else Welch's test. Pairs that cannot be tested go to `notes` with the reason.
 fn baseline_comparisons(
-    model: &[String],
-    setting: &[String],
-    d_model: &[Option<i64>],
-    domain: &[String],
-    seed: &[Option<i64>],
-    acc: &[Option<f64>],
+    columns: &ComparisonColumns,
     notes: &mut Vec<String>,
 ) -> Vec<BaselineComparison> {
     use crate::analysis::stats::{mean, paired_t, welch_t};
@@ -930,16 +936,20 @@ fn baseline_comparisons(
     // (model, d_model, domain) -> setting -> seed -> metric (a repeated seed keeps its runs
     // apart under a unique negative key, which then fails the paired test's seed match).
     let mut cells: BTreeMap<Key, BTreeMap<&str, BTreeMap<i64, f64>>> = BTreeMap::new();
-    for i in 0..model.len() {
-        let Some(a) = acc[i] else {
+    for i in 0..columns.model.len() {
+        let Some(a) = columns.acc[i] else {
             continue;
         };
         let runs = cells
-            .entry((model[i].clone(), d_model[i], domain[i].clone()))
+            .entry((
+                columns.model[i].clone(),
+                columns.d_model[i],
+                columns.domain[i].clone(),
+            ))
             .or_default()
-            .entry(setting[i].as_str())
+            .entry(columns.setting[i].as_str())
             .or_default();
-        let key = match seed[i] {
+        let key = match columns.seed[i] {
             Some(s) if !runs.contains_key(&s) => s,
             _ => -1 - runs.len() as i64,
         };
@@ -1270,6 +1280,43 @@ impl std::fmt::Display for StudyReport {
 mod tests {
     use super::*;
 
+    /// Owned columns for [`ComparisonColumns`]: rows of (model, setting, d_model, domain,
+    /// seed, metric).
+    struct Table(
+        Vec<String>,
+        Vec<String>,
+        Vec<Option<i64>>,
+        Vec<String>,
+        Vec<Option<i64>>,
+        Vec<Option<f64>>,
+    );
+
+    impl Table {
+        fn of(rows: &[(&str, &str, i64, &str, i64, f64)]) -> Table {
+            let text =
+                |f: fn(&(&str, &str, i64, &str, i64, f64)) -> String| rows.iter().map(f).collect();
+            Table(
+                text(|r| r.0.to_owned()),
+                text(|r| r.1.to_owned()),
+                rows.iter().map(|r| Some(r.2)).collect(),
+                text(|r| r.3.to_owned()),
+                rows.iter().map(|r| Some(r.4)).collect(),
+                rows.iter().map(|r| Some(r.5)).collect(),
+            )
+        }
+
+        fn columns(&self) -> ComparisonColumns<'_> {
+            ComparisonColumns {
+                model: &self.0,
+                setting: &self.1,
+                d_model: &self.2,
+                domain: &self.3,
+                seed: &self.4,
+                acc: &self.5,
+            }
+        }
+    }
+
     /// The pairing rule: the same seeds on both sides give a paired test, other seeds Welch's
     /// test, a single baseline run a note, a setting of another width or model none (p-values from scipy's `ttest_rel` and
     /// `ttest_ind(equal_var=False)`).
@@ -1289,14 +1336,10 @@ mod tests {
             ("abxi", "baseline", 32, 1, 0.39),
             ("sasrec", "+GCA_early", 16, 1, 0.5),
         ];
-        let model: Vec<String> = rows.iter().map(|r| r.0.to_owned()).collect();
-        let setting: Vec<String> = rows.iter().map(|r| r.1.to_owned()).collect();
-        let d_model: Vec<Option<i64>> = rows.iter().map(|r| Some(r.2)).collect();
-        let domain = vec!["A".to_owned(); rows.len()];
-        let seed: Vec<Option<i64>> = rows.iter().map(|r| Some(r.3)).collect();
-        let acc: Vec<Option<f64>> = rows.iter().map(|r| Some(r.4)).collect();
+        let table = Table::of(&rows.map(|r| (r.0, r.1, r.2, "A", r.3, r.4)));
+        let columns = table.columns();
         let mut notes = Vec::new();
-        let c = baseline_comparisons(&model, &setting, &d_model, &domain, &seed, &acc, &mut notes);
+        let c = baseline_comparisons(&columns, &mut notes);
         assert_eq!(c.len(), 2, "{c:?}");
         // One width-32 baseline run: too few for either test, said in a note.
         assert_eq!(notes.len(), 1, "{notes:?}");
@@ -1344,15 +1387,10 @@ mod tests {
             ("+GCA_stack sigmoid LN orthogonal", 3, "A", 0.90),
             ("baseline", 1, "A", 0.10),
         ];
-        let n = rows.len();
-        let model = vec!["abxi".to_owned(); n];
-        let setting: Vec<String> = rows.iter().map(|r| r.0.to_owned()).collect();
-        let d_model = vec![Some(16); n];
-        let domain: Vec<String> = rows.iter().map(|r| r.2.to_owned()).collect();
-        let seed: Vec<Option<i64>> = rows.iter().map(|r| Some(r.1)).collect();
-        let acc: Vec<Option<f64>> = rows.iter().map(|r| Some(r.3)).collect();
+        let table = Table::of(&rows.map(|r| ("abxi", r.0, 16, r.2, r.1, r.3)));
+        let columns = table.columns();
         let mut notes = Vec::new();
-        let e = intervention_effects(&model, &setting, &d_model, &domain, &seed, &acc, &mut notes);
+        let e = intervention_effects(&columns, &mut notes);
         assert!(notes.is_empty(), "{notes:?}");
         let got: Vec<(&str, &str, usize)> = e
             .iter()
@@ -1397,15 +1435,10 @@ mod tests {
             ("+GCA_early sigmoid LN orthogonal", 2, 0.27),
             ("+GCA_early sigmoid LNx", 3, 0.30),
         ];
-        let n = rows.len();
-        let model = vec!["abxi".to_owned(); n];
-        let setting: Vec<String> = rows.iter().map(|r| r.0.to_owned()).collect();
-        let d_model = vec![Some(16); n];
-        let domain = vec!["A".to_owned(); n];
-        let seed: Vec<Option<i64>> = rows.iter().map(|r| Some(r.1)).collect();
-        let acc: Vec<Option<f64>> = rows.iter().map(|r| Some(r.2)).collect();
+        let table = Table::of(&rows.map(|r| ("abxi", r.0, 16, "A", r.1, r.2)));
+        let columns = table.columns();
         let mut notes = Vec::new();
-        let c = baseline_comparisons(&model, &setting, &d_model, &domain, &seed, &acc, &mut notes);
+        let c = baseline_comparisons(&columns, &mut notes);
         let pairs: Vec<(&str, &str, bool)> = c
             .iter()
             .map(|c| (c.setting.as_str(), c.reference.as_str(), c.paired))
