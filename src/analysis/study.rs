@@ -1280,8 +1280,10 @@ impl std::fmt::Display for StudyReport {
 mod tests {
     use super::*;
 
-    /// Owned columns for [`ComparisonColumns`]: rows of (model, setting, d_model, domain,
-    /// seed, metric).
+    /// (model, setting, d_model, domain, seed, metric).
+    type Row<'a> = (&'a str, &'a str, i64, &'a str, i64, f64);
+
+    /// Owned columns for [`ComparisonColumns`] of [`Row`]s.
     struct Table(
         Vec<String>,
         Vec<String>,
@@ -1292,9 +1294,8 @@ mod tests {
     );
 
     impl Table {
-        fn of(rows: &[(&str, &str, i64, &str, i64, f64)]) -> Table {
-            let text =
-                |f: fn(&(&str, &str, i64, &str, i64, f64)) -> String| rows.iter().map(f).collect();
+        fn of(rows: &[Row]) -> Table {
+            let text = |f: fn(&Row) -> String| rows.iter().map(f).collect();
             Table(
                 text(|r| r.0.to_owned()),
                 text(|r| r.1.to_owned()),
