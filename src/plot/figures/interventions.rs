@@ -3,11 +3,12 @@
 //! |cos(X, X')| at the scored position.
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use polars::prelude::DataFrame;
 
 use super::{
-    capped_rows, category_axis, category_label, distinct, draw_capped_rings, draw_legend,
-    draw_panel_grid, frame_err, legend_dot,
+    capped_rows, category_axis, distinct, draw_capped_rings, draw_legend, draw_panel_grid,
+    frame_err, legend_dot,
 };
 use crate::analysis::describe;
 use crate::plot::frame::{bools, f64s, labels};
@@ -48,6 +49,15 @@ struct SettingFigure {
     rows: usize,
     cols: usize,
     panels: Vec<SettingPanel>,
+}
+
+impl SettingFigure {
+    /// Height of the band under each panel that holds the turned setting names: about 8 pixels
+    /// per character of the longest, at least 150.
+    fn label_area(&self) -> u32 {
+        let longest = self.settings.iter().map(|s| s.chars().count()).max();
+        (24 + 8 * longest.unwrap_or(0) as u32).max(150)
+    }
 }
 
 /// NDCG@10 (or any `metric`) by setting: one panel per (`d_model`, `domain`), along x the
@@ -134,7 +144,8 @@ impl Figure for SettingFigure {
 
     fn size(&self) -> (u32, u32) {
         let w = (200 + 70 * self.settings.len() as u32).max(PANEL_W);
-        (w * self.cols as u32, PANEL_H * self.rows as u32 + 50)
+        let h = PANEL_H + self.label_area() - 150;
+        (w * self.cols as u32, h * self.rows as u32 + 50)
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
@@ -173,7 +184,7 @@ impl SettingFigure {
         let (y0, y1) = padded(lo, hi, 0.15);
         let mut chart = ChartBuilder::on(&area)
             .margin(12)
-            .x_label_area_size(150)
+            .x_label_area_size(self.label_area())
             .y_label_area_size(68)
             .build_cartesian_2d(category_axis(self.settings.len()), y0..y1)
             .map_err(draw_err(BY_SETTING))?;
@@ -182,12 +193,20 @@ impl SettingFigure {
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(self.settings.len().max(2))
-            .x_label_formatter(&|x| category_label(&names, *x))
-            .x_label_style(style::tick_label().transform(plotters::style::FontTransform::Rotate90))
+            // The setting names are drawn below, turned: side by side they run into each other.
+            .x_label_formatter(&|_| String::new())
+            .label_style(style::tick_label())
             .y_desc(self.metric.to_uppercase().as_str())
             .axis_desc_style(style::axis_label())
-            .label_style(style::tick_label())
             .draw()
+            .map_err(draw_err(BY_SETTING))?;
+        let turned = style::tick_label()
+            .transform(plotters::style::FontTransform::Rotate90)
+            .pos(Pos::new(HPos::Left, VPos::Center));
+        chart
+            .draw_series(names.iter().enumerate().map(|(i, name)| {
+                EmptyElement::at((i as f64, y0)) + Text::new(name.clone(), (0, 8), turned.clone())
+            }))
             .map_err(draw_err(BY_SETTING))?;
         let c = color(0);
         chart
