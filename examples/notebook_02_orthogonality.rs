@@ -28,6 +28,22 @@ fn main() -> anyhow::Result<()> {
     let (torch_stats, _) = torch_run.tensor_stats_frame()?;
     println!("{torch_stats}");
 
+    let committed = load_required_runs(Path::new("../results/orthogonality/runs"), LoadOptions::default())?;
+    use cdsr_lab::analysis::study::{read_study_csv, stack_study_tables};
+    // The runs' directories, then the runs listed in earlier-runs.csv whose directories were not kept.
+    let earlier = read_study_csv(Path::new("../results/orthogonality/earlier-runs.csv"))?;
+    let interventions_study = stack_study_tables(&[study_frame(&committed)?.0, earlier])?;
+    let committed_report = StudyReport::of(&interventions_study, "ndcg@10")?;
+    // Pooled over GCA_early and GCA_stack, then per setting.
+    print!("{}", committed_report.section(ReportSection::InterventionEffects));
+    print!("\n{}", committed_report.section(ReportSection::AgainstBaseline));
+    let _shown = cdsr_lab::plot::metric_by_setting(&interventions_study, "ndcg@10")?;
+
+    use cdsr_lab::analysis::cases::{case_cos_frame, case_cos_by_group};
+    let (committed_cases, _) = case_cos_frame(&committed)?;
+    println!("{}", case_cos_by_group(&committed_cases, &["setting", "domain"], 1000, 1)?);
+    let _shown = cdsr_lab::plot::case_cos_vs_hit(&committed_cases)?;
+
     use cdsr_lab::train::{train, RunConfig, TrainOptions};
     // The repository's 300-user slice of food-kitchen and the seconds-long smoke configuration.
     let mut cfg = RunConfig::from_file(Path::new("../configs/smoke.toml"))?;
@@ -55,7 +71,6 @@ fn main() -> anyhow::Result<()> {
     println!("{}", StudyReport::of(&iv_study, "ndcg@10")?);
     let _shown = cdsr_lab::plot::metric_by_setting(&iv_study, "ndcg@10")?;
 
-    use cdsr_lab::analysis::cases::{case_cos_frame, case_cos_by_group};
     // Per test case: |cos(X, X')| at the scored position against hit@10 and the reciprocal rank
     // (point-biserial and Spearman with bootstrap intervals, logistic fit with one intercept per run).
     let (cases, _) = case_cos_frame(&set)?;

@@ -176,6 +176,7 @@ fn cli_report_recomputes_the_committed_reports_from_their_csv() {
         "autocdsr",
         "autocdsr-plus",
         "autocdsr-kuairand",
+        "orthogonality",
     ] {
         let dir = results.join(study);
         let text = common::stdout_of(common::cdsr_lab().arg("report").arg(dir.join("study.csv")));
@@ -183,6 +184,18 @@ fn cli_report_recomputes_the_committed_reports_from_their_csv() {
         assert_eq!(
             text, committed,
             "results/{study}/report.txt is not what its CSV gives"
+        );
+    }
+    // The intervention study pools each intervention over the GCA settings it changes.
+    let committed = std::fs::read_to_string(results.join("orthogonality/report.txt")).unwrap();
+    for intervention in ["orthogonal", "parallel", "cos_penalty +1", "cos_penalty -1"] {
+        assert!(
+            committed
+                .lines()
+                .any(|l| l.contains(&format!(" {intervention} "))
+                    && l.contains(" A+B ")
+                    && l.contains(" 6 ")),
+            "no pooled A+B line of {intervention} over 6 pairs"
         );
     }
     let out = common::cdsr_lab()

@@ -278,12 +278,15 @@ fn metric_by_setting_orders_settings_and_marks_capped_runs() {
     check_written(
         &fig,
         dir.path(),
-        (1120, 480),
+        // The band under each panel holds the turned setting names: 24 + 8 px per character
+        // of the longest (32), in place of the default 150.
+        (1120, 480 + 24 + 8 * 32 - 150),
         &[
             "NDCG@10",
             "d 16 · domain A",
             "d 16 · domain B",
             "stopped at a cap, still improving",
+            "+GCA_early sigmoid LN orthogonal",
         ],
     );
     // Without the column, or with every run converged, no such legend.
