@@ -135,6 +135,18 @@ fn is_intervention_suffix(suffix: &str) -> bool {
     matches!(suffix, " orthogonal" | " parallel") || suffix.starts_with(" cos_penalty ")
 }
 
+/// The GCA setting among `settings` that `setting` (`REF suffix`) is an intervention on, with
+/// the intervention (the suffix without its space); `None` when `setting` is none.
+fn intervened_on<'a>(
+    setting: &'a str,
+    settings: impl IntoIterator<Item = &'a str>,
+) -> Option<(&'a str, &'a str)> {
+    settings.into_iter().find_map(|r| {
+        let suffix = setting.strip_prefix(r)?;
+        (r != "baseline" && is_intervention_suffix(suffix)).then(|| (r, &suffix[1..]))
+    })
+}
+
 /// A GCA intervention of a run's config (`gca.project`, `gca.cos_penalty`) as the suffix of its
 /// setting label: ` orthogonal`, ` parallel`, ` cos_penalty +0.1`; empty for none.
 fn intervention_label(config: &RunConfigView) -> String {
@@ -502,16 +514,14 @@ fn intervention_effects(
         type Pairs<'a> = BTreeMap<String, (BTreeSet<&'a str>, Vec<f64>, Vec<f64>)>;
         let mut pooled: BTreeMap<String, Pairs> = BTreeMap::new();
         for (s, runs) in settings {
-            let Some((reference, base)) = settings.iter().find(|(r, _)| {
-                **r != "baseline" && s.strip_prefix(**r).is_some_and(is_intervention_suffix)
-            }) else {
+            let Some((reference, intervention)) = intervened_on(s, settings.keys().copied()) else {
                 continue;
             };
-            let intervention = s[reference.len()..].trim_start().to_owned();
-            let by_domain = pooled.entry(intervention).or_default();
+            let base = &settings[reference];
+            let by_domain = pooled.entry(intervention.to_owned()).or_default();
             let mut push = |label: String, a: f64, b: f64| {
                 let e = by_domain.entry(label).or_default();
-                e.0.insert(*reference);
+                e.0.insert(reference);
                 e.1.push(a);
                 e.2.push(b);
             };
@@ -962,10 +972,8 @@ fn baseline_comparisons(
             .keys()
             .filter(|s| **s != "baseline")
             .flat_map(|s| {
-                let intervened = settings.keys().find(|r| {
-                    **r != "baseline" && s.strip_prefix(**r).is_some_and(is_intervention_suffix)
-                });
-                std::iter::once((*s, "baseline")).chain(intervened.map(|r| (*s, *r)))
+                let intervened = intervened_on(s, settings.keys().copied());
+                std::iter::once((*s, "baseline")).chain(intervened.map(|(r, _)| (*s, r)))
             })
             .collect::<Vec<_>>();
         for (setting, reference) in pairs {

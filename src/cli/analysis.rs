@@ -79,9 +79,7 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
         let table = if path.is_dir() {
             let set = cdsr_lab::runs::load_runs(path, cdsr_lab::runs::LoadOptions::default())?;
             let (table, load_report) = study_frame(&set)?;
-            for (dir, why) in set.report.skipped.iter().chain(&load_report.skipped) {
-                eprintln!("skipped run {}: {why}", dir.display());
-            }
+            super::print_skipped([&set.report, &load_report]);
             table
         } else {
             read_study_csv(path)?
@@ -142,9 +140,7 @@ pub fn cases(args: CasesArgs) -> anyhow::Result<()> {
     use cdsr_lab::analysis::cases::{case_cos_by_group, case_cos_frame, case_cos_text};
     let set = cdsr_lab::runs::load_runs(&args.runs, cdsr_lab::runs::LoadOptions::default())?;
     let (frame, report) = case_cos_frame(&set)?;
-    for (dir, why) in set.report.skipped.iter().chain(&report.skipped) {
-        eprintln!("skipped run {}: {why}", dir.display());
-    }
+    super::print_skipped([&set.report, &report]);
     if frame.height() == 0 {
         anyhow::bail!(
             "{}: no GCA run with per-case |cos| in its test_cases.parquet",

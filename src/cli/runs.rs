@@ -63,9 +63,7 @@ pub fn run(args: RunsArgs) -> anyhow::Result<()> {
         ..LoadOptions::default()
     };
     let set = load_runs(&runs_dir, options)?;
-    for (path, reason) in &set.report.skipped {
-        eprintln!("skipped run {}: {reason}", path.display());
-    }
+    super::print_skipped([&set.report]);
     anyhow::ensure!(
         !set.is_empty(),
         "no {}run under {}",
