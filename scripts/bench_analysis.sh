@@ -17,14 +17,18 @@ out = pathlib.Path(sys.argv[1])
 r = json.loads((out / "rust.json").read_text())
 p = json.loads((out / "python.json").read_text())
 print(f"\nrayon threads: {r['threads']}")
-print(f"{'task':<34}{'rust s':>10}{'python s':>10}{'ratio':>8}")
+print(f"{'task':<40}{'rust s':>10}{'python s':>10}{'ratio':>8}")
 for key, name in [("abs_cos_s", "|cos| 1M x 256 f32 pairs"),
                   ("pearson_bootstrap_s", "Pearson + 10k bootstrap, 300 runs"),
-                  ("load_runs_s", "load 2,000 run dirs -> frames")]:
-    print(f"{name:<34}{r[key]:>10.4f}{p[key]:>10.4f}{p[key] / r[key]:>7.1f}x")
+                  ("load_runs_s", "load 2,000 run dirs -> frames"),
+                  ("spearman_bootstrap_s", f"Spearman + 1k bootstrap, {r['cases']} cases")]:
+    print(f"{name:<40}{r[key]:>10.4f}{p[key]:>10.4f}{p[key] / r[key]:>7.1f}x")
 bw = r["bytes"] / r["bandwidth_sum_s"]
 cos = r["bytes"] / r["abs_cos_s"]
 print(f"read bandwidth (parallel sum of the same 2 GiB): {bw / 1e9:.2f} GB/s")
 print(f"|cos| throughput: {cos / 1e9:.2f} GB/s = {cos / bw:.2f} of bandwidth")
+print(f"the same rank bootstrap sorting every resample: {r['spearman_bootstrap_sorted_s']:.4f} s")
+print(f"Spearman agrees: rust {r['spearman_rho']:.6f} [{r['spearman_low']:.4f}, {r['spearman_high']:.4f}]"
+      f" scipy {p['spearman_rho']:.6f} [{p['spearman_low']:.4f}, {p['spearman_high']:.4f}]")
 print(f"|cos| means agree: rust {r['abs_cos_mean']:.6f} numpy {p['abs_cos_mean']:.6f}")
 PY

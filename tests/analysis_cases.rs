@@ -10,6 +10,7 @@ use cdsr_lab::analysis::cases::{
     ABS_COS_PREFIX,
 };
 use cdsr_lab::analysis::orthogonality::abs_cos_at;
+use cdsr_lab::analysis::stats::{bootstrap_interval, bootstrap_spearman, spearman};
 use cdsr_lab::runs::frames::{bool_column, f64_column};
 use cdsr_lab::runs::{load_runs, LoadOptions, MappedTensors};
 use cdsr_lab::train::{train, RunConfig, TrainOptions};
@@ -131,6 +132,34 @@ fn per_case_cos_from_the_trainer_matches_the_capture_and_the_statistics_hold() {
         .map(|&i| (runs[i] != runs[a_rows[0]]) as usize)
         .collect();
     let assoc = case_cos_association(&x, &y, &r, &g, 200, 7).unwrap();
+    // The rank bootstrap ranks each resample from the full sample's order, without sorting it:
+    // the same resamples and interval as sorting every resample, also against a 0/1 variable
+    // (two tie groups).
+    let h: Vec<f64> = y.iter().map(|&b| b as u8 as f64).collect();
+    for other in [&r, &h] {
+        let by_counts = bootstrap_spearman(&x, other, 200, 0.95, 7).unwrap();
+        let by_sorting = bootstrap_interval(
+            &x,
+            other,
+            |a, b| spearman(a, b).ok().map(|c| c.r),
+            200,
+            0.95,
+            7,
+        )
+        .unwrap();
+        assert_eq!(by_counts.resamples, by_sorting.resamples);
+        assert_eq!(by_counts.estimate, by_sorting.estimate);
+        for (a, b) in [
+            (by_counts.interval.low, by_sorting.interval.low),
+            (by_counts.interval.high, by_sorting.interval.high),
+        ] {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
+    }
+    assert_eq!(
+        assoc.rank_bootstrap,
+        bootstrap_spearman(&x, &r, 200, 0.95, 7).unwrap()
+    );
     let row = (0..2)
         .find(|&k| by.column("domain").unwrap().str().unwrap().get(k) == Some("A"))
         .unwrap();

@@ -12,7 +12,7 @@
 //! - [`case_cos_association`]: the point-biserial correlation of |cos| with hit@10 (Pearson
 //!   with a 0/1 variable, p-value as scipy's `pointbiserialr`), Spearman's rho of |cos| with the
 //!   reciprocal rank, each with a seeded percentile bootstrap interval over cases
-//!   ([`crate::analysis::stats::bootstrap_interval`]), and a logistic fit of hit@10 on |cos| with
+//!   ([`crate::analysis::stats::bootstrap_pearson`], [`crate::analysis::stats::bootstrap_spearman`]), and a logistic fit of hit@10 on |cos| with
 //!   the run as a grouping factor ([`logistic_with_group_intercepts`]: one intercept per run,
 //!   so the slope is the within-run association).
 //! - [`case_cos_by_group`]: the same per group of a [`case_cos_frame`] (e.g. per setting and
@@ -24,7 +24,7 @@ use polars::prelude::*;
 use statrs::distribution::{ContinuousCDF, Normal};
 
 use super::stats::{
-    bootstrap_interval, bootstrap_pearson, column_keys, group_rows, pearson, spearman, Bootstrap,
+    bootstrap_pearson, bootstrap_spearman, column_keys, group_rows, pearson, spearman, Bootstrap,
     Correlation, Interval, StatsError,
 };
 use super::study::RunLabels;
@@ -291,14 +291,7 @@ pub fn case_cos_association(
     let point_biserial = pearson(abs_cos, &h)?;
     let point_biserial_bootstrap = bootstrap_pearson(abs_cos, &h, resamples, 0.95, seed)?;
     let rank = spearman(abs_cos, rr)?;
-    let rank_bootstrap = bootstrap_interval(
-        abs_cos,
-        rr,
-        |a, b| spearman(a, b).ok().map(|c| c.r),
-        resamples,
-        0.95,
-        seed,
-    )?;
+    let rank_bootstrap = bootstrap_spearman(abs_cos, rr, resamples, 0.95, seed)?;
     let logistic = logistic_with_group_intercepts(abs_cos, hit, run)?;
     Ok(CaseCosAssociation {
         point_biserial,
