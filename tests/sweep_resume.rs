@@ -145,4 +145,20 @@ fn killed_sweep_finishes_with_the_results_of_an_uninterrupted_one() {
     );
     let table = std::fs::read_to_string(broken.join("status.jsonl")).unwrap();
     assert_eq!(table.lines().count(), 3);
+    // `--runs` lists each run with where it stands by its stopping rule.
+    let listed = cdsr_lab()
+        .args(["sweep", "status", "--runs"])
+        .arg(&file)
+        .arg("--out")
+        .arg(&broken)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    for id in &ids {
+        let progress = cdsr_lab::runs::training_progress(&broken.join("runs").join(id)).unwrap();
+        let line = text.lines().find(|l| l.contains(id.as_str())).unwrap();
+        assert!(line.contains("complete"), "{line}");
+        assert!(line.ends_with(&progress.to_string()), "{line}");
+        assert!(progress.best.is_some(), "{line}");
+    }
 }

@@ -37,7 +37,8 @@ pub enum SweepCommand {
         file: PathBuf,
         #[command(flatten)]
         out: OutArg,
-        /// Also list every run.
+        /// Also list every run, a started one with its last epoch, its best epoch by validation
+        /// MRR_A + MRR_B and the epochs since (against the patience of its stopping rule).
         #[arg(long)]
         runs: bool,
     },
@@ -153,12 +154,18 @@ pub fn run(cmd: SweepCommand) -> Result<()> {
             }
             if runs {
                 for r in &rows {
+                    // Where a started run stands by its stopping rule; unreadable: left out.
+                    let progress = (r.state != status::RunState::Pending)
+                        .then(|| cdsr_lab::runs::training_progress(&dir.run(&r.id)).ok())
+                        .flatten()
+                        .map_or(String::new(), |p| format!("  {p}"));
                     println!(
-                        "{:>4}  {:<11}  {:>8}  {}{}",
+                        "{:>4}  {:<11}  {:>8}  {}{}{}",
                         r.index,
                         r.state.as_str(),
                         r.duration_s.map_or("-".into(), |d| format!("{d:.1}s")),
                         r.id,
+                        progress,
                         r.error
                             .as_ref()
                             .map_or(String::new(), |e| format!("  ({e})"))

@@ -23,6 +23,8 @@ pub struct RunConfigView {
     pub gca: GcaView,
     #[serde(deserialize_with = "lenient")]
     pub train: TrainView,
+    #[serde(deserialize_with = "lenient")]
+    pub optim: OptimView,
     /// `Some` when the run trained with AutoCDSR's objective (a non-null `[autocdsr]`).
     #[serde(deserialize_with = "lenient")]
     pub autocdsr: Option<AutoCdsrView>,
@@ -63,6 +65,18 @@ pub struct TrainView {
     /// The epoch cap.
     #[serde(deserialize_with = "lenient")]
     pub epochs: Option<u64>,
+}
+
+/// `[optim]`: the stopping rule's settings.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct OptimView {
+    /// Epochs of linear warm-up, which the stopping rule does not count.
+    #[serde(deserialize_with = "lenient")]
+    pub warmup_epochs: Option<u64>,
+    /// Training stops after more than this many epochs without a better validation score.
+    #[serde(deserialize_with = "lenient")]
+    pub early_stop_patience: Option<u64>,
 }
 
 /// `[autocdsr]`.

@@ -68,6 +68,7 @@ pub mod error;
 pub mod foreign;
 pub mod format;
 pub mod frames;
+pub mod progress;
 pub mod reader;
 pub mod tensors;
 pub mod test_cases;
@@ -81,6 +82,7 @@ pub use format::{
     RunIdentity, RunManifest, RunStatus, Split, StopReason, CAPTURE_STATS_PARQUET, FORMAT_VERSION,
     RUN_FORMAT, RUN_JSON, SAMPLES_PARQUET, TEST_CASES_PARQUET,
 };
+pub use progress::{training_progress, TrainingProgress};
 pub use reader::{
     find_run_dirs, load_required_runs, load_run, load_run_dirs, load_runs, read_manifest,
     read_metrics, scan_run_tree, LoadOptions, LoadReport, NanPolicy, RunSet, RunTree,

@@ -1,0 +1,120 @@
+//! How far a run has trained by its stopping rule, read from its directory while it trains or
+//! after: the last epoch, the best epoch by the validation selection score (MRR_A + MRR_B, as
+//! [`crate::eval::EvalReport::selection_score`]), and the epochs since, against the recorded
+//! patience. `cdsr-lab sweep status --runs` prints it for every started run, so a long sweep
+//! shows whether its runs are still improving or close to stopping.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use super::{read_manifest, read_metrics, RunError, Split};
+
+/// A run's training progress (see the module doc).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingProgress {
+    /// The last epoch with a line in `metrics.jsonl` (0 before the first).
+    pub epoch: u32,
+    /// The epoch cap (`train.epochs`), when recorded.
+    pub epoch_cap: Option<u64>,
+    /// The best epoch after warm-up by the validation selection score (a tie counts as better,
+    /// as in the trainer's rule) and that score; `None` before the first validation after
+    /// warm-up.
+    pub best: Option<(u32, f64)>,
+    /// The recorded patience: training stops after more than this many epochs without a better
+    /// score.
+    pub patience: Option<u64>,
+}
+
+impl TrainingProgress {
+    /// Epochs after the best one (the stopping rule's count).
+    pub fn epochs_since_best(&self) -> Option<u32> {
+        self.best.map(|(best, _)| self.epoch - best)
+    }
+}
+
+/// The progress of the run in `dir` from `run.json` and `metrics.jsonl` (a run killed
+/// mid-line is an error naming the line, as for [`read_metrics`]).
+pub fn training_progress(dir: &Path) -> Result<TrainingProgress, RunError> {
+    let manifest = read_manifest(dir)?;
+    let view = manifest.config_view();
+    let warmup = view.optim.warmup_epochs.unwrap_or(0);
+    let rows = read_metrics(dir)?;
+    let mut scores: BTreeMap<u32, f64> = BTreeMap::new();
+    for row in rows.iter().filter(|r| r.split == Split::Valid) {
+        if let Some(mrr) = row.values.get("mrr") {
+            *scores.entry(row.epoch).or_insert(0.0) += mrr.0;
+        }
+    }
+    let mut best: Option<(u32, f64)> = None;
+    for (&epoch, &score) in scores.range(warmup as u32 + 1..) {
+        if best.is_none_or(|(_, b)| score >= b) {
+            best = Some((epoch, score));
+        }
+    }
+    Ok(TrainingProgress {
+        epoch: rows.iter().map(|r| r.epoch).max().unwrap_or(0),
+        epoch_cap: view.train.epochs,
+        best,
+        patience: view.optim.early_stop_patience,
+    })
+}
+
+impl fmt::Display for TrainingProgress {
+    /// `epoch 50/200, best 49 (valid MRR A+B 0.2881), 1 since (stops after 7)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "epoch {}", self.epoch)?;
+        if let Some(cap) = self.epoch_cap {
+            write!(f, "/{cap}")?;
+        }
+        if let Some((epoch, score)) = self.best {
+            write!(
+                f,
+                ", best {epoch} (valid MRR A+B {score:.4}), {} since",
+                self.epoch - epoch
+            )?;
+            if let Some(p) = self.patience {
+                write!(f, " (stops after {p})")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On the committed runs of the intervention study (every one early-stopped), the best
+    /// epoch is the one `run.json` records, and the run stopped one epoch past its patience.
+    #[test]
+    fn committed_early_stopped_runs_read_their_best_epoch_and_patience() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("results/orthogonality/runs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&root).unwrap() {
+            let dir = entry.unwrap().path();
+            let manifest = read_manifest(&dir).unwrap();
+            let p = training_progress(&dir).unwrap();
+            assert_eq!(p.epoch, manifest.epochs_run, "{}", dir.display());
+            assert_eq!(
+                p.best.map(|(e, _)| e),
+                manifest.best_epoch,
+                "{}",
+                dir.display()
+            );
+            assert_eq!(
+                p.epochs_since_best().map(u64::from),
+                p.patience.map(|k| k + 1),
+                "{}: an early stop comes after more than `patience` epochs",
+                dir.display()
+            );
+            let text = p.to_string();
+            assert!(
+                text.contains(", best ") && text.contains("stops after 7"),
+                "{text}"
+            );
+            seen += 1;
+        }
+        assert!(seen >= 27, "{seen} runs");
+    }
+}
