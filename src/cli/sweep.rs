@@ -149,7 +149,19 @@ pub fn run(cmd: SweepCommand) -> Result<()> {
         SweepCommand::Status { file, out, runs } => {
             let (plan, dir) = load(&file, &out)?;
             let rows = status::collect(&plan, &dir)?;
-            if dir.root.exists() {
+            let only_saved = status::runs_only_in_saved_plan(&plan, &dir)?;
+            if !only_saved.is_empty() {
+                // The folder's runner works from its saved plan: keep its table.
+                eprintln!(
+                    "note: {} changed since {} was written: {} of the saved plan's runs are not \
+                     in the file's plan ({}); this is the status of the file's plan, and \
+                     status.jsonl is left as it is",
+                    file.display(),
+                    dir.plan().display(),
+                    only_saved.len(),
+                    only_saved.join(", ")
+                );
+            } else if dir.root.exists() {
                 status::write_table(&dir, &rows)?;
             }
             if runs {

@@ -160,6 +160,23 @@ pub fn collect(plan: &Plan, dir: &SweepDir) -> Result<Vec<RunStatus>> {
         .collect()
 }
 
+/// The runs of the folder's saved `plan.json` (the plan its last `sweep run` or `sweep slurm`
+/// wrote) that `plan` does not have: non-empty when the sweep file changed since (a changed
+/// setting changes a run's id), so that a status of the file's plan would not show what the
+/// folder's runner is working on. Empty when there is no saved plan.
+pub fn runs_only_in_saved_plan(plan: &Plan, dir: &SweepDir) -> Result<Vec<String>> {
+    if !dir.plan().is_file() {
+        return Ok(Vec::new());
+    }
+    let saved = Plan::load(&dir.plan())?;
+    Ok(saved
+        .runs
+        .into_iter()
+        .filter(|s| !plan.runs.iter().any(|r| r.id == s.id))
+        .map(|s| s.id)
+        .collect())
+}
+
 /// Rewrites `status.jsonl` (one [`RunStatus`] per line) atomically.
 pub fn write_table(dir: &SweepDir, rows: &[RunStatus]) -> Result<()> {
     let mut out = Vec::new();
@@ -206,7 +223,8 @@ pub fn summarise(rows: &[RunStatus]) -> Summary {
         counts,
         total: rows.len(),
         complete_durations,
-        compute_s: rows.iter().filter_map(|r| r.duration_s).sum(),
+        // + 0.0: an empty f64 sum is -0.0, printed as such.
+        compute_s: rows.iter().filter_map(|r| r.duration_s).sum::<f64>() + 0.0,
     }
 }
 
@@ -305,6 +323,18 @@ mod tests {
             total_duration_s: 50.0,
             error: (state == RunState::Failed).then(|| "boom".into()),
         }
+    }
+
+    #[test]
+    fn runs_only_in_the_saved_plan_are_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SweepDir::new(tmp.path());
+        let now = plan(&["a-1", "b-2"]);
+        assert!(runs_only_in_saved_plan(&now, &dir).unwrap().is_empty());
+        plan(&["a-1", "b-0"]).save(&dir.plan()).unwrap();
+        assert_eq!(runs_only_in_saved_plan(&now, &dir).unwrap(), ["b-0"]);
+        now.save(&dir.plan()).unwrap();
+        assert!(runs_only_in_saved_plan(&now, &dir).unwrap().is_empty());
     }
 
     #[test]
