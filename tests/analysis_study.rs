@@ -172,7 +172,8 @@ fn cli_report_recomputes_the_committed_reports_from_their_csv() {
     for study in [
         "demo",
         "study",
-        "abxi-cpu-seeds",
+        "abxi-cpu-seeds/patience-7",
+        "abxi-cpu-seeds/12-epochs",
         "autocdsr",
         "autocdsr-plus",
         "autocdsr-kuairand",

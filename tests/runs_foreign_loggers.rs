@@ -155,9 +155,10 @@ fn lightning_tensorboard_and_csv_loggers_hold_the_native_runs_values() {
     }
 }
 
-/// The rows of results/abxi-cpu-seeds/study.csv (the 9 runs the Hydra jobs logged).
+/// The rows of results/abxi-cpu-seeds/12-epochs/study.csv (the 9 runs the Hydra jobs logged).
 fn study_csv() -> polars::prelude::DataFrame {
-    read_study_csv(&common::project_root().join("results/abxi-cpu-seeds/study.csv")).unwrap()
+    read_study_csv(&common::project_root().join("results/abxi-cpu-seeds/12-epochs/study.csv"))
+        .unwrap()
 }
 
 #[test]

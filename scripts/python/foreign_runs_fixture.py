@@ -15,7 +15,7 @@ the tests can check every value read against the native run it came from.
   with the rows of results/abxi-cpu/2026-11-23-24-epochs and 2026-11-23-per-position.
 - hydra/multirun/{0..8}/: a real Hydra multirun (`gca=none,early,stack train.seed=1,2,3`,
   config in scripts/python/foreign_runs_conf/) whose jobs log, with SummaryWriter into `tb/`,
-  the final test metrics of the matching run of results/abxi-cpu-seeds/study.csv at step 12
+  the final test metrics of the matching run of results/abxi-cpu-seeds/12-epochs/study.csv at step 12
   and its parameter count as the hparam `n_params`.
 - foreign-runs.toml: how cdsr-lab maps these tags and columns (one file for the whole tree).
 
@@ -170,7 +170,7 @@ def hydra_multirun():
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    study = list(csv.DictReader((RESULTS / "abxi-cpu-seeds/study.csv").open()))
+    study = list(csv.DictReader((RESULTS / "abxi-cpu-seeds/12-epochs/study.csv").open()))
     variants = {"none": "baseline", "early": "+GCA_early", "stack": "+GCA_stack"}
 
     @hydra.main(version_base=None, config_path="foreign_runs_conf", config_name="config")
