@@ -600,8 +600,8 @@ fn a_copied_run_is_loaded_once_and_reported() {
 
 /// `results/abxi-cpu/` is a run directory that holds the directories of later runs: a walk
 /// that stopped at its `run.json` found one run. Every committed run is found (the 11 of
-/// `results/abxi-cpu/` and the compact runs of `results/study/runs/` and
-/// `results/orthogonality/runs/`); the running one and the
+/// `results/abxi-cpu/` and the compact runs of `results/study/runs/`,
+/// `results/orthogonality/runs/` and `results/abxi-cpu-seeds/patience-7/runs/`); the running one and the
 /// ids shared by the three kernel re-runs are reported, not dropped in silence.
 #[test]
 fn runs_inside_a_run_directory_are_found() {
@@ -613,7 +613,10 @@ fn runs_inside_a_run_directory_are_found() {
     let intervention_runs = std::fs::read_dir(results.join("orthogonality/runs"))
         .unwrap()
         .count();
-    let study_runs = study_runs + intervention_runs;
+    let seed_table_runs = std::fs::read_dir(results.join("abxi-cpu-seeds/patience-7/runs"))
+        .unwrap()
+        .count();
+    let study_runs = study_runs + intervention_runs + seed_table_runs;
     let dirs = find_run_dirs(&results).unwrap();
     let expected: Vec<std::path::PathBuf> = std::fs::read_dir(results.join("abxi-cpu"))
         .unwrap()
