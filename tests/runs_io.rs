@@ -466,6 +466,24 @@ fn cli_runs_over_seeds_averages_the_real_seed_runs() {
     let row = (0..2).find(|&i| seeds.get(i) == Some("1, 2, 3")).unwrap();
     let runs = table.column("runs").unwrap().i64().unwrap();
     assert_eq!((runs.get(row), runs.get(1 - row)), (Some(3), Some(1)));
+    // Each seed's best epoch, in the order of the seeds, from its run.json.
+    let results = common::project_root().join("results/abxi-cpu");
+    let best: Vec<String> = [
+        "2026-11-23-d256",
+        "2026-11-24-d256-seed2",
+        "2026-11-24-d256-seed3",
+    ]
+    .iter()
+    .map(|d| {
+        let m = read_manifest(&results.join(d)).unwrap();
+        m.best_epoch.unwrap().to_string()
+    })
+    .collect();
+    assert_eq!(
+        table.column("best_epochs").unwrap().str().unwrap().get(row),
+        Some(best.join(", ").as_str()),
+        "{text}"
+    );
     let get = |c: &str| table.column(c).unwrap().f64().unwrap().get(row).unwrap();
     // Means and sample sds of .1804/.1838/.1809 and .1259/.1302/.1322 (rounded in the README).
     for (col, want) in [

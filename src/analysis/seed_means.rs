@@ -16,7 +16,9 @@ impl RunSet {
     /// [`RunSet::results_frame`] over seeds: runs whose configs differ only in `train.seed`
     /// (and in execution settings such as the thread count) are one experiment and make one
     /// row, labelled by what sets the experiments apart ([`config_labels`] without the seed).
-    /// Columns: `label`, `runs` (how many), `seeds` (`1, 2, 3`), `unconverged` (how many of
+    /// Columns: `label`, `runs` (how many), `seeds` (`1, 2, 3`), `best_epochs` (each run's best
+    /// epoch in the order of `seeds`, `-` where none is recorded: runs of one experiment that
+    /// stopped far apart are compared at different stages of training), `unconverged` (how many of
     /// them stopped at a cap, [`crate::runs::RunManifest::converged`]), `params` (of the first run),
     /// then per metric its mean over the runs that recorded it and its sample standard
     /// deviation (`test.A.ndcg@10`, `test.A.ndcg@10 sd`; the sd is null for one run). Rows keep
@@ -51,6 +53,7 @@ impl RunSet {
     /// assert!((mean.get(row).unwrap() - 0.21).abs() < 1e-12);
     /// assert!((sd.get(row).unwrap() - 0.02f64.sqrt() / 10.0).abs() < 1e-12);
     /// assert_eq!(table.column("seeds").unwrap().str().unwrap().get(row), Some("1, 2"));
+    /// assert_eq!(table.column("best_epochs").unwrap().str().unwrap().get(row), Some("-, -"));
     /// assert_eq!(sd.get(1 - row), None); // one run: no spread
     /// ```
     pub fn seed_means_frame(
@@ -77,14 +80,28 @@ impl RunSet {
             })
             .collect();
         let labels = labels_ignoring(&first_runs, &SEED_AND_EXECUTION_KEYS);
-        let mut seeds = Vec::new();
+        let (mut seeds, mut best_epochs) = (Vec::new(), Vec::new());
         for (_, members) in &groups {
-            let mut s: Vec<u64> = members
+            let mut s: Vec<(u64, Option<u32>)> = members
                 .iter()
-                .map(|&i| self.runs[i].manifest.seed)
+                .map(|&i| {
+                    let m = &self.runs[i].manifest;
+                    (m.seed, m.best_epoch)
+                })
                 .collect();
             s.sort_unstable();
-            seeds.push(s.iter().map(u64::to_string).collect::<Vec<_>>().join(", "));
+            seeds.push(
+                s.iter()
+                    .map(|(seed, _)| seed.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+            best_epochs.push(
+                s.iter()
+                    .map(|(_, e)| e.map_or("-".into(), |e| e.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
         }
         let params = per_run.column("params")?.cast(&DataType::Int64)?;
         let params = params.i64()?;
@@ -98,6 +115,7 @@ impl RunSet {
                     .collect::<Vec<_>>(),
             ),
             Column::new("seeds".into(), seeds),
+            Column::new("best_epochs".into(), best_epochs),
             Column::new(
                 "unconverged".into(),
                 groups
