@@ -67,13 +67,10 @@ pub struct TrainView {
     pub epochs: Option<u64>,
 }
 
-/// `[optim]`: the stopping rule's settings.
+/// `[optim]`: the stopping rule's patience.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct OptimView {
-    /// Epochs of linear warm-up, which the stopping rule does not count.
-    #[serde(deserialize_with = "lenient")]
-    pub warmup_epochs: Option<u64>,
     /// Training stops after more than this many epochs without a better validation score.
     #[serde(deserialize_with = "lenient")]
     pub early_stop_patience: Option<u64>,

@@ -1,14 +1,14 @@
 //! How far a run has trained by its stopping rule, read from its directory while it trains or
-//! after: the last epoch, the best epoch by the validation selection score (MRR_A + MRR_B, as
+//! after: the last epoch, the best epoch ([`super::LoadedRun::best_so_far`]: the trainer's own
+//! choice) with its validation selection score (MRR_A + MRR_B, as
 //! [`crate::eval::EvalReport::selection_score`]), and the epochs since, against the recorded
 //! patience. `cdsr-lab sweep status --runs` prints it for every started run, so a long sweep
 //! shows whether its runs are still improving or close to stopping.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use super::{read_manifest, read_metrics, RunError, Split};
+use super::{load_run, RunError, Split};
 
 /// A run's training progress (see the module doc).
 #[derive(Debug, Clone, PartialEq)]
@@ -17,9 +17,8 @@ pub struct TrainingProgress {
     pub epoch: u32,
     /// The epoch cap (`train.epochs`), when recorded.
     pub epoch_cap: Option<u64>,
-    /// The best epoch after warm-up by the validation selection score (a tie counts as better,
-    /// as in the trainer's rule) and that score; `None` before the first validation after
-    /// warm-up.
+    /// The best epoch so far and its validation selection score; `None` before the first
+    /// epoch that improved validation after warm-up.
     pub best: Option<(u32, f64)>,
     /// The recorded patience: training stops after more than this many epochs without a better
     /// score.
@@ -34,26 +33,22 @@ impl TrainingProgress {
 }
 
 /// The progress of the run in `dir` from `run.json` and `metrics.jsonl` (a run killed
-/// mid-line is an error naming the line, as for [`read_metrics`]).
+/// mid-line is an error naming the line, as for [`super::read_metrics`]).
 pub fn training_progress(dir: &Path) -> Result<TrainingProgress, RunError> {
-    let manifest = read_manifest(dir)?;
-    let view = manifest.config_view();
-    let warmup = view.optim.warmup_epochs.unwrap_or(0);
-    let rows = read_metrics(dir)?;
-    let mut scores: BTreeMap<u32, f64> = BTreeMap::new();
-    for row in rows.iter().filter(|r| r.split == Split::Valid) {
-        if let Some(mrr) = row.values.get("mrr") {
-            *scores.entry(row.epoch).or_insert(0.0) += mrr.0;
-        }
-    }
-    let mut best: Option<(u32, f64)> = None;
-    for (&epoch, &score) in scores.range(warmup as u32 + 1..) {
-        if best.is_none_or(|(_, b)| score >= b) {
-            best = Some((epoch, score));
-        }
-    }
+    let run = load_run(dir)?;
+    let view = run.manifest.config_view();
+    let best = run.best_so_far().and_then(|(epoch, _)| epoch).map(|epoch| {
+        let score: f64 = run
+            .metrics
+            .iter()
+            .filter(|r| r.split == Split::Valid && r.epoch == epoch)
+            .filter_map(|r| r.values.get("mrr"))
+            .map(|v| v.0)
+            .sum();
+        (epoch, score)
+    });
     Ok(TrainingProgress {
-        epoch: rows.iter().map(|r| r.epoch).max().unwrap_or(0),
+        epoch: run.metrics.iter().map(|r| r.epoch).max().unwrap_or(0),
         epoch_cap: view.train.epochs,
         best,
         patience: view.optim.early_stop_patience,
@@ -84,9 +79,11 @@ impl fmt::Display for TrainingProgress {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runs::read_manifest;
 
     /// On the committed runs of the intervention study (every one early-stopped), the best
-    /// epoch is the one `run.json` records, and the run stopped one epoch past its patience.
+    /// epoch is the one `run.json` records, its score is the highest validation score of the
+    /// run, and the run stopped one epoch past its patience.
     #[test]
     fn committed_early_stopped_runs_read_their_best_epoch_and_patience() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("results/orthogonality/runs");
@@ -108,6 +105,17 @@ mod tests {
                 "{}: an early stop comes after more than `patience` epochs",
                 dir.display()
             );
+            let run = load_run(&dir).unwrap();
+            let highest = (1..=p.epoch)
+                .map(|e| {
+                    run.metrics
+                        .iter()
+                        .filter(|r| r.split == Split::Valid && r.epoch == e)
+                        .map(|r| r.values["mrr"].0)
+                        .sum::<f64>()
+                })
+                .fold(f64::NEG_INFINITY, f64::max);
+            assert_eq!(p.best.unwrap().1, highest, "{}", dir.display());
             let text = p.to_string();
             assert!(
                 text.contains(", best ") && text.contains("stops after 7"),
