@@ -568,6 +568,19 @@ fn results_of_a_running_run_are_its_best_epoch_so_far() {
     let complete_only = load_runs(root.path(), LoadOptions::default()).unwrap();
     assert!(complete_only.is_empty());
     assert!(complete_only.report.skipped[0].1.contains("running"));
+    // `cdsr-lab runs` says so on stderr before failing for want of a run.
+    let out = common::cdsr_lab()
+        .arg("runs")
+        .arg(root.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = format!("skipped run {}: ", root.path().join("slow").display());
+    assert!(
+        stderr.contains(&line) && stderr.contains("running"),
+        "{stderr}"
+    );
 }
 
 /// A run directory copied under a second name keeps its run id: `--over-seeds` would count it

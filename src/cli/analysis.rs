@@ -79,7 +79,8 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
         let table = if path.is_dir() {
             let set = cdsr_lab::runs::load_runs(path, cdsr_lab::runs::LoadOptions::default())?;
             let (table, load_report) = study_frame(&set)?;
-            super::print_skipped([&set.report, &load_report]);
+            set.report.eprint_skipped();
+            load_report.eprint_skipped();
             table
         } else {
             read_study_csv(path)?
@@ -122,7 +123,7 @@ pub struct CasesArgs {
     /// `domain`, `position`, `run_id`.
     #[arg(long, value_delimiter = ',', default_value = "setting,domain")]
     pub by: Vec<String>,
-    /// Bootstrap resamples (of runs, then cases) for the intervals.
+    /// Bootstrap resamples of the test cases for the intervals.
     #[arg(long, default_value_t = 1000)]
     pub resamples: usize,
     /// Seed of the bootstrap.
@@ -140,7 +141,8 @@ pub fn cases(args: CasesArgs) -> anyhow::Result<()> {
     use cdsr_lab::analysis::cases::{case_cos_by_group, case_cos_frame, case_cos_text};
     let set = cdsr_lab::runs::load_runs(&args.runs, cdsr_lab::runs::LoadOptions::default())?;
     let (frame, report) = case_cos_frame(&set)?;
-    super::print_skipped([&set.report, &report]);
+    set.report.eprint_skipped();
+    report.eprint_skipped();
     if frame.height() == 0 {
         anyhow::bail!(
             "{}: no GCA run with per-case |cos| in its test_cases.parquet",

@@ -63,7 +63,7 @@ pub fn run(args: RunsArgs) -> anyhow::Result<()> {
         ..LoadOptions::default()
     };
     let set = load_runs(&runs_dir, options)?;
-    super::print_skipped([&set.report]);
+    set.report.eprint_skipped();
     anyhow::ensure!(
         !set.is_empty(),
         "no {}run under {}",

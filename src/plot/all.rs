@@ -52,9 +52,7 @@ impl FiguresReport {
         for f in &self.figures {
             println!("{f}");
         }
-        for (path, reason) in &self.skipped_runs {
-            eprintln!("skipped run {}: {reason}", path.display());
-        }
+        crate::runs::reader::eprint_skipped(&self.skipped_runs);
     }
 }
 

@@ -39,6 +39,19 @@ impl LoadReport {
     pub fn is_clean(&self) -> bool {
         self.skipped.is_empty()
     }
+
+    /// Says on stderr which runs the load left out and why ([`eprint_skipped`]).
+    pub fn eprint_skipped(&self) {
+        eprint_skipped(&self.skipped);
+    }
+}
+
+/// What the commands print for runs a load or a figure left out: `skipped run DIR: WHY` on
+/// stderr, one line each.
+pub fn eprint_skipped(skipped: &[(PathBuf, String)]) {
+    for (dir, why) in skipped {
+        eprintln!("skipped run {}: {why}", dir.display());
+    }
 }
 
 impl std::fmt::Display for LoadReport {
