@@ -86,6 +86,25 @@ fn check_row(ds: &Dataset, user: usize, seen: &[ItemId], n: usize) -> Result<(),
     Ok(())
 }
 
+/// One task's marks of the items drawn so far: `stamp[i] == gen` when item `i` is in the
+/// current draw.
+struct Stamps {
+    stamp: Vec<u32>,
+    gen: u32,
+}
+
+impl Stamps {
+    /// Starts a new draw: every mark left so far is of an earlier one.
+    fn next(&mut self) -> u32 {
+        self.gen = self.gen.wrapping_add(1);
+        if self.gen == 0 {
+            self.stamp.fill(0);
+            self.gen = 1;
+        }
+        self.gen
+    }
+}
+
 /// Draws training negatives for `batch`: returns `[batch, max_len, 2 * n]` row-major, the
 /// `n` A negatives then the `n` B negatives at each position; all 0 where there is no target.
 ///
@@ -106,9 +125,16 @@ pub fn sample_train_negatives(
         return out;
     }
     let ranges = [ds.item_range(Domain::A), ds.item_range(Domain::B)];
+    // Each task's `stamp` marks the items of the draw numbered `gen`; the number goes with
+    // the buffer it marks (not with the row), so a row never mistakes the marks another row
+    // of the same task left for its own draws: the negatives depend on the row and the seed
+    // only, not on how rayon splits the batch.
     out.par_chunks_mut(l * w).enumerate().for_each_init(
-        || vec![0u32; ds.vocab_size()],
-        |stamp, (k, row_out)| {
+        || Stamps {
+            stamp: vec![0u32; ds.vocab_size()],
+            gen: 0,
+        },
+        |stamps, (k, row_out)| {
             let row = batch.rows[k];
             let user = layout.users[row] as usize;
             let excluded = training_items(ds, layout, row);
@@ -117,20 +143,16 @@ pub fn sample_train_negatives(
                 panic!("{e} (check_train_negatives finds this before training)");
             }
             let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, row as u64));
-            let mut gen = 0u32;
-            let mut draw = |dst: &mut [ItemId], rng: &mut ChaCha8Rng, stamp: &mut Vec<u32>| {
+            let draw = |dst: &mut [ItemId], rng: &mut ChaCha8Rng, stamps: &mut Stamps| {
                 for (d, range) in ranges.iter().enumerate() {
                     let (lo, hi) = (*range.start(), *range.end());
-                    gen = gen.wrapping_add(1);
-                    if gen == 0 {
-                        stamp.fill(0);
-                        gen = 1;
-                    }
+                    let gen = stamps.next();
                     let mut j = 0;
                     while j < n {
                         let i = rng.random_range(lo..=hi);
-                        if stamp[i as usize] != gen && excluded.binary_search(&i).is_err() {
-                            stamp[i as usize] = gen;
+                        let mark = &mut stamps.stamp[i as usize];
+                        if *mark != gen && excluded.binary_search(&i).is_err() {
+                            *mark = gen;
                             dst[d * n + j] = i;
                             j += 1;
                         }
@@ -148,7 +170,7 @@ pub fn sample_train_negatives(
                         row_out.copy_within(f * w..(f + 1) * w, p * w);
                     }
                     _ => {
-                        draw(&mut row_out[p * w..(p + 1) * w], &mut rng, stamp);
+                        draw(&mut row_out[p * w..(p + 1) * w], &mut rng, stamps);
                         first = Some(p);
                     }
                 }
@@ -233,5 +255,33 @@ mod tests {
             .map(|p| &shared[p * 8..(p + 1) * 8])
             .collect();
         assert!(cells.windows(2).all(|w| w[0] == w[1]));
+    }
+
+    /// A row's negatives are those it gets alone, whichever rows share its batch and however
+    /// many threads draw them: the marks of one row's draws never exclude items from another
+    /// row's (food-kitchen slice, 64 rows, one thread and three).
+    #[test]
+    fn a_rows_negatives_do_not_depend_on_its_batch_or_the_threads() {
+        let loaded =
+            crate::data::load(&crate::data::repo_data_dir().join("food-kitchen-mini")).unwrap();
+        let ds = &loaded.dataset;
+        let layout = TrainLayout::build(ds, &loaded.default_split(), LayoutConfig::default());
+        let rows: Vec<usize> = (0..64).collect();
+        let batch = layout.gather(&rows);
+        let (l, n) = (batch.max_len, 8);
+        let w = 2 * n;
+        let sharing = NegativeSharing::PerPosition;
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let all = pool.install(|| sample_train_negatives(ds, &layout, &batch, n, sharing, 5));
+            for (k, &row) in rows.iter().enumerate() {
+                let alone = layout.gather(&[row]);
+                let own = sample_train_negatives(ds, &layout, &alone, n, sharing, 5);
+                assert_eq!(&all[k * l * w..(k + 1) * l * w], &own[..], "row {row}");
+            }
+        }
     }
 }
