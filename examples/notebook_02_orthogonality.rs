@@ -29,10 +29,7 @@ fn main() -> anyhow::Result<()> {
     println!("{torch_stats}");
 
     let committed = load_required_runs(Path::new("../results/orthogonality/runs"), LoadOptions::default())?;
-    use cdsr_lab::analysis::study::{read_study_csv, stack_study_tables};
-    // The runs' directories, then the runs listed in earlier-runs.csv whose directories were not kept.
-    let earlier = read_study_csv(Path::new("../results/orthogonality/earlier-runs.csv"))?;
-    let interventions_study = stack_study_tables(&[study_frame(&committed)?.0, earlier])?;
+    let (interventions_study, _) = study_frame(&committed)?;
     let committed_report = StudyReport::of(&interventions_study, "ndcg@10")?;
     // Pooled over GCA_early and GCA_stack, then per setting.
     print!("{}", committed_report.section(ReportSection::InterventionEffects));
