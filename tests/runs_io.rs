@@ -143,6 +143,49 @@ fn resume_drops_truncated_line_and_later_epochs() {
     assert_eq!(rows[2].values["loss"].0, 0.25);
 }
 
+/// `run.json` names the trainer of the run (`cdsr-lab VERSION`); a resume by the same version
+/// adds nothing, a resume by another version adds it after the first.
+#[test]
+fn run_json_names_the_trainers_that_trained_the_run() {
+    let root = tempfile::tempdir().unwrap();
+    let id = RunIdentity {
+        run_id: "r".into(),
+        model: "abxi".into(),
+        dataset: "food-kitchen".into(),
+        seed: 1,
+    };
+    let w = RunWriter::create(root.path(), id, &serde_json::json!({"x": 1})).unwrap();
+    let dir = w.dir().to_owned();
+    drop(w);
+    let trainer = format!("cdsr-lab {}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(TRAINER, trainer);
+    assert_eq!(
+        read_manifest(&dir).unwrap().trained_with,
+        vec![trainer.clone()]
+    );
+    drop(RunWriter::resume(&dir, 0).unwrap());
+    assert_eq!(
+        read_manifest(&dir).unwrap().trained_with,
+        vec![trainer.clone()]
+    );
+
+    // The run as an earlier version left it.
+    let path = dir.join("run.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    json["trained_with"] = serde_json::json!(["cdsr-lab 0.0.1"]);
+    std::fs::write(&path, json.to_string()).unwrap();
+    drop(RunWriter::resume(&dir, 0).unwrap());
+    assert_eq!(
+        read_manifest(&dir).unwrap().trained_with,
+        ["cdsr-lab 0.0.1".to_owned(), trainer]
+    );
+    // Runs written before the field read as trained by unknown builds.
+    json.as_object_mut().unwrap().remove("trained_with");
+    std::fs::write(&path, json.to_string()).unwrap();
+    assert!(read_manifest(&dir).unwrap().trained_with.is_empty());
+}
+
 /// A tree with good runs and every kind of bad run: the good ones load, the bad ones are
 /// reported with a reason naming the problem, and nothing bad reaches a frame.
 #[test]

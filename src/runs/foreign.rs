@@ -401,6 +401,7 @@ pub fn load_foreign(dir: &Path) -> Result<LoadedRun, RunError> {
             test_full: None,
             failure: None,
             stop_reason: None,
+            trained_with: Vec::new(),
         },
         metrics,
     })

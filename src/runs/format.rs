@@ -195,7 +195,15 @@ pub struct RunManifest {
     /// Why training stopped; see [`RunManifest::stopped_by`] for runs that do not record it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<StopReason>,
+    /// The trainers that trained the run ([`TRAINER`] of each), in order: one unless a build
+    /// of another version resumed it. A seed gives the same numbers only under the same
+    /// trainer. Empty for foreign runs and for runs written before 0.2.0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trained_with: Vec<String>,
 }
+
+/// This build's trainer as [`RunManifest::trained_with`] records it: `cdsr-lab VERSION`.
+pub const TRAINER: &str = concat!("cdsr-lab ", env!("CARGO_PKG_VERSION"));
 
 impl RunManifest {
     /// Why the run stopped: `failed` for a failed run, the recorded `stop_reason` of a

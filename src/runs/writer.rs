@@ -130,6 +130,7 @@ impl RunWriter {
             test_full: None,
             failure: None,
             stop_reason: None,
+            trained_with: vec![TRAINER.to_owned()],
         };
         let metrics_path = dir.join(METRICS_JSONL);
         let metrics = OpenOptions::new()
@@ -180,6 +181,9 @@ impl RunWriter {
         };
         writer.manifest.status = RunStatus::Running;
         writer.manifest.failure = None;
+        if writer.manifest.trained_with.last().map(String::as_str) != Some(TRAINER) {
+            writer.manifest.trained_with.push(TRAINER.to_owned());
+        }
         writer.write_manifest()?;
         Ok(writer)
     }

@@ -261,6 +261,7 @@ pub fn loaded_run(
             stop_reason: None,
             // For a run still being written, why it counts as one (the loader's skip reason).
             failure: still_written,
+            trained_with: Vec::new(),
         },
         metrics,
     }
