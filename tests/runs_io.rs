@@ -180,10 +180,15 @@ fn run_json_names_the_trainers_that_trained_the_run() {
         read_manifest(&dir).unwrap().trained_with,
         ["cdsr-lab 0.0.1".to_owned(), trainer]
     );
-    // Runs written before the field read as trained by unknown builds.
+    // A run written before the field has none, and says so once resumed.
     json.as_object_mut().unwrap().remove("trained_with");
     std::fs::write(&path, json.to_string()).unwrap();
     assert!(read_manifest(&dir).unwrap().trained_with.is_empty());
+    drop(RunWriter::resume(&dir, 0).unwrap());
+    assert_eq!(
+        read_manifest(&dir).unwrap().trained_with,
+        [EARLIER_TRAINER.to_owned(), TRAINER.to_owned()]
+    );
 }
 
 /// A tree with good runs and every kind of bad run: the good ones load, the bad ones are

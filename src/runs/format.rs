@@ -197,13 +197,18 @@ pub struct RunManifest {
     pub stop_reason: Option<StopReason>,
     /// The trainers that trained the run ([`TRAINER`] of each), in order: one unless a build
     /// of another version resumed it. A seed gives the same numbers only under the same
-    /// trainer. Empty for foreign runs and for runs written before 0.2.0.
+    /// trainer. Empty for foreign runs and for runs written before 0.2.0 ([`EARLIER_TRAINER`]
+    /// once such a run is resumed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trained_with: Vec<String>,
 }
 
 /// This build's trainer as [`RunManifest::trained_with`] records it: `cdsr-lab VERSION`.
 pub const TRAINER: &str = concat!("cdsr-lab ", env!("CARGO_PKG_VERSION"));
+
+/// What [`RunManifest::trained_with`] records first for a run written before the field, when a
+/// later version resumes it.
+pub const EARLIER_TRAINER: &str = "cdsr-lab before 0.2.0";
 
 impl RunManifest {
     /// Why the run stopped: `failed` for a failed run, the recorded `stop_reason` of a

@@ -181,6 +181,13 @@ impl RunWriter {
         };
         writer.manifest.status = RunStatus::Running;
         writer.manifest.failure = None;
+        if writer.manifest.trained_with.is_empty() {
+            // Written before run.json named its trainer.
+            writer
+                .manifest
+                .trained_with
+                .push(EARLIER_TRAINER.to_owned());
+        }
         if writer.manifest.trained_with.last().map(String::as_str) != Some(TRAINER) {
             writer.manifest.trained_with.push(TRAINER.to_owned());
         }
