@@ -106,16 +106,21 @@ fn status_is_running_until_finish_and_failed_with_reason() {
     ));
 }
 
-#[test]
-fn resume_drops_truncated_line_and_later_epochs() {
-    let root = tempfile::tempdir().unwrap();
+/// A new run `r` (abxi, food-kitchen, seed 1) under `parent`, nothing logged yet.
+fn new_run(parent: &std::path::Path) -> RunWriter {
     let id = RunIdentity {
         run_id: "r".into(),
         model: "abxi".into(),
         dataset: "food-kitchen".into(),
         seed: 1,
     };
-    let mut w = RunWriter::create(root.path(), id, &serde_json::json!({"x": 1})).unwrap();
+    RunWriter::create(parent, id, &serde_json::json!({"x": 1})).unwrap()
+}
+
+#[test]
+fn resume_drops_truncated_line_and_later_epochs() {
+    let root = tempfile::tempdir().unwrap();
+    let mut w = new_run(root.path());
     for e in 1..=3 {
         w.log_metrics(e, Split::Train, None, [("loss", 1.0 / e as f64)])
             .unwrap();
@@ -148,13 +153,7 @@ fn resume_drops_truncated_line_and_later_epochs() {
 #[test]
 fn run_json_names_the_trainers_that_trained_the_run() {
     let root = tempfile::tempdir().unwrap();
-    let id = RunIdentity {
-        run_id: "r".into(),
-        model: "abxi".into(),
-        dataset: "food-kitchen".into(),
-        seed: 1,
-    };
-    let w = RunWriter::create(root.path(), id, &serde_json::json!({"x": 1})).unwrap();
+    let w = new_run(root.path());
     let dir = w.dir().to_owned();
     drop(w);
     let trainer = format!("cdsr-lab {}", env!("CARGO_PKG_VERSION"));
