@@ -172,6 +172,7 @@ fn cli_report_recomputes_the_committed_reports_from_their_csv() {
     for study in [
         "demo",
         "study",
+        "abxi-cpu-seeds/patience-15",
         "abxi-cpu-seeds/patience-7",
         "abxi-cpu-seeds/12-epochs",
         "autocdsr",
