@@ -62,11 +62,10 @@ impl fmt::Display for TrainingProgress {
         if let Some(cap) = self.epoch_cap {
             write!(f, "/{cap}")?;
         }
-        if let Some((epoch, score)) = self.best {
+        if let (Some((epoch, score)), Some(since)) = (self.best, self.epochs_since_best()) {
             write!(
                 f,
-                ", best {epoch} (valid MRR A+B {score:.4}), {} since",
-                self.epoch - epoch
+                ", best {epoch} (valid MRR A+B {score:.4}), {since} since"
             )?;
             if let Some(p) = self.patience {
                 write!(f, " (stops after {p})")?;
