@@ -151,7 +151,7 @@ fn resume_drops_truncated_line_and_later_epochs() {
 /// `run.json` names the trainer of the run (`cdsr-lab VERSION`); a resume by the same version
 /// adds nothing, a resume by another version adds it after the first.
 #[test]
-fn run_json_names_the_trainers_that_trained_the_run() {
+fn run_json_names_the_trainers_that_trained_the_run_and_where_each_took_over() {
     let root = tempfile::tempdir().unwrap();
     let w = new_run(root.path());
     let dir = w.dir().to_owned();
@@ -162,6 +162,7 @@ fn run_json_names_the_trainers_that_trained_the_run() {
         read_manifest(&dir).unwrap().trained_with,
         vec![trainer.clone()]
     );
+    assert!(read_manifest(&dir).unwrap().resumes.is_empty());
     drop(RunWriter::resume(&dir, 0).unwrap());
     assert_eq!(
         read_manifest(&dir).unwrap().trained_with,
@@ -187,6 +188,17 @@ fn run_json_names_the_trainers_that_trained_the_run() {
     assert_eq!(
         read_manifest(&dir).unwrap().trained_with,
         [EARLIER_TRAINER.to_owned(), TRAINER.to_owned()]
+    );
+
+    // Every resume, by whichever trainer, records the checkpoint's epoch it went on from.
+    drop(RunWriter::resume(&dir, 7).unwrap());
+    let resume = |after_epoch| Resume {
+        after_epoch,
+        trainer: TRAINER.to_owned(),
+    };
+    assert_eq!(
+        read_manifest(&dir).unwrap().resumes,
+        [resume(0), resume(0), resume(7)]
     );
 }
 

@@ -125,6 +125,16 @@ fn resume_equals_uninterrupted() {
     let a = std::fs::read(full.run_dir.join("tensors.safetensors")).unwrap();
     let b = std::fs::read(resumed.run_dir.join("tensors.safetensors")).unwrap();
     assert_eq!(a, b, "captured tensors differ after resume");
+    // run.json says which epoch the resume went on from.
+    let resumes = cdsr_lab::runs::read_manifest(&resumed.run_dir)
+        .unwrap()
+        .resumes;
+    assert_eq!(resumes.len(), 1);
+    assert_eq!(resumes[0].after_epoch, 1);
+    assert!(cdsr_lab::runs::read_manifest(&full.run_dir)
+        .unwrap()
+        .resumes
+        .is_empty());
     // Resuming the complete run changes nothing on disk and gives the same summary.
     let files = |d: &std::path::Path| -> Vec<Vec<u8>> {
         ["run.json", "metrics.jsonl", "checkpoint/state.safetensors"]

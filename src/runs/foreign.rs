@@ -402,6 +402,7 @@ pub fn load_foreign(dir: &Path) -> Result<LoadedRun, RunError> {
             failure: None,
             stop_reason: None,
             trained_with: Vec::new(),
+            resumes: Vec::new(),
         },
         metrics,
     })

@@ -201,6 +201,20 @@ pub struct RunManifest {
     /// once such a run is resumed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trained_with: Vec<String>,
+    /// Each time training was resumed from a checkpoint, in order: after which epoch and by
+    /// which trainer, so the epochs each build trained are known. Empty for a run trained in
+    /// one go (and for runs written before 0.2.0, resumed or not, up to their first resume
+    /// by 0.2.0 or later).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumes: Vec<Resume>,
+}
+
+/// One resume of a run ([`RunManifest::resumes`]): training went on after `after_epoch`
+/// (the checkpoint's epoch; later epochs' metrics were dropped) under `trainer` ([`TRAINER`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    pub after_epoch: u32,
+    pub trainer: String,
 }
 
 /// This build's trainer as [`RunManifest::trained_with`] records it: `cdsr-lab VERSION`.

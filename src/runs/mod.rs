@@ -79,8 +79,9 @@ pub use config_view::RunConfigView;
 pub use error::RunError;
 pub use format::{
     metrics, DomainMetrics, FinalResults, LoadedRun, MetricValue, Metrics, MetricsRow, ParamCounts,
-    RunIdentity, RunManifest, RunStatus, Split, StopReason, CAPTURE_STATS_PARQUET, EARLIER_TRAINER,
-    FORMAT_VERSION, RUN_FORMAT, RUN_JSON, SAMPLES_PARQUET, TEST_CASES_PARQUET, TRAINER,
+    Resume, RunIdentity, RunManifest, RunStatus, Split, StopReason, CAPTURE_STATS_PARQUET,
+    EARLIER_TRAINER, FORMAT_VERSION, RUN_FORMAT, RUN_JSON, SAMPLES_PARQUET, TEST_CASES_PARQUET,
+    TRAINER,
 };
 pub use progress::{training_progress, TrainingProgress};
 pub use reader::{

@@ -131,6 +131,7 @@ impl RunWriter {
             failure: None,
             stop_reason: None,
             trained_with: vec![TRAINER.to_owned()],
+            resumes: Vec::new(),
         };
         let metrics_path = dir.join(METRICS_JSONL);
         let metrics = OpenOptions::new()
@@ -191,6 +192,10 @@ impl RunWriter {
         if writer.manifest.trained_with.last().map(String::as_str) != Some(TRAINER) {
             writer.manifest.trained_with.push(TRAINER.to_owned());
         }
+        writer.manifest.resumes.push(Resume {
+            after_epoch: keep_through_epoch,
+            trainer: TRAINER.to_owned(),
+        });
         writer.write_manifest()?;
         Ok(writer)
     }

@@ -262,6 +262,7 @@ pub fn loaded_run(
             // For a run still being written, why it counts as one (the loader's skip reason).
             failure: still_written,
             trained_with: Vec::new(),
+            resumes: Vec::new(),
         },
         metrics,
     }
