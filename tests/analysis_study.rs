@@ -176,6 +176,7 @@ fn cli_report_recomputes_the_committed_reports_from_their_csv() {
         "abxi-cpu-seeds/patience-7",
         "abxi-cpu-seeds/12-epochs",
         "autocdsr",
+        "autocdsr/early-stop",
         "autocdsr-plus",
         "autocdsr-kuairand",
         "orthogonality",

@@ -711,7 +711,10 @@ fn runs_inside_a_run_directory_are_found() {
                 .count()
         })
         .sum();
-    let study_runs = study_runs + intervention_runs + seed_table_runs;
+    let autocdsr_runs = std::fs::read_dir(results.join("autocdsr/early-stop/runs"))
+        .unwrap()
+        .count();
+    let study_runs = study_runs + intervention_runs + seed_table_runs + autocdsr_runs;
     let dirs = find_run_dirs(&results).unwrap();
     let expected: Vec<std::path::PathBuf> = std::fs::read_dir(results.join("abxi-cpu"))
         .unwrap()
