@@ -691,30 +691,24 @@ fn a_copied_run_is_loaded_once_and_reported() {
 /// `results/abxi-cpu/` is a run directory that holds the directories of later runs: a walk
 /// that stopped at its `run.json` found one run. Every committed run is found (the 11 of
 /// `results/abxi-cpu/` and the compact runs of `results/study/runs/`,
-/// `results/orthogonality/runs/` and `results/abxi-cpu-seeds/patience-*/runs/`); the running one and the
+/// `results/orthogonality/runs/`, `results/abxi-cpu-seeds/patience-*/runs/` and
+/// `results/autocdsr/early-stop/runs/`); the running one and the
 /// ids shared by the three kernel re-runs are reported, not dropped in silence.
 #[test]
 fn runs_inside_a_run_directory_are_found() {
     let results = common::project_root().join("results");
-    let study_runs = std::fs::read_dir(results.join("study/runs"))
-        .unwrap()
-        .count();
-    assert!(study_runs > 0);
-    let intervention_runs = std::fs::read_dir(results.join("orthogonality/runs"))
-        .unwrap()
-        .count();
-    let seed_table_runs: usize = ["patience-7", "patience-15"]
-        .iter()
-        .map(|rule| {
-            std::fs::read_dir(results.join("abxi-cpu-seeds").join(rule).join("runs"))
-                .unwrap()
-                .count()
-        })
-        .sum();
-    let autocdsr_runs = std::fs::read_dir(results.join("autocdsr/early-stop/runs"))
-        .unwrap()
-        .count();
-    let study_runs = study_runs + intervention_runs + seed_table_runs + autocdsr_runs;
+    let runs_in = |folder: &str| std::fs::read_dir(results.join(folder)).unwrap().count();
+    assert!(runs_in("study/runs") > 0);
+    let study_runs: usize = [
+        "study/runs",
+        "orthogonality/runs",
+        "abxi-cpu-seeds/patience-7/runs",
+        "abxi-cpu-seeds/patience-15/runs",
+        "autocdsr/early-stop/runs",
+    ]
+    .into_iter()
+    .map(runs_in)
+    .sum();
     let dirs = find_run_dirs(&results).unwrap();
     let expected: Vec<std::path::PathBuf> = std::fs::read_dir(results.join("abxi-cpu"))
         .unwrap()

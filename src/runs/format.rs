@@ -203,8 +203,7 @@ pub struct RunManifest {
     pub trained_with: Vec<String>,
     /// Each time training was resumed from a checkpoint, in order: after which epoch and by
     /// which trainer, so the epochs each build trained are known. Empty for a run trained in
-    /// one go (and for runs written before 0.2.0, resumed or not, up to their first resume
-    /// by 0.2.0 or later).
+    /// one go; a run written by a build without the field lists only the resumes made after it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resumes: Vec<Resume>,
 }
