@@ -1,5 +1,6 @@
 //! `analysis::attention`: a_cd of hand-made attention maps and of real Food-Kitchen domain
 //! layouts, and per-cell statistics on a hand-made samples frame.
+mod common;
 #[path = "fixtures/food_kitchen_runs.rs"]
 mod fk;
 
@@ -155,4 +156,43 @@ fn samples_are_loaded_from_runs_with_their_run_id() {
     );
     let cells = share_by_cell(&all, &["run_id", "domain"], 0.95).unwrap();
     assert_eq!(cells.height(), 10);
+}
+
+/// `cdsr-lab diagnose` on the committed converged runs of seed 1 prints every cell (domain x
+/// layer x single hit x cross hit) whole, and the cells hold every test case once per layer.
+#[test]
+fn diagnose_prints_every_cell_of_the_committed_runs() {
+    let runs = common::project_root().join("results/autocdsr/early-stop/runs");
+    let run = |prefix: &str| {
+        std::fs::read_dir(&runs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix))
+            .unwrap()
+    };
+    let out = common::stdout_of(
+        common::cdsr_lab()
+            .arg("diagnose")
+            .arg("--single")
+            .arg(run("sasrec-single-s1-"))
+            .arg("--cross")
+            .arg(run("sasrec-s1-"))
+            .arg("--print-only"),
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 17, "{out}");
+    assert!(!out.contains('…'), "{out}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    let n = header.iter().position(|&c| c == "n").unwrap();
+    let layer = header.iter().position(|&c| c == "layer").unwrap();
+    for l in ["0", "1"] {
+        let cases: u64 = lines[1..]
+            .iter()
+            .map(|r| r.split_whitespace().collect::<Vec<_>>())
+            .filter(|r| r[layer] == l)
+            .map(|r| r[n].parse::<u64>().unwrap())
+            .sum();
+        // food-kitchen has one test case per user (7,144), in the domain of its last item.
+        assert_eq!(cases, 7_144, "layer {l}: {out}");
+    }
 }

@@ -25,7 +25,7 @@ pub struct DiagnoseArgs {
 }
 
 /// Writes `CROSS/samples.parquet` and prints the mean `a_cd` per domain, layer and
-/// success/failure cell with 95% intervals.
+/// success/failure cell with 95% intervals (every row: the output is committed as is).
 pub fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
     for w in pair_warnings(&args.single, &args.cross) {
         eprintln!("warning: {w}");
@@ -41,7 +41,8 @@ pub fn run(args: DiagnoseArgs) -> anyhow::Result<()> {
         );
         s
     };
-    println!("{}", share_by_cell(&samples, &["domain", "layer"], 0.95)?);
+    let cells = share_by_cell(&samples, &["domain", "layer"], 0.95)?;
+    print!("{}", cdsr_lab::runs::frames::text_table(&cells, 4));
     Ok(())
 }
 
