@@ -1,5 +1,6 @@
 //! `analysis::attention`: a_cd of hand-made attention maps and of real Food-Kitchen domain
-//! layouts, and per-cell statistics on a hand-made samples frame.
+//! layouts, per-cell statistics on a hand-made samples frame, and `cdsr-lab diagnose` on the
+//! committed converged AutoCDSR runs.
 mod common;
 #[path = "fixtures/food_kitchen_runs.rs"]
 mod fk;
