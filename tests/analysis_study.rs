@@ -177,6 +177,7 @@ fn cli_report_recomputes_the_committed_reports_from_their_csv() {
         "abxi-cpu-seeds/12-epochs",
         "autocdsr",
         "autocdsr/early-stop",
+        "abxi-d256",
         "autocdsr-plus",
         "autocdsr-kuairand",
         "orthogonality",

@@ -691,8 +691,8 @@ fn a_copied_run_is_loaded_once_and_reported() {
 /// `results/abxi-cpu/` is a run directory that holds the directories of later runs: a walk
 /// that stopped at its `run.json` found one run. Every committed run is found (the 11 of
 /// `results/abxi-cpu/` and the compact runs of `results/study/runs/`,
-/// `results/orthogonality/runs/`, `results/abxi-cpu-seeds/patience-*/runs/` and
-/// `results/autocdsr/early-stop/runs/`); the running one and the
+/// `results/orthogonality/runs/`, `results/abxi-cpu-seeds/patience-*/runs/`,
+/// `results/autocdsr/early-stop/runs/` and `results/abxi-d256/runs/`); the running one and the
 /// ids shared by the three kernel re-runs are reported, not dropped in silence.
 #[test]
 fn runs_inside_a_run_directory_are_found() {
@@ -705,6 +705,7 @@ fn runs_inside_a_run_directory_are_found() {
         "abxi-cpu-seeds/patience-7/runs",
         "abxi-cpu-seeds/patience-15/runs",
         "autocdsr/early-stop/runs",
+        "abxi-d256/runs",
     ]
     .into_iter()
     .map(runs_in)
