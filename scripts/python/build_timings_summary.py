@@ -15,7 +15,7 @@ import sys
 FAMILIES = [
     ("polars (all crates)", ("polars",)),
     ("candle and gemm", ("candle", "gemm", "private-gemm", "nano-gemm")),
-    ("faer and its kernels", ("faer", "pulp")),
+    ("faer and its kernels", ("faer",)),
     ("cdsr-lab (library, binary, tests, examples)", ("cdsr-lab",)),
 ]
 
