@@ -417,3 +417,50 @@ fn every_notebook_has_its_compiled_example() {
          CDSR_WRITE_NOTEBOOK_EXAMPLES=1 cargo test --test notebooks): {stale:?}"
     );
 }
+
+/// The `[patch.crates-io]` table of a TOML file, each patched crate with the directory it
+/// points to (relative paths resolved against `base`).
+fn crates_io_patches(file: &Path, base: &Path) -> Vec<(String, PathBuf)> {
+    let text = std::fs::read_to_string(file).unwrap();
+    let doc: toml::Table = toml::from_str(&text).unwrap();
+    let mut patches: Vec<(String, PathBuf)> = doc
+        .get("patch")
+        .and_then(|p| p.get("crates-io"))
+        .and_then(|p| p.as_table())
+        .into_iter()
+        .flatten()
+        .map(|(name, spec)| {
+            let path = spec["path"].as_str().expect("a path patch");
+            let dir = base
+                .join(path)
+                .canonicalize()
+                .unwrap_or_else(|e| panic!("{}: patch {name} -> {path}: {e}", file.display()));
+            (name.clone(), dir)
+        })
+        .collect();
+    patches.sort();
+    patches
+}
+
+/// The notebooks' kernel builds the same patched crates as `cargo build`. Cargo applies
+/// `[patch]` only from the root package or a config file; in the notebooks the root is evcxr's
+/// generated crate, so `notebooks/.cargo/config.toml` (paths relative to `notebooks/`) has to
+/// repeat the crate's patches, or the kernel builds the released candle-core and its tokenizers.
+#[test]
+fn the_notebooks_build_patches_what_the_crate_patches() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let crate_patches = crates_io_patches(&root.join("Cargo.toml"), root);
+    assert!(!crate_patches.is_empty(), "Cargo.toml patches candle-core");
+    let notebooks = root.join("notebooks");
+    assert_eq!(
+        crates_io_patches(&notebooks.join(".cargo/config.toml"), &notebooks),
+        crate_patches,
+        "notebooks/.cargo/config.toml"
+    );
+    let dylib = notebooks.join("dylib");
+    assert_eq!(
+        crates_io_patches(&dylib.join("Cargo.toml"), &dylib),
+        crate_patches,
+        "notebooks/dylib/Cargo.toml"
+    );
+}
