@@ -21,13 +21,13 @@ fi
 
 python3 -m jupyter nbconvert --version >/dev/null 2>&1 && python3 -m jupyter lab --version >/dev/null 2>&1 \
     || python3 -m pip install --quiet jupyter nbconvert
-# The kernel is built at opt-level 1 without LTO: 13 CPU-minutes instead of the release
-# profile's 20-35 minutes on 2 cores. (At opt-level 0 it builds in 4 minutes, but its
-# rust-analyzer then spends minutes of CPU on every cell.)
+# The kernel runs rust-analyzer on every cell that binds a value, and its first such cell and
+# the `:dep` cell are the notebooks' slowest analysis cells: built with fat LTO in one codegen
+# unit they answer in 11 and 16 s, against 15 and 21 s at opt-level 1, for the same install
+# time (about 11 CPU-minutes either way; docs/notebooks.md). An evcxr_jupyter already on PATH
+# is kept: `cargo install --force` with these settings replaces an older build.
 if ! command -v evcxr_jupyter >/dev/null 2>&1; then
-    CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=false \
-        CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 CARGO_PROFILE_RELEASE_LTO=false \
-        CARGO_PROFILE_RELEASE_INCREMENTAL=false \
+    CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
         cargo install evcxr_jupyter --locked --version 0.22.0
 fi
 # evcxr's type inference (rust-analyzer) reads the standard library's sources.
