@@ -97,7 +97,11 @@ fn exp_f32(x: f32) -> f32 {
     // 2^n as two exact powers of two, so n = 128 (x near 88.72) does not overflow the
     // exponent field.
     let pow2 = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
-    let (n, half) = (n as i32, n as i32 >> 1);
+    // n is an integer in [-126, 128]: adding 1.5 * 2^23 puts it in the low bits of the
+    // mantissa, exactly. `n as i32` (a saturating conversion, NaN to 0) kept each loop's
+    // conversions scalar, eight per vector of exponentials; a NaN gives NaN either way.
+    let n = (n + 12_582_912.0).to_bits() as i32 - 0x4B40_0000;
+    let half = n >> 1;
     if x < -87.3 {
         0.0
     } else if x > 88.72 {
@@ -313,12 +317,24 @@ fn zip3_map<T: Elem>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T + Sync)
 }
 
 /// `f(row index, output row)` for every row of length `k` of a `len`-element output, in
-/// parallel.
+/// parallel. The rows start zeroed, each task zeroing its own (a `vec!` of zeros is one serial
+/// pass on the calling thread while the workers wait).
 fn map_rows<T: Elem>(len: usize, k: usize, f: impl Fn(usize, &mut [T]) + Sync) -> Vec<T> {
-    let mut out = vec![T::zero(); len];
-    out.par_chunks_mut(k * ROWS_PER_TASK)
+    let mut out = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(k * ROWS_PER_TASK)
         .enumerate()
-        .for_each(|(task, chunk)| rows_task(chunk, k, task * ROWS_PER_TASK, &f));
+        .for_each(|(task, chunk)| {
+            for v in chunk.iter_mut() {
+                v.write(T::zero());
+            }
+            // SAFETY: every element of the chunk was just written; MaybeUninit<T> has T's
+            // layout.
+            let chunk = unsafe { &mut *(chunk as *mut [MaybeUninit<T>] as *mut [T]) };
+            rows_task(chunk, k, task * ROWS_PER_TASK, &f)
+        });
+    // SAFETY: the tasks' chunks cover all `len` elements.
+    unsafe { out.set_len(len) };
     out
 }
 
@@ -481,8 +497,9 @@ impl Kernel for SiluMulGrad {
         check_same_shapes("silu_mul gradient", layouts)?;
         let (a, b, g) = (inputs[0], inputs[1], inputs[2]);
         let n = a.len();
-        let mut out = vec![T::zero(); 2 * n];
-        let (da, db) = out.split_at_mut(n);
+        // Uninitialised: the tasks write every element of both halves.
+        let mut out = Vec::with_capacity(2 * n);
+        let (da, db) = out.spare_capacity_mut()[..2 * n].split_at_mut(n);
         da.par_chunks_mut(ELEMS_PER_TASK)
             .zip(db.par_chunks_mut(ELEMS_PER_TASK))
             .enumerate()
@@ -490,6 +507,8 @@ impl Kernel for SiluMulGrad {
                 let r = task * ELEMS_PER_TASK..task * ELEMS_PER_TASK + da.len();
                 silu_mul_grad_task(da, db, &a[r.clone()], &b[r.clone()], &g[r]);
             });
+        // SAFETY: `silu_mul_grad_task` wrote both halves, chunk by chunk.
+        unsafe { out.set_len(2 * n) };
         Ok(out)
     }
 
@@ -499,11 +518,17 @@ impl Kernel for SiluMulGrad {
 }
 
 #[multiversion(targets("x86_64+avx2+fma"))]
-fn silu_mul_grad_task<T: Elem>(da: &mut [T], db: &mut [T], a: &[T], b: &[T], g: &[T]) {
+fn silu_mul_grad_task<T: Elem>(
+    da: &mut [MaybeUninit<T>],
+    db: &mut [MaybeUninit<T>],
+    a: &[T],
+    b: &[T],
+    g: &[T],
+) {
     for ((da, db), ((&a, &b), &g)) in da.iter_mut().zip(db).zip(a.iter().zip(b).zip(g)) {
         let s = sigmoid(a);
-        *da = b * g * s * (T::one() + a * (T::one() - s));
-        *db = a * s * g;
+        da.write(b * g * s * (T::one() + a * (T::one() - s)));
+        db.write(a * s * g);
     }
 }
 
@@ -1288,6 +1313,12 @@ mod tests {
         assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp_f32(89.0), f32::INFINITY);
         assert!(exp_f32(f32::NAN).is_nan());
+        // The exponent's conversion by the 1.5 * 2^23 addition is `as i32` on every integer
+        // the clamped argument can round to.
+        for n in -130..=130 {
+            let f = n as f32;
+            assert_eq!((f + 12_582_912.0).to_bits() as i32 - 0x4B40_0000, f as i32);
+        }
     }
 
     #[test]

@@ -339,8 +339,9 @@ fn linear_backward<T: WithDType + Send + Sync + 'static>(
         // gemm would not write the uninitialised dx below.
         return vec![T::zero(); rows * k + n * k + n];
     }
-    // dx starts uninitialised: gemm overwrites each block without reading it.
-    let mut dx = Vec::with_capacity(rows * k);
+    // dx starts uninitialised: gemm overwrites each block without reading it. The capacity
+    // holds dW and db too, which follow it: growing the vector later copied all of dx.
+    let mut dx = Vec::with_capacity(rows * k + n * k + n);
     let w = SendPtr(w.as_ptr());
     let partials: Vec<Vec<T>> = dx.spare_capacity_mut()[..rows * k]
         .par_chunks_mut(ROWS_PER_BLOCK * k)
