@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # AutoCDSR's training-time overhead over its base model, measured in one run: one epoch of the
 # base config (BASE, default configs/sasrec-cpu.toml: SASRec on the full food-kitchen data),
-# then the same with AutoCDSR (Pareto-MTL) and with a fixed a_cd weight, and for a
+# then the same with AutoCDSR (Pareto-MTL), with a fixed a_cd weight and with Pareto-MTL's
+# weights recomputed every 4th step (`every = 4`, autocdsr-every4), and for a
 # `bert4rec` base also AutoCDSR+ (4 IB tokens averaged after layers 0 and 1, Pareto-MTL), one
 # after the other on the same threads; prints the training time of the epoch (the train row's
 # wall_time_s: data preparation + one training epoch, no evaluation) and the ratio to the
@@ -43,7 +44,8 @@ fi
 echo "$base" > "$OUT/base.toml"
 printf '%s\n[autocdsr]\nweighting = { kind = "pareto" }\n' "$base" > "$OUT/autocdsr.toml"
 printf '%s\n[autocdsr]\nweighting = { kind = "fixed", weight = 0.1 }\n' "$base" > "$OUT/autocdsr-fixed.toml"
-ALL="autocdsr autocdsr-fixed"
+printf '%s\n[autocdsr]\nweighting = { kind = "pareto", every = 4 }\n' "$base" > "$OUT/autocdsr-every4.toml"
+ALL="autocdsr autocdsr-fixed autocdsr-every4"
 if grep -q '^kind = "bert4rec"' "$BASE"; then
   printf '%s\n[autocdsr]\nweighting = { kind = "pareto" }\n[autocdsr.ib]\ntokens = 4\ncomm_layers = [0, 1]\n' "$base" > "$OUT/autocdsr-plus.toml"
   ALL="$ALL autocdsr-plus"

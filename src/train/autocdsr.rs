@@ -23,7 +23,7 @@ use crate::model::attention_share::{
 use crate::model::autocdsr::ib_streams;
 use crate::model::nn::{
     add_scaled_in_place, index_add_scaled_in_place, weighted_probs_sum, with_f32_elements,
-    AttentionMap, AttentionStream, DType, Device, LookupLeaf, Tensor,
+    AttentionMap, AttentionStream, DType, Device, GradStore, LookupLeaf, Tensor, Var,
 };
 use crate::model::{Model, ModelKind};
 
@@ -38,10 +38,41 @@ pub struct AcdStep {
     pub fallback: bool,
 }
 
+/// Which steps of an epoch recompute Pareto-MTL's weights (`weighting.every`): the first and
+/// every `every`-th after it; the others reuse the last coefficient. A new one per epoch, so
+/// a run resumed at an epoch boundary trains as an uninterrupted one.
+#[derive(Debug, Clone)]
+pub struct ParetoSchedule {
+    every: usize,
+    step: usize,
+    last: Option<f64>,
+}
+
+impl ParetoSchedule {
+    pub fn new(cfg: &AutoCdsrConfig) -> Self {
+        Self {
+            every: cfg.weighting.recompute_every().max(1),
+            step: 0,
+            last: None,
+        }
+    }
+
+    /// The coefficient this step reuses, or `None` when it recomputes the weights.
+    fn reused(&self) -> Option<f64> {
+        (self.step % self.every != 0).then_some(self.last).flatten()
+    }
+
+    fn record(&mut self, step: &AcdStep) {
+        self.last = Some(step.coefficient);
+        self.step += 1;
+    }
+}
+
 /// The AutoCDSR update of one training batch: the objective on the forward pass's attention
 /// maps (`a_cd`, or for AutoCDSR+ the share onto the IB tokens) for the batch the model read,
 /// then [`autocdsr_step`] with the recommendation loss (its phases timed into `phases` when
-/// given).
+/// given), the weights recomputed or reused as `schedule` says.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn batch_step(
     opt: &mut AdamW,
     model: &Model,
@@ -49,6 +80,7 @@ pub(crate) fn batch_step(
     batch: &BatchLoss,
     cfg: &AutoCdsrConfig,
     lr: f64,
+    schedule: &mut ParetoSchedule,
     phases: Option<&mut AcdPhases>,
 ) -> anyhow::Result<AcdStep> {
     let BatchLoss {
@@ -68,15 +100,17 @@ pub(crate) fn batch_step(
     if let Some(p) = phases.as_deref_mut() {
         p.objective_s += started.elapsed().as_secs_f64();
     }
-    autocdsr_step_timed(
+    let step = autocdsr_step_timed(
         opt,
         &model.item_embedding().weight,
         (rec, &acd),
         item_lookup_leaf.as_ref(),
-        cfg,
+        (cfg, schedule.reused()),
         lr,
         phases,
-    )
+    )?;
+    schedule.record(&step);
+    Ok(step)
 }
 
 /// Whether an AutoCDSR step makes the merged stream's looked-up item rows a leaf of the graph
@@ -112,7 +146,7 @@ pub fn autocdsr_step(
     cfg: &AutoCdsrConfig,
     lr: f64,
 ) -> anyhow::Result<AcdStep> {
-    autocdsr_step_timed(opt, item_embedding, (rec, acd), None, cfg, lr, None)
+    autocdsr_step_timed(opt, item_embedding, (rec, acd), None, (cfg, None), lr, None)
 }
 
 /// Seconds of the phases of one AutoCDSR step after the model's forward pass (the step
@@ -130,21 +164,33 @@ pub struct AcdPhases {
 }
 
 /// [`autocdsr_step`] for a forward pass whose item lookup was `leaf`, when given
-/// ([`leaf_item_lookup`]), its phases' times recorded in `phases` when given.
+/// ([`leaf_item_lookup`]), with the coefficient `reused` instead of recomputed when given
+/// ([`ParetoSchedule`]), its phases' times recorded in `phases` when given.
 pub(crate) fn autocdsr_step_timed(
     opt: &mut AdamW,
     item_embedding: &Tensor,
     (rec, acd): (&Tensor, &Tensor),
     leaf: Option<&LookupLeaf>,
-    cfg: &AutoCdsrConfig,
+    (cfg, reused): (&AutoCdsrConfig, Option<f64>),
     lr: f64,
     phases: Option<&mut AcdPhases>,
 ) -> anyhow::Result<AcdStep> {
     let mut clock = PhaseClock::start(phases);
     let a_cd = acd.to_scalar::<f32>()? as f64;
     let l_rec = rec.to_scalar::<f32>()? as f64;
-    if let AcdWeighting::Fixed { weight } = cfg.weighting {
-        let grads = (rec + (acd * weight)?)?.backward()?;
+    // The looked-up rows, when the lookup was a leaf of the graph.
+    let lookup = match leaf.map(LookupLeaf::lookups).as_deref() {
+        None | Some([]) => None,
+        Some([(ids, rows)]) => Some((ids.clone(), rows.clone())),
+        Some(_) => anyhow::bail!("the item table was looked up more than once through the leaf"),
+    };
+    let fixed = match cfg.weighting {
+        AcdWeighting::Fixed { weight } => Some(weight),
+        AcdWeighting::Pareto(_) => reused,
+    };
+    if let Some(weight) = fixed {
+        let mut grads = (rec + (acd * weight)?)?.backward()?;
+        add_lookup_rows(&mut grads, lookup.as_ref(), item_embedding)?;
         clock.lap(|p| &mut p.rec_backward_s);
         opt.apply(&grads, lr)?;
         clock.lap(|p| &mut p.update_s);
@@ -155,21 +201,7 @@ pub(crate) fn autocdsr_step_timed(
         });
     }
     let mut grads = rec.backward()?;
-    // The looked-up rows' share of the table's gradient, added as the lookup's own backward
-    // pass adds it (it is the last of the table's uses to be reached).
-    let lookup = match leaf.map(LookupLeaf::lookups).as_deref() {
-        None | Some([]) => None,
-        Some([(ids, rows)]) => Some((ids.clone(), rows.clone())),
-        Some(_) => anyhow::bail!("the item table was looked up more than once through the leaf"),
-    };
-    if let Some((ids, rows)) = &lookup {
-        if let Some(g) = grads.remove(rows) {
-            let table = grads
-                .get(item_embedding)
-                .map_or_else(|| item_embedding.zeros_like(), |t| Ok(t.clone()))?;
-            grads.insert(item_embedding, table.index_add(ids, &g, 0)?);
-        }
-    }
+    add_lookup_rows(&mut grads, lookup.as_ref(), item_embedding)?;
     clock.lap(|p| &mut p.rec_backward_s);
     let mut g_acd = acd.backward()?;
     let acd_rows = lookup.as_ref().and_then(|(_, rows)| g_acd.remove(rows));
@@ -233,6 +265,24 @@ pub(crate) fn autocdsr_step_timed(
         coefficient: c,
         fallback: w.fallback.is_some(),
     })
+}
+
+/// Moves the looked-up rows' gradient in `grads` into the item table's, added as the lookup's
+/// own backward pass adds it (it is the last of the table's uses to be reached).
+fn add_lookup_rows(
+    grads: &mut GradStore,
+    lookup: Option<&(Tensor, Var)>,
+    item_embedding: &Tensor,
+) -> anyhow::Result<()> {
+    if let Some((ids, rows)) = lookup {
+        if let Some(g) = grads.remove(rows) {
+            let table = grads
+                .get(item_embedding)
+                .map_or_else(|| item_embedding.zeros_like(), |t| Ok(t.clone()))?;
+            grads.insert(item_embedding, table.index_add(ids, &g, 0)?);
+        }
+    }
+    Ok(())
 }
 
 /// `gr + ga * c`, the update's gradient, in one pass into one new buffer (f32 on the CPU; candle's
@@ -636,7 +686,18 @@ mod tests {
             }
         }
 
-        let step = batch_step(&mut opt, &model, &ds, &fused, &auto, lr, None).unwrap();
+        let mut schedule = ParetoSchedule::new(&auto);
+        let step = batch_step(
+            &mut opt,
+            &model,
+            &ds,
+            &fused,
+            &auto,
+            lr,
+            &mut schedule,
+            None,
+        )
+        .unwrap();
         let (a_cd, c) = composed_step(
             &mut ref_opt,
             &reference.item_embedding().weight,
@@ -655,5 +716,70 @@ mod tests {
         for (var, var_ref) in opt.vars().iter().zip(ref_opt.vars()) {
             assert_eq!(bits(var.as_tensor()), bits(var_ref.as_tensor()));
         }
+    }
+
+    /// `weighting.every = 3`: steps 1 and 2 of an epoch reuse step 0's coefficient and update
+    /// the weights as a fixed weight of that value does (bit for bit, the merged stream's
+    /// lookup a leaf or not); steps 0 and 3 recompute it as `every = 1` does.
+    #[test]
+    fn pareto_weights_are_recomputed_every_nth_step_and_reused_between() {
+        let mut every3 = config("sasrec", "data/food-kitchen-mini");
+        let auto = every3.autocdsr.as_mut().unwrap();
+        if let AcdWeighting::Pareto(p) = &mut auto.weighting {
+            p.every = 3;
+        }
+        let every1 = config("sasrec", "data/food-kitchen-mini");
+        let (ds, _, layout) = training_data(&every3).unwrap();
+        let batches: Vec<_> = layout.batches(64, every3.train.seed, 1).take(4).collect();
+        let lr = Schedule::new(&every3.optim).lr;
+        let (model, mut opt) = build_model(&every3, &ds).unwrap();
+        let (reference, mut ref_opt) = build_model(&every1, &ds).unwrap();
+        let mut schedule = ParetoSchedule::new(every3.autocdsr.as_ref().unwrap());
+        let mut first_c = None;
+        for (i, batch) in batches.iter().enumerate() {
+            let seed = 100 + i as u64;
+            let loss = batch_loss(&model, &ds, &layout, batch, &every3, seed).unwrap();
+            let auto = every3.autocdsr.as_ref().unwrap();
+            let step =
+                batch_step(&mut opt, &model, &ds, &loss, auto, lr, &mut schedule, None).unwrap();
+            // The reference: Pareto-MTL on steps 0 and 3, the fixed weight c0 on 1 and 2.
+            let mut cfg = every1.clone();
+            if i % 3 != 0 {
+                cfg.autocdsr.as_mut().unwrap().weighting = AcdWeighting::Fixed {
+                    weight: first_c.unwrap(),
+                };
+            }
+            let ref_loss = batch_loss(&reference, &ds, &layout, batch, &cfg, seed).unwrap();
+            assert!(loss.item_lookup_leaf.is_some());
+            assert_eq!(ref_loss.item_lookup_leaf.is_some(), i % 3 == 0);
+            let ref_auto = cfg.autocdsr.as_ref().unwrap();
+            let mut fresh = ParetoSchedule::new(ref_auto);
+            let ref_step = batch_step(
+                &mut ref_opt,
+                &reference,
+                &ds,
+                &ref_loss,
+                ref_auto,
+                lr,
+                &mut fresh,
+                None,
+            )
+            .unwrap();
+            assert_eq!(step.coefficient, ref_step.coefficient, "step {i}");
+            if i == 0 {
+                first_c = Some(step.coefficient);
+            } else if i < 3 {
+                assert_eq!(Some(step.coefficient), first_c);
+            }
+            for (var, var_ref) in opt.vars().iter().zip(ref_opt.vars()) {
+                assert_eq!(bits(var.as_tensor()), bits(var_ref.as_tensor()), "step {i}");
+            }
+        }
+        let mut zero = every1.clone();
+        if let AcdWeighting::Pareto(p) = &mut zero.autocdsr.as_mut().unwrap().weighting {
+            p.every = 0;
+        }
+        let err = zero.autocdsr.unwrap().validate(2).unwrap_err().to_string();
+        assert!(err.contains("autocdsr.weighting.every"), "{err}");
     }
 }

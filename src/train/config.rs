@@ -383,6 +383,7 @@ impl AutoCdsrConfig {
                 });
             }
         }
+        at_least_one("autocdsr.weighting.every", self.weighting.recompute_every())?;
         match &self.weighting {
             AcdWeighting::Pareto(p) if p.preferred >= p.preferences.0.len() => {
                 Err(ConfigError::PreferredBeyondVectors {

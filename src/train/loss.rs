@@ -250,7 +250,18 @@ mod tests {
             match &cfg.autocdsr {
                 None => opt.backward_step(&loss.loss, lr).unwrap(),
                 Some(auto) => {
-                    autocdsr::batch_step(&mut opt, &model, &ds, &loss, auto, lr, None).unwrap();
+                    let mut schedule = autocdsr::ParetoSchedule::new(auto);
+                    autocdsr::batch_step(
+                        &mut opt,
+                        &model,
+                        &ds,
+                        &loss,
+                        auto,
+                        lr,
+                        &mut schedule,
+                        None,
+                    )
+                    .unwrap();
                 }
             }
             opt.vars()

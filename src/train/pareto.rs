@@ -363,6 +363,18 @@ pub struct ParetoMtl {
     pub solver: MinNormSolver,
     /// Guard for `lambda0 / lambda1`: below this `|lambda1|` the fallback `(1, 1)` is used.
     pub min_lambda1: f64,
+    /// Recompute the weights on the first step of each epoch and every `every`-th step after
+    /// it, and train the steps between with the last coefficient (one backward pass of
+    /// `L_rec + c * a_cd`, as with a fixed weight). 1 (the default): every step, as AutoCDSR
+    /// does. Larger values trade the weights' freshness for the second backward pass
+    /// (`docs/performance.md`, "AutoCDSR's training-time overhead"). Left out of the
+    /// serialised config at 1, so existing configs keep their run ids.
+    #[serde(skip_serializing_if = "every_step")]
+    pub every: usize,
+}
+
+fn every_step(every: &usize) -> bool {
+    *every == 1
 }
 
 impl Default for ParetoMtl {
@@ -372,6 +384,7 @@ impl Default for ParetoMtl {
             preferred: 1,
             solver: MinNormSolver::default(),
             min_lambda1: 1e-6,
+            every: 1,
         }
     }
 }
@@ -475,9 +488,17 @@ impl Default for AcdWeighting {
 }
 
 impl AcdWeighting {
-    /// Whether the trainer must compute the two gradients separately this step.
+    /// Whether the trainer must compute the two gradients separately (on some steps).
     pub fn needs_gradients(&self) -> bool {
         matches!(self, AcdWeighting::Pareto(_))
+    }
+
+    /// Pareto-MTL's `every` (1 for a fixed weight, which has no weights to recompute).
+    pub fn recompute_every(&self) -> usize {
+        match self {
+            AcdWeighting::Pareto(p) => p.every,
+            AcdWeighting::Fixed { .. } => 1,
+        }
     }
 
     /// The multiplier on `a_cd`. `gram` is ignored (and may be `None`) for fixed weights.

@@ -270,6 +270,7 @@ pub fn time_steps(
     // "5" resets the high-water mark to the current resident size (Linux 4.0+), so VmHWM
     // after the steps is their peak; where the write fails it is the process's peak.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let mut schedule = None;
     for step in 0..warmup + steps {
         let t = Instant::now();
         let batch = batch_loss_of_input(
@@ -291,7 +292,16 @@ pub fn time_steps(
                 t_bwd
             }
             Some(auto) => {
-                autocdsr::batch_step(&mut opt, &model, ds, &batch, auto, cfg.optim.lr, None)?;
+                autocdsr::batch_step(
+                    &mut opt,
+                    &model,
+                    ds,
+                    &batch,
+                    auto,
+                    cfg.optim.lr,
+                    schedule.get_or_insert_with(|| autocdsr::ParetoSchedule::new(auto)),
+                    None,
+                )?;
                 device.synchronize()?;
                 t.elapsed().as_secs_f64()
             }

@@ -257,6 +257,8 @@ fn train_epoch(
     let mut loss_sum = 0.0;
     let mut loss_n = 0usize;
     let mut acd_epoch = AcdEpoch::default();
+    // Pareto-MTL's recomputation steps count from each epoch's first.
+    let mut schedule = None;
     for batch in prep.train.batches(bs, cfg.train.seed, epoch as u64) {
         let step_seed = step_seed(cfg.train.seed, state.step);
         let batch_loss = batch_loss(model, ds, &prep.train, &batch, cfg, step_seed)?;
@@ -270,6 +272,7 @@ fn train_epoch(
         match &cfg.autocdsr {
             None => opt.backward_step(&batch_loss.loss, state.schedule.lr)?,
             Some(auto) => {
+                let pareto = schedule.get_or_insert_with(|| autocdsr::ParetoSchedule::new(auto));
                 let step = autocdsr::batch_step(
                     opt,
                     model,
@@ -277,6 +280,7 @@ fn train_epoch(
                     &batch_loss,
                     auto,
                     state.schedule.lr,
+                    pareto,
                     None,
                 )?;
                 acd_epoch.add(&step);

@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::StepTimes;
-use crate::train::autocdsr::{batch_step, AcdPhases};
+use crate::train::autocdsr::{batch_step, AcdPhases, ParetoSchedule};
 use crate::train::loss::batch_loss;
 use crate::train::optim::Schedule;
 use crate::train::train_loop::{set_threads, step_seed, training_data};
@@ -130,6 +130,7 @@ pub fn time_autocdsr_overhead(
         steps: Vec::new(),
         batches_per_epoch: layout.len().div_ceil(bs),
     };
+    let mut schedule = ParetoSchedule::new(auto);
     for (i, batch) in batches.iter().enumerate() {
         let step_seed = step_seed(cfg.train.seed, i as u64);
         let mut s = SideBySideStep::default();
@@ -155,6 +156,7 @@ pub fn time_autocdsr_overhead(
                     &bl,
                     auto,
                     lr,
+                    &mut schedule,
                     Some(&mut s.acd),
                 )?;
                 s.acd_step_s = t.elapsed().as_secs_f64();
