@@ -190,6 +190,21 @@ fn cli_report_recomputes_the_committed_reports_from_their_csv() {
             "results/{study}/report.txt is not what its CSV gives"
         );
     }
+    // AutoCDSR with Pareto-MTL's weights recomputed every 4th step is a setting of its own,
+    // paired by seed against SASRec, not pooled with every-step AutoCDSR.
+    let committed =
+        std::fs::read_to_string(results.join("autocdsr/early-stop/report.txt")).unwrap();
+    // (the setting column is padded: two spaces end the name)
+    for setting in ["AutoCDSR", "AutoCDSR every 4"] {
+        assert_eq!(
+            committed
+                .lines()
+                .filter(|l| l.contains(&format!(" {setting}  ")) && l.contains(" 3p "))
+                .count(),
+            2,
+            "{setting}: one paired line per domain"
+        );
+    }
     // The intervention study pools each intervention over the GCA settings it changes.
     let committed = std::fs::read_to_string(results.join("orthogonality/report.txt")).unwrap();
     for intervention in ["orthogonal", "parallel", "cos_penalty +1", "cos_penalty -1"] {

@@ -10,7 +10,7 @@
 //! | `positions` | String | GCA position set as compact JSON, `[]` for none |
 //! | `gate`, `layer_norm` | String, Boolean (null without GCA) | GCA gate activation and LayerNorm |
 //! | `objective` | String | `rec` (plain), `autocdsr` (Pareto-MTL `a_cd`), `autocdsr-plus` (IB tokens, share onto them), each with `-fixed` for a fixed weight |
-//! | `setting` | String | what the report groups seeds by: the variant plus gate/LayerNorm for GCA runs (`+GCA_early sigmoid LN`) and any intervention on X' (`+GCA_early sigmoid LN orthogonal`, `... cos_penalty +0.1`), the objective (`AutoCDSR`, `AutoCDSR+`), or `single-domain` for `sasrec-single` |
+//! | `setting` | String | what the report groups seeds by: the variant plus gate/LayerNorm for GCA runs (`+GCA_early sigmoid LN`) and any intervention on X' (`+GCA_early sigmoid LN orthogonal`, `... cos_penalty +0.1`), the objective (`AutoCDSR`, `AutoCDSR+`, `AutoCDSR every 4` for Pareto-MTL weights recomputed every 4th step), or `single-domain` for `sasrec-single` |
 //! | `d_model` | Int64 (nullable) | `config.model.d_model` |
 //! | `params` | Float64 | total trainable parameters |
 //! | `domain` | String | `A` / `B` |
@@ -161,6 +161,16 @@ fn intervention_label(config: &RunConfigView) -> String {
     s
 }
 
+/// AutoCDSR's Pareto-MTL weights recomputed on every n-th step only
+/// (`autocdsr.weighting.every`) as the suffix of its setting label: ` every 4`; empty for
+/// every step.
+fn pareto_schedule_label(config: &RunConfigView) -> String {
+    match config.autocdsr.as_ref().and_then(|a| a.weighting.every) {
+        Some(n) if n > 1 => format!(" every {n}"),
+        _ => String::new(),
+    }
+}
+
 /// How the study frame labels one run (its `variant`, `positions`, `gate`, `layer_norm`,
 /// `objective` and `setting` columns).
 #[derive(Debug, Clone, PartialEq)]
@@ -190,7 +200,7 @@ impl RunLabels {
         } else if has_gca {
             setting_label(&variant, gate, layer_norm, objective) + &intervention_label(&config)
         } else {
-            setting_label(&variant, gate, layer_norm, objective)
+            setting_label(&variant, gate, layer_norm, objective) + &pareto_schedule_label(&config)
         };
         RunLabels {
             variant,

@@ -94,6 +94,9 @@ pub struct WeightingView {
     /// `pareto` or `fixed`.
     #[serde(deserialize_with = "lenient")]
     pub kind: Option<String>,
+    /// Pareto-MTL's `every` (absent: every step).
+    #[serde(deserialize_with = "lenient")]
+    pub every: Option<usize>,
 }
 
 /// A field that does not parse as `T` (wrong type, null) reads as `T::default()`.
