@@ -7,8 +7,8 @@
 use super::gca::{GcaConfig, GcaInputs, GcaLayer, KvSource};
 use super::input::{SeqBatch, StreamInput};
 use super::nn::{
-    last_position, mask_mul, AttentionMap, AttentionStream, AttnMask, Ctx, Embedding, LayerNorm,
-    LoRA, MultiHeadAttention, ParamStore, Result, SwiGlu, Tensor,
+    gather_rows, AttentionMap, AttentionStream, AttnMask, Ctx, Embedding, LayerNorm, LoRA,
+    MultiHeadAttention, Packing, ParamStore, Result, SwiGlu, Tensor, NO_ROW,
 };
 use super::ModelConfig;
 
@@ -151,18 +151,24 @@ impl Abxi {
         &self.item
     }
 
-    fn embed(&self, s: &StreamInput, ctx: &mut Ctx) -> Result<Tensor> {
-        let h = mask_mul(
-            &(self.item.forward(&s.ids)? + self.pos.forward(&s.pos)?)?,
-            &s.mask,
-        )?;
-        ctx.dropout(&h, self.cfg.dropout)
+    /// The embedded valid rows of a stream, packed by `rows`.
+    fn embed(&self, s: &StreamInput, rows: &Packing, ctx: &mut Ctx) -> Result<Tensor> {
+        let dev = self.store.device();
+        let n = rows.rows();
+        let ids = rows.pack_host(&s.host_ids.concat());
+        let pos = rows.pack_host(&s.pos.flatten_all()?.to_vec1::<u32>()?);
+        let h = (self.item.forward(&Tensor::from_vec(ids, n, dev)?)?
+            + self.pos.forward(&Tensor::from_vec(pos, n, dev)?)?)?;
+        ctx.dropout_packed(&h, self.cfg.dropout, rows)
     }
 
+    /// GCA at position `p` on the padded layout: `h`'s streams unpacked, `a` and `b` packed
+    /// again afterwards.
     fn gca_at(
         &self,
         p: usize,
         h: &mut [Tensor; 3],
+        rows: &[Packing; 3],
         batch: &SeqBatch,
         masks: &GcaMasks,
         ctx: &mut Ctx,
@@ -170,27 +176,40 @@ impl Abxi {
         let Some(layer) = self.gca.iter().find(|g| g.position == p) else {
             return Ok(());
         };
+        let dense = |s: usize| rows[s].unpack(&h[s]);
+        let (qa, qb) = (dense(1)?, dense(2)?);
+        let merged;
         let kv = match layer.kv_source {
-            KvSource::Other => [&h[2], &h[1]],
-            KvSource::Merged => [&h[0], &h[0]],
+            KvSource::Other => [&qb, &qa],
+            KvSource::Merged => {
+                merged = dense(0)?;
+                [&merged, &merged]
+            }
         };
         let inp = GcaInputs {
-            queries: [&h[1], &h[2]],
+            queries: [&qa, &qb],
             kv,
             masks: [&masks.a, &masks.b],
             query_valid: [&batch.a.mask, &batch.b.mask],
             query_valid_host: [&batch.a.valid, &batch.b.valid],
         };
         let [a, b] = layer.forward(&inp, ctx)?;
-        h[1] = a;
-        h[2] = b;
+        h[1] = rows[1].pack(&a)?;
+        h[2] = rows[2].pack(&b)?;
         Ok(())
     }
 
-    /// Final representation per position `[b, l, d]`, mixed by the position's target domain.
+    /// Final representation per position `[b, l, d]`, mixed by the position's target domain
+    /// (zero at positions without a target; `[b, 1, d]` of the last position when
+    /// `ctx.last_only`).
+    ///
+    /// The per-position layers run on the valid positions of each stream only ([`Packing`]),
+    /// and the projector on the positions with a target; every value is the one the padded
+    /// layout gives there, padding positions being masked to zero in ABXI.
     pub fn forward(&self, batch: &SeqBatch, ctx: &mut Ctx) -> Result<Tensor> {
         let (dtype, dev) = (self.store.dtype(), self.store.device());
         let streams = [&batch.x, &batch.a, &batch.b];
+        let rows = streams.map(|s| Packing::of_valid(&s.valid));
         let self_masks: Vec<AttnMask> = streams
             .iter()
             .map(|s| AttnMask::new(&s.valid, s.len(), true, dtype, dev))
@@ -208,17 +227,20 @@ impl Abxi {
             })
         };
         let mut h = [
-            self.embed(&batch.x, ctx)?,
-            self.embed(&batch.a, ctx)?,
-            self.embed(&batch.b, ctx)?,
+            self.embed(&batch.x, &rows[0], ctx)?,
+            self.embed(&batch.a, &rows[1], ctx)?,
+            self.embed(&batch.b, &rows[2], ctx)?,
         ];
         if let Some(m) = &gca_masks {
-            self.gca_at(0, &mut h, batch, m, ctx)?;
+            self.gca_at(0, &mut h, &rows, batch, m, ctx)?;
         }
         for (l, blk) in self.blocks.iter().enumerate() {
             for s in 0..3 {
                 let want = ctx.attn_probs.is_some();
-                let o = blk.attn.forward(&h[s], &h[s], &self_masks[s], want)?;
+                let pk = &rows[s];
+                let o = blk
+                    .attn
+                    .forward_packed(&h[s], &h[s], pk, pk, &self_masks[s], want)?;
                 if let (Some(p), Some(rec)) = (o.probs, ctx.attn_probs.as_mut()) {
                     rec.push(AttentionMap {
                         layer: l,
@@ -226,38 +248,68 @@ impl Abxi {
                         probs: p,
                     });
                 }
-                let o = ctx.dropout(&o.out, self.cfg.dropout)?;
-                let hs = mask_mul(&blk.norm_attn.forward(&(&h[s] + o)?)?, &streams[s].mask)?;
-                let f = ctx.dropout(&blk.ffn.forward(&hs)?, self.cfg.dropout)?;
-                let r = ctx.dropout(&blk.dlora[s].forward(&hs)?, self.cfg.dropout)?;
-                h[s] = mask_mul(
-                    &blk.norm_ffn[s].forward(&((&hs + f)? + r)?)?,
-                    &streams[s].mask,
-                )?;
+                let o = ctx.dropout_packed(&o.out, self.cfg.dropout, pk)?;
+                let hs = blk.norm_attn.forward(&(&h[s] + o)?)?;
+                let f = ctx.dropout_packed(&blk.ffn.forward(&hs)?, self.cfg.dropout, pk)?;
+                let r = ctx.dropout_packed(&blk.dlora[s].forward(&hs)?, self.cfg.dropout, pk)?;
+                h[s] = blk.norm_ffn[s].forward(&((&hs + f)? + r)?)?;
             }
             if let Some(m) = &gca_masks {
-                self.gca_at(l + 1, &mut h, batch, m, ctx)?;
+                self.gca_at(l + 1, &mut h, &rows, batch, m, ctx)?;
             }
         }
-        // Projector: x into each domain (invariant part) plus the domain's own stream.
-        let last = |t: &Tensor| last_position(t, ctx.last_only);
-        let hx = &last(&h[0])?;
-        let hi = ctx.dropout(&self.proj_i.forward(hx)?, self.cfg.dropout)?;
-        let mut out: Option<Tensor> = None;
-        for d in 0..2 {
-            let gt = &last_position(&batch.target_domain[d], ctx.last_only)?;
-            let il = ctx.dropout(&self.ilora[d].forward(hx)?, self.cfg.dropout)?;
-            let inv = self.norm_i2d[d].forward(&mask_mul(&((hx + &hi)? + il)?, gt)?)?;
-            let hd = &last_position(&h[d + 1], ctx.last_only)?;
-            let pd = ctx.dropout(&self.proj_d[d].forward(hd)?, self.cfg.dropout)?;
-            let spe = self.norm_d2d[d].forward(&mask_mul(&(hd + pd)?, gt)?)?;
-            let hd_out = mask_mul(&(inv + spe)?, gt)?;
-            out = Some(match out {
-                None => hd_out,
-                Some(o) => (o + hd_out)?,
-            });
+        self.project(batch, &h, &rows, ctx)
+    }
+
+    /// The projector on the positions with a target: x into each domain (invariant part) plus
+    /// the domain's own stream, scattered to `[b, l, d]` (`[b, 1, d]` when `ctx.last_only`).
+    fn project(
+        &self,
+        batch: &SeqBatch,
+        h: &[Tensor; 3],
+        rows: &[Packing; 3],
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
+        let (bsz, l) = (batch.x.batch(), batch.x.len());
+        let targets = |d: usize| -> Vec<u32> {
+            let all = batch.target_rows[d].iter().copied();
+            if ctx.last_only {
+                all.filter(|r| r % l as u32 == l as u32 - 1).collect()
+            } else {
+                all.collect()
+            }
+        };
+        let per_domain = [targets(0), targets(1)];
+        let mut union: Vec<u32> = per_domain.concat();
+        union.sort_unstable();
+        let all = Packing::of_rows(bsz, l, union)?;
+        let by_domain = [
+            Packing::of_rows(bsz, l, per_domain[0].clone())?,
+            Packing::of_rows(bsz, l, per_domain[1].clone())?,
+        ];
+        let hx_all = all.gather_from(&rows[0], &h[0])?;
+        let hi_all = ctx.dropout_packed(&self.proj_i.forward(&hx_all)?, self.cfg.dropout, &all)?;
+        let mut out = Vec::with_capacity(2);
+        for (d, pk) in by_domain.iter().enumerate() {
+            let hx = &pk.gather_from(&rows[0], &h[0])?;
+            let hi = pk.gather_from(&all, &hi_all)?;
+            let il = ctx.dropout_packed(&self.ilora[d].forward(hx)?, self.cfg.dropout, pk)?;
+            let inv = self.norm_i2d[d].forward(&((hx + hi)? + il)?)?;
+            let hd = &pk.gather_from(&rows[d + 1], &h[d + 1])?;
+            let pd = ctx.dropout_packed(&self.proj_d[d].forward(hd)?, self.cfg.dropout, pk)?;
+            let spe = self.norm_d2d[d].forward(&(hd + pd)?)?;
+            out.push((inv + spe)?);
         }
-        Ok(out.expect("two domains"))
+        // Both domains' rows in one tensor, then each to its position.
+        let joined = Tensor::cat(&out, 0)?;
+        let per_row = if ctx.last_only { l } else { 1 };
+        let mut index = vec![NO_ROW; bsz * l / per_row];
+        let placed = by_domain.iter().flat_map(|p| p.flat_rows());
+        for (i, &flat) in placed.enumerate() {
+            index[flat as usize / per_row] = i as u32;
+        }
+        let w = joined.dim(1)?;
+        gather_rows(&joined, &index.into())?.reshape((bsz, l / per_row, w))
     }
 
     fn cfg_kv(&self) -> KvSource {

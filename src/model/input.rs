@@ -74,6 +74,9 @@ pub struct SeqBatch {
     /// `[b, l, 1]` per domain: 1.0 where the position's target (the item to predict) lies in
     /// that domain. At evaluation every position of a sample carries its target's domain.
     pub target_domain: [Tensor; 2],
+    /// Host copy of `target_domain`: per domain, the flat indices `b * l + t` of the positions
+    /// whose target lies in it, ascending.
+    pub target_rows: [Vec<u32>; 2],
 }
 
 impl SeqBatch {
@@ -90,10 +93,12 @@ impl SeqBatch {
         let bsz = x.len();
         let l = x.first().map_or(0, |r| r.len());
         let mut td = [vec![0f32; bsz * l], vec![0f32; bsz * l]];
+        let mut target_rows = [Vec::new(), Vec::new()];
         for (i, r) in target_domain.iter().enumerate() {
             for (j, d) in r.iter().enumerate() {
                 if let Some(d) = d {
                     td[*d][i * l + j] = 1.0;
+                    target_rows[*d].push((i * l + j) as u32);
                 }
             }
         }
@@ -106,6 +111,7 @@ impl SeqBatch {
                 Tensor::from_vec(ta, (bsz, l, 1), device)?.to_dtype(dtype)?,
                 Tensor::from_vec(tb, (bsz, l, 1), device)?.to_dtype(dtype)?,
             ],
+            target_rows,
         })
     }
 }

@@ -21,6 +21,7 @@ use super::unfused;
 use num_traits::Float;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
+use std::sync::Arc;
 
 /// Rows per parallel task: small rows make per-task overhead dominate.
 const ROWS_PER_TASK: usize = 64;
@@ -768,6 +769,9 @@ pub fn mask_mul(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
 pub(super) struct Dropout {
     pub(super) p: f64,
     pub(super) seed: u64,
+    /// For packed rows ([`super::Packing`]): each row's row index in the padded layout, whose
+    /// elements' indices the mask is drawn for.
+    pub(super) rows: Option<Arc<[u32]>>,
 }
 
 /// MurmurHash3's 32-bit finaliser: a well-mixed hash of a 32-bit counter. 32-bit, so the
@@ -784,24 +788,56 @@ fn fmix32(mut h: u32) -> u32 {
 impl Kernel for Dropout {
     fn run<T: Elem>(&self, inputs: &[&[T]], _layouts: &[&Layout]) -> Result<Vec<T>> {
         let x = inputs[0];
-        if x.len() > u32::MAX as usize {
-            bail!(
-                "dropout: {} elements exceed the mask's 32-bit counter",
-                x.len()
-            );
-        }
         // Element i is dropped when its 32-bit draw falls below p * 2^32.
         let threshold = (self.p * 4_294_967_296.0).min(u32::MAX as f64) as u32;
         let scale = T::from(1.0 / (1.0 - self.p)).unwrap();
         let key = (self.seed as u32, (self.seed >> 32) as u32);
-        // SAFETY: `dropout_task` writes every element of its chunk.
-        Ok(unsafe {
-            filled(x.len(), |t, o| {
-                let start = t * ELEMS_PER_TASK;
-                let x = &x[start..start + o.len()];
-                dropout_task(o, x, start as u32, key, threshold, scale)
-            })
-        })
+        let Some(rows) = &self.rows else {
+            if x.len() > u32::MAX as usize {
+                bail!(
+                    "dropout: {} elements exceed the mask's 32-bit counter",
+                    x.len()
+                );
+            }
+            // SAFETY: `dropout_task` writes every element of its chunk.
+            return Ok(unsafe {
+                filled(x.len(), |t, o| {
+                    let start = t * ELEMS_PER_TASK;
+                    let x = &x[start..start + o.len()];
+                    dropout_task(o, x, start as u32, key, threshold, scale)
+                })
+            });
+        };
+        let w = if rows.is_empty() {
+            0
+        } else {
+            x.len() / rows.len()
+        };
+        if w * rows.len() != x.len() {
+            bail!("dropout: {} elements are not {} rows", x.len(), rows.len());
+        }
+        if rows
+            .last()
+            .is_some_and(|&r| (r as usize + 1) * w > u32::MAX as usize)
+        {
+            bail!("dropout: padded row indices exceed the mask's 32-bit counter");
+        }
+        let per_task = ELEMS_PER_TASK.div_ceil(w.max(1));
+        let mut out = Vec::with_capacity(x.len());
+        out.spare_capacity_mut()[..x.len()]
+            .par_chunks_mut(per_task * w.max(1))
+            .enumerate()
+            .for_each(|(task, chunk)| {
+                let first = task * per_task;
+                for (i, o) in chunk.chunks_mut(w.max(1)).enumerate() {
+                    let r = first + i;
+                    let x = &x[r * w..(r + 1) * w];
+                    dropout_task(o, x, rows[r] * w as u32, key, threshold, scale);
+                }
+            });
+        // SAFETY: `dropout_task` wrote every row of every chunk.
+        unsafe { out.set_len(x.len()) };
+        Ok(out)
     }
 }
 
@@ -833,6 +869,7 @@ impl CustomOp1 for Dropout {
         let again = Dropout {
             p: self.p,
             seed: self.seed,
+            rows: self.rows.clone(),
         };
         Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&again)?))
     }
@@ -846,9 +883,37 @@ pub fn dropout(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
         bail!("dropout rate {p} is outside [0, 1)");
     }
     if !x.device().is_cpu() {
-        return unfused::dropout(x, p, seed);
+        return unfused::dropout(
+            x,
+            Dropout {
+                p,
+                seed,
+                rows: None,
+            },
+        );
     }
-    x.contiguous()?.apply_op1(Dropout { p, seed })
+    x.contiguous()?.apply_op1(Dropout {
+        p,
+        seed,
+        rows: None,
+    })
+}
+
+/// [`dropout`] of packed rows (`x: [rows.len(), w]`): row `i` gets the mask of row `rows[i]`
+/// of the padded tensor.
+pub(super) fn dropout_of_rows(x: &Tensor, p: f64, seed: u64, rows: &Arc<[u32]>) -> Result<Tensor> {
+    if !(0.0..1.0).contains(&p) {
+        bail!("dropout rate {p} is outside [0, 1)");
+    }
+    let op = Dropout {
+        p,
+        seed,
+        rows: Some(rows.clone()),
+    };
+    if !x.device().is_cpu() {
+        return unfused::dropout(x, op);
+    }
+    x.contiguous()?.apply_op1(op)
 }
 
 /// The squashing function of a gate (GCA's `act`).
@@ -1532,7 +1597,12 @@ mod tests {
             .unwrap();
         assert_ne!(other, kept);
         // The unfused path (other devices) drops the same elements with the same values.
-        let unfused: Vec<f64> = unfused::dropout(x.as_tensor(), 0.3, 42)
+        let op = Dropout {
+            p: 0.3,
+            seed: 42,
+            rows: None,
+        };
+        let unfused: Vec<f64> = unfused::dropout(x.as_tensor(), op)
             .unwrap()
             .flatten_all()
             .unwrap()

@@ -11,6 +11,7 @@
 mod attention;
 mod fused;
 mod matmul;
+mod packing;
 #[cfg(test)]
 mod test_tensors;
 mod unfused;
@@ -25,6 +26,7 @@ pub use fused::{
     sampled_softmax_nll, silu_mul, AdamWStep, GateActivation,
 };
 pub use matmul::{bmm, linear};
+pub use packing::{gather_rows, Packing, NO_ROW};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -475,6 +477,15 @@ impl<'a> Ctx<'a> {
         // One draw from the context's stream seeds the mask of this call (see `dropout`).
         dropout(x, p, self.rng.random::<u64>())
     }
+
+    /// [`Ctx::dropout`] of rows packed by `packing`: the mask the padded tensor would get
+    /// there, from the same draw of the context's stream.
+    pub fn dropout_packed(&mut self, x: &Tensor, p: f64, packing: &Packing) -> Result<Tensor> {
+        if !self.train || p <= 0.0 {
+            return Ok(x.clone());
+        }
+        packing.dropout(x, p, self.rng.random::<u64>())
+    }
 }
 
 /// `y = x W^T (+ b)` over the last axis, any leading shape.
@@ -703,35 +714,66 @@ impl MultiHeadAttention {
         mask: &AttnMask,
         want_probs: bool,
     ) -> Result<AttnOutput> {
-        let d = xq.dim(2)?;
-        let h = self.heads;
-        let scale = 1.0 / ((d / h) as f64).sqrt();
         let (q, k, v) = (
             self.q.forward(xq)?,
             self.k.forward(xkv)?,
             self.v.forward(xkv)?,
         );
+        let (ctx, probs) = self.attend(&q, &k, &v, mask, want_probs)?;
+        let out = mask_mul(&self.o.forward(&ctx)?, &mask.out_valid)?;
+        Ok(AttnOutput { out, probs })
+    }
+
+    /// [`MultiHeadAttention::forward`] of packed rows: `xq: [nq, d]` packed by `q_rows`,
+    /// `xkv: [nk, d]` by `kv_rows`; the projections run on the packed rows, the heads on the
+    /// padded layout (zeros at padding); the output is packed like `xq`. The packed rows'
+    /// values and the probabilities at valid queries are those of `forward` on the padded
+    /// tensors.
+    pub fn forward_packed(
+        &self,
+        xq: &Tensor,
+        xkv: &Tensor,
+        q_rows: &Packing,
+        kv_rows: &Packing,
+        mask: &AttnMask,
+        want_probs: bool,
+    ) -> Result<AttnOutput> {
+        let q = q_rows.unpack(&self.q.forward(xq)?)?;
+        let k = kv_rows.unpack(&self.k.forward(xkv)?)?;
+        let v = kv_rows.unpack(&self.v.forward(xkv)?)?;
+        let (ctx, probs) = self.attend(&q, &k, &v, mask, want_probs)?;
+        let ctx = q_rows.pack(&ctx)?;
+        let out = mask_mul(&self.o.forward(&ctx)?, &q_rows.pack(&mask.out_valid)?)?;
+        Ok(AttnOutput { out, probs })
+    }
+
+    /// The heads' context `[b, lq, d]` from projected `q`, `k`, `v` (and the probabilities).
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &AttnMask,
+        want_probs: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let d = q.dim(2)?;
+        let h = self.heads;
+        let scale = 1.0 / ((d / h) as f64).sqrt();
         // The probabilities, when asked for, are a second node over q and k: the output's
         // node keeps its own backward, and a loss on the probabilities (AutoCDSR) adds only
         // their gradient with respect to q and k. Both nodes share one computation of them.
         #[cfg(test)]
         if want_probs && SEPARATE_PROBS.with(|s| s.get()) {
-            let probs = attention_probs(&q, &k, &mask.bias, h, scale)?;
-            let ctx = attention(&q, &k, &v, &mask.bias, h, scale)?;
-            let out = mask_mul(&self.o.forward(&ctx)?, &mask.out_valid)?;
-            return Ok(AttnOutput {
-                out,
-                probs: Some(probs),
-            });
+            let probs = attention_probs(q, k, &mask.bias, h, scale)?;
+            let ctx = attention(q, k, v, &mask.bias, h, scale)?;
+            return Ok((ctx, Some(probs)));
         }
-        let (ctx, probs) = if want_probs {
-            let (ctx, probs) = attention_with_probs(&q, &k, &v, &mask.bias, h, scale)?;
-            (ctx, Some(probs))
+        if want_probs {
+            let (ctx, probs) = attention_with_probs(q, k, v, &mask.bias, h, scale)?;
+            Ok((ctx, Some(probs)))
         } else {
-            (attention(&q, &k, &v, &mask.bias, h, scale)?, None)
-        };
-        let out = mask_mul(&self.o.forward(&ctx)?, &mask.out_valid)?;
-        Ok(AttnOutput { out, probs })
+            Ok((attention(q, k, v, &mask.bias, h, scale)?, None))
+        }
     }
 }
 

@@ -44,9 +44,9 @@ pub(super) fn mask_mul(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
 
 /// Inverted dropout with the fused kernel's mask: drawn on the host (the kernel applied to
 /// ones gives each element's `1 / (1 - p)` or 0), moved to `x`'s device.
-pub(super) fn dropout(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
+pub(super) fn dropout(x: &Tensor, op: Dropout) -> Result<Tensor> {
     let mask = Tensor::ones(x.shape(), x.dtype(), &Device::Cpu)?
-        .apply_op1_no_bwd(&Dropout { p, seed })?
+        .apply_op1_no_bwd(&op)?
         .to_device(x.device())?;
     x * mask
 }
