@@ -7,8 +7,8 @@
 use super::gca::{GcaConfig, GcaInputs, GcaLayer, KvSource};
 use super::input::{SeqBatch, StreamInput};
 use super::nn::{
-    gather_rows, AttentionMap, AttentionStream, AttnMask, Ctx, Embedding, LayerNorm, LoRA,
-    MultiHeadAttention, Packing, ParamStore, Result, SwiGlu, Tensor, NO_ROW,
+    AttentionMap, AttentionStream, AttnMask, Ctx, Embedding, LayerNorm, LoRA, MultiHeadAttention,
+    Packing, ParamStore, Result, SwiGlu, Tensor,
 };
 use super::ModelConfig;
 
@@ -270,23 +270,15 @@ impl Abxi {
         rows: &[Packing; 3],
         ctx: &mut Ctx,
     ) -> Result<Tensor> {
+        let by_domain = batch.target_packings(ctx.last_only)?;
         let (bsz, l) = (batch.x.batch(), batch.x.len());
-        let targets = |d: usize| -> Vec<u32> {
-            let all = batch.target_rows[d].iter().copied();
-            if ctx.last_only {
-                all.filter(|r| r % l as u32 == l as u32 - 1).collect()
-            } else {
-                all.collect()
-            }
-        };
-        let per_domain = [targets(0), targets(1)];
-        let mut union: Vec<u32> = per_domain.concat();
+        let mut union: Vec<u32> = by_domain
+            .iter()
+            .flat_map(|p| p.flat_rows())
+            .copied()
+            .collect();
         union.sort_unstable();
         let all = Packing::of_rows(bsz, l, union)?;
-        let by_domain = [
-            Packing::of_rows(bsz, l, per_domain[0].clone())?,
-            Packing::of_rows(bsz, l, per_domain[1].clone())?,
-        ];
         let hx_all = all.gather_from(&rows[0], &h[0])?;
         let hi_all = ctx.dropout_packed(&self.proj_i.forward(&hx_all)?, self.cfg.dropout, &all)?;
         let mut out = Vec::with_capacity(2);
@@ -300,16 +292,8 @@ impl Abxi {
             let spe = self.norm_d2d[d].forward(&(hd + pd)?)?;
             out.push((inv + spe)?);
         }
-        // Both domains' rows in one tensor, then each to its position.
-        let joined = Tensor::cat(&out, 0)?;
-        let per_row = if ctx.last_only { l } else { 1 };
-        let mut index = vec![NO_ROW; bsz * l / per_row];
-        let placed = by_domain.iter().flat_map(|p| p.flat_rows());
-        for (i, &flat) in placed.enumerate() {
-            index[flat as usize / per_row] = i as u32;
-        }
-        let w = joined.dim(1)?;
-        gather_rows(&joined, &index.into())?.reshape((bsz, l / per_row, w))
+        let out: [Tensor; 2] = out.try_into().expect("two domains");
+        batch.place_targets(out, &by_domain, ctx.last_only)
     }
 
     fn cfg_kv(&self) -> KvSource {

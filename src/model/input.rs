@@ -1,6 +1,6 @@
 //! Model inputs: token-id streams with their masks, as tensors plus host copies.
 
-use super::nn::{DType, Device, Result, Tensor};
+use super::nn::{gather_rows, DType, Device, Packing, Result, Tensor, NO_ROW};
 
 /// One left-padded stream of item ids (`0` = padding) for a batch.
 pub struct StreamInput {
@@ -113,5 +113,44 @@ impl SeqBatch {
             ],
             target_rows,
         })
+    }
+}
+
+impl SeqBatch {
+    /// Per domain, the positions with a target there (only those at the last position when
+    /// `last_only`: evaluation scores it alone).
+    pub fn target_packings(&self, last_only: bool) -> Result<[Packing; 2]> {
+        let (bsz, l) = (self.x.batch(), self.x.len());
+        let rows = |d: usize| -> Result<Packing> {
+            let all = self.target_rows[d].iter().copied();
+            let rows = if last_only {
+                all.filter(|r| r % l as u32 == l as u32 - 1).collect()
+            } else {
+                all.collect()
+            };
+            Packing::of_rows(bsz, l, rows)
+        };
+        Ok([rows(0)?, rows(1)?])
+    }
+
+    /// The model's output `[b, l, w]` (`[b, 1, w]` when `last_only`) from each domain's rows
+    /// (`rows[d]`, packed by `targets[d]` of [`SeqBatch::target_packings`]): zero at the
+    /// positions without a target.
+    pub fn place_targets(
+        &self,
+        rows: [Tensor; 2],
+        targets: &[Packing; 2],
+        last_only: bool,
+    ) -> Result<Tensor> {
+        let (bsz, l) = (self.x.batch(), self.x.len());
+        let joined = Tensor::cat(&rows, 0)?;
+        let per_row = if last_only { l } else { 1 };
+        let mut index = vec![NO_ROW; bsz * l / per_row];
+        let placed = targets.iter().flat_map(|p| p.flat_rows());
+        for (i, &flat) in placed.enumerate() {
+            index[flat as usize / per_row] = i as u32;
+        }
+        let w = joined.dim(1)?;
+        gather_rows(&joined, &index.into())?.reshape((bsz, l / per_row, w))
     }
 }

@@ -21,8 +21,8 @@ use super::autocdsr::IbConfig;
 use super::gca::{GcaConfig, GcaInputs, GcaLayer, KvSource};
 use super::input::{SeqBatch, StreamInput};
 use super::nn::{
-    last_position, mask_mul, AttentionMap, AttentionStream, AttnMask, Ctx, Embedding, LayerNorm,
-    MultiHeadAttention, ParamStore, Result, SwiGlu, Tensor,
+    mask_mul, AttentionMap, AttentionStream, AttnMask, Ctx, Embedding, LayerNorm,
+    MultiHeadAttention, Packing, ParamStore, Result, SwiGlu, Tensor,
 };
 use super::{ModelConfig, ModelKind};
 
@@ -213,16 +213,11 @@ impl SasRec {
             let h = self.encode(&batch.x, AttentionStream::Merged, Some(batch), ctx)?;
             (h.clone(), h)
         };
-        let last = |t: &Tensor| last_position(t, ctx.last_only);
-        let a = mask_mul(
-            &self.head[0].forward(&last(&ha)?)?,
-            &last(&batch.target_domain[0])?,
-        )?;
-        let b = mask_mul(
-            &self.head[1].forward(&last(&hb)?)?,
-            &last(&batch.target_domain[1])?,
-        )?;
-        a + b
+        // Each domain's head on the positions with a target there only.
+        let targets = batch.target_packings(ctx.last_only)?;
+        let a = self.head[0].forward(&targets[0].pack(&ha)?)?;
+        let b = self.head[1].forward(&targets[1].pack(&hb)?)?;
+        batch.place_targets([a, b], &targets, ctx.last_only)
     }
 
     /// The blocks over one stream (its attention maps recorded as `stream`); GCA layers run
@@ -241,43 +236,55 @@ impl SasRec {
             self.store.dtype(),
             self.store.device(),
         )?;
-        let mut h = self.embed(x, ctx)?;
-        if let Some(batch) = gca_batch {
-            h = self.gca_at(0, h, batch, ctx)?;
-        }
-        for (l, blk) in self.blocks.iter().enumerate() {
-            h = self.block(l, blk, &h, &mask, &x.mask, stream, ctx)?;
-            if let Some(batch) = gca_batch {
-                h = self.gca_at(l + 1, h, batch, ctx)?;
+        // The blocks run on the valid rows; GCA on the padded layout.
+        let rows = Packing::of_valid(&x.valid);
+        let mut h = self.embed(x, &rows, ctx)?;
+        let gca = |p: usize, h: Tensor, ctx: &mut Ctx| -> Result<Tensor> {
+            match gca_batch {
+                Some(batch) if self.gca.iter().any(|g| g.position == p) => {
+                    rows.pack(&self.gca_at(p, rows.unpack(&h)?, batch, ctx)?)
+                }
+                _ => Ok(h),
             }
-        }
-        Ok(h)
-    }
-
-    /// Item plus position embedding of a stream, padding zeroed, dropout applied.
-    fn embed(&self, x: &StreamInput, ctx: &mut Ctx) -> Result<Tensor> {
-        let items = match &ctx.item_lookup_leaf {
-            Some(leaf) => self.item.forward_as_leaf(&x.ids, leaf)?,
-            None => self.item.forward(&x.ids)?,
         };
-        let h = mask_mul(&(items + self.pos.forward(&x.pos)?)?, &x.mask)?;
-        ctx.dropout(&h, self.cfg.dropout)
+        h = gca(0, h, ctx)?;
+        for (l, blk) in self.blocks.iter().enumerate() {
+            h = self.block(l, blk, &h, &rows, &mask, stream, ctx)?;
+            h = gca(l + 1, h, ctx)?;
+        }
+        rows.unpack(&h)
     }
 
-    /// One post-norm block (attention map recorded as layer `l` of `stream`); `token_mask`
-    /// `[b, l, 1]` zeroes the padding rows.
+    /// Item plus position embedding of a stream's valid rows (packed by `rows`), dropout
+    /// applied.
+    fn embed(&self, x: &StreamInput, rows: &Packing, ctx: &mut Ctx) -> Result<Tensor> {
+        let dev = self.store.device();
+        let n = rows.rows();
+        let ids = Tensor::from_vec(rows.pack_host(&x.host_ids.concat()), n, dev)?;
+        let pos = rows.pack_host(&x.pos.flatten_all()?.to_vec1::<u32>()?);
+        let items = match &ctx.item_lookup_leaf {
+            Some(leaf) => self.item.forward_as_leaf(&ids, leaf)?,
+            None => self.item.forward(&ids)?,
+        };
+        let h = (items + self.pos.forward(&Tensor::from_vec(pos, n, dev)?)?)?;
+        ctx.dropout_packed(&h, self.cfg.dropout, rows)
+    }
+
+    /// One post-norm block over the rows packed by `rows` (attention map recorded as layer `l`
+    /// of `stream`).
     #[allow(clippy::too_many_arguments)]
     fn block(
         &self,
         l: usize,
         blk: &Block,
         h: &Tensor,
+        rows: &Packing,
         mask: &AttnMask,
-        token_mask: &Tensor,
         stream: AttentionStream,
         ctx: &mut Ctx,
     ) -> Result<Tensor> {
-        let o = blk.attn.forward(h, h, mask, ctx.attn_probs.is_some())?;
+        let want = ctx.attn_probs.is_some();
+        let o = blk.attn.forward_packed(h, h, rows, rows, mask, want)?;
         if let (Some(p), Some(rec)) = (o.probs, ctx.attn_probs.as_mut()) {
             rec.push(AttentionMap {
                 layer: l,
@@ -285,10 +292,10 @@ impl SasRec {
                 probs: p,
             });
         }
-        let o = ctx.dropout(&o.out, self.cfg.dropout)?;
-        let h = mask_mul(&blk.norm_attn.forward(&(h + o)?)?, token_mask)?;
-        let f = ctx.dropout(&blk.ffn.forward(&h)?, self.cfg.dropout)?;
-        mask_mul(&blk.norm_ffn.forward(&(&h + f)?)?, token_mask)
+        let o = ctx.dropout_packed(&o.out, self.cfg.dropout, rows)?;
+        let h = blk.norm_attn.forward(&(h + o)?)?;
+        let f = ctx.dropout_packed(&blk.ffn.forward(&h)?, self.cfg.dropout, rows)?;
+        blk.norm_ffn.forward(&(&h + f)?)
     }
 
     /// The domain (0 = A, 1 = B) of an input token, mask tokens included; `None` on padding.
@@ -339,13 +346,13 @@ impl SasRec {
             }
         }
         let init = ib.init.weight.unsqueeze(0)?.broadcast_as((bsz, k, d))?;
-        let ones = Tensor::ones((bsz, k, 1), dtype, dev)?;
         let mut hs = Vec::with_capacity(2);
         let mut masks = Vec::with_capacity(2);
-        let mut token_masks = Vec::with_capacity(2);
+        let mut packings = Vec::with_capacity(2);
         for (stream, n) in rows.iter().zip(lens) {
             let s = StreamInput::new(stream, self.cfg.max_len, dtype, dev)?;
-            hs.push(Tensor::cat(&[&init, &self.embed(&s, ctx)?], 1)?);
+            let s_rows = Packing::of_valid(&s.valid);
+            let tokens = s_rows.unpack(&self.embed(&s, &s_rows, ctx)?)?;
             let keys: Vec<Vec<bool>> = s
                 .valid
                 .iter()
@@ -356,32 +363,34 @@ impl SasRec {
                 })
                 .collect();
             masks.push(AttnMask::new(&keys, k + n, false, dtype, dev)?);
-            token_masks.push(Tensor::cat(&[&ones, &s.mask], 1)?);
+            // The IB tokens and the valid items: the rows the blocks compute.
+            let pk = Packing::of_valid(&keys);
+            hs.push(pk.pack(&Tensor::cat(&[&init, &tokens], 1)?)?);
+            packings.push(pk);
         }
         for (li, blk) in self.blocks.iter().enumerate() {
             for (dom, stream) in [AttentionStream::A, AttentionStream::B]
                 .into_iter()
                 .enumerate()
             {
-                hs[dom] = self.block(
-                    li,
-                    blk,
-                    &hs[dom],
-                    &masks[dom],
-                    &token_masks[dom],
-                    stream,
-                    ctx,
-                )?;
+                hs[dom] =
+                    self.block(li, blk, &hs[dom], &packings[dom], &masks[dom], stream, ctx)?;
             }
             if ib.comm_layers.contains(&li) {
-                let mean = ((hs[0].narrow(1, 0, k)? + hs[1].narrow(1, 0, k)?)? * 0.5)?;
-                for (h, n) in hs.iter_mut().zip(lens) {
-                    *h = Tensor::cat(&[&mean, &h.narrow(1, k, n)?], 1)?;
+                let dense = [packings[0].unpack(&hs[0])?, packings[1].unpack(&hs[1])?];
+                let mean = ((dense[0].narrow(1, 0, k)? + dense[1].narrow(1, 0, k)?)? * 0.5)?;
+                for dom in 0..2 {
+                    let h = Tensor::cat(&[&mean, &dense[dom].narrow(1, k, lens[dom])?], 1)?;
+                    hs[dom] = packings[dom].pack(&h)?;
                 }
             }
         }
+        let dense = [packings[0].unpack(&hs[0])?, packings[1].unpack(&hs[1])?];
         let seq = Tensor::cat(
-            &[&hs[0].narrow(1, k, lens[0])?, &hs[1].narrow(1, k, lens[1])?],
+            &[
+                &dense[0].narrow(1, k, lens[0])?,
+                &dense[1].narrow(1, k, lens[1])?,
+            ],
             1,
         )?;
         let landed = Tensor::from_vec(landed, bsz * l, dev)?;
