@@ -467,3 +467,76 @@ fn a_run_on_the_real_slice_captures_the_projected_geometry() {
         );
     }
 }
+
+/// On packed rows ([`Packing`]) a module gives, at the valid query rows, the values and the
+/// parameters' gradients of the padded layout whose padding rows are zero (as the models'
+/// streams are), with and without layer norm and a projection of X'.
+#[test]
+fn packed_rows_give_the_padded_layouts_values_and_gradients() {
+    use cdsr_lab::model::nn::Packing;
+    let (b, l) = (3, 7);
+    let q_valid: Vec<Vec<bool>> = (0..b)
+        .map(|r| (0..l).map(|t| t >= 2 + r && (t + r) % 3 != 0).collect())
+        .collect();
+    let kv_valid: Vec<Vec<bool>> = (0..b)
+        .map(|r| (0..l).map(|t| t >= 1 + r && (t + 2 * r) % 4 != 1).collect())
+        .collect();
+    let (qp, kvp) = (Packing::of_valid(&q_valid), Packing::of_valid(&kv_valid));
+    let zero_padding = |t: &Tensor, valid: &[Vec<bool>]| {
+        let m: Vec<f64> = valid.iter().flatten().map(|&v| v as u8 as f64).collect();
+        let m = Tensor::from_vec(m, (b, l, 1), &Device::Cpu).unwrap();
+        t.broadcast_mul(&m).unwrap()
+    };
+    let x = zero_padding(&randn(&[b, l, D], 70), &q_valid);
+    let y = zero_padding(&randn(&[b, l, D], 71), &kv_valid);
+    let w = randn(&[b, l, D], 72);
+    let mask = AttnMask::new(&kv_valid, l, true, DType::F64, &Device::Cpu).unwrap();
+    for (layer_norm, project) in [(true, Projection::None), (false, Projection::Orthogonal)] {
+        let cfg = GcaConfig {
+            positions: vec![0],
+            layer_norm,
+            heads: 4,
+            project,
+            ..Default::default()
+        };
+        let (store, m) = module(&cfg, 9);
+        let padded = m.forward(&x, &y, &mask).unwrap();
+        let packed = m
+            .forward_packed(
+                &qp.pack(&x).unwrap(),
+                &kvp.pack(&y).unwrap(),
+                (&qp, &kvp),
+                &mask,
+            )
+            .unwrap();
+        let gap = |a: &Tensor, b: &Tensor| -> f64 {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        assert!(gap(&packed.out, &qp.pack(&padded.out).unwrap()) < 1e-12);
+        assert!(gap(&packed.x_prime, &qp.pack(&padded.x_prime).unwrap()) < 1e-12);
+        // The same loss over the valid query rows on both sides.
+        let loss_padded = (zero_padding(&padded.out, &q_valid) * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let loss_packed = (packed.out * qp.pack(&w).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let (gp, gk) = (
+            loss_padded.backward().unwrap(),
+            loss_packed.backward().unwrap(),
+        );
+        for p in store.params() {
+            let (a, b) = (gp.get(&p.var).unwrap(), gk.get(&p.var).unwrap());
+            assert!(gap(a, b) < 1e-12, "{}: gradients differ", p.name);
+        }
+    }
+}

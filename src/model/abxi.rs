@@ -4,7 +4,7 @@
 //! adapters (iLoRA). Optional GCA layers sit after the embedding (position 0) and after each
 //! block (position i); they update streams a and b.
 
-use super::gca::{GcaConfig, GcaInputs, GcaLayer, KvSource};
+use super::gca::{GcaConfig, GcaInputs, GcaLayer, GcaPacking, KvSource};
 use super::input::{SeqBatch, StreamInput};
 use super::nn::{
     AttentionMap, AttentionStream, AttnMask, Ctx, Embedding, LayerNorm, LoRA, MultiHeadAttention,
@@ -162,8 +162,7 @@ impl Abxi {
         ctx.dropout_packed(&h, self.cfg.dropout, rows)
     }
 
-    /// GCA at position `p` on the padded layout: `h`'s streams unpacked, `a` and `b` packed
-    /// again afterwards.
+    /// GCA at position `p` on the streams' packed rows (`a` and `b` updated).
     fn gca_at(
         &self,
         p: usize,
@@ -176,26 +175,24 @@ impl Abxi {
         let Some(layer) = self.gca.iter().find(|g| g.position == p) else {
             return Ok(());
         };
-        let dense = |s: usize| rows[s].unpack(&h[s]);
-        let (qa, qb) = (dense(1)?, dense(2)?);
-        let merged;
-        let kv = match layer.kv_source {
-            KvSource::Other => [&qb, &qa],
-            KvSource::Merged => {
-                merged = dense(0)?;
-                [&merged, &merged]
-            }
+        let (kv, kv_rows) = match layer.kv_source {
+            KvSource::Other => ([&h[2], &h[1]], [&rows[2], &rows[1]]),
+            KvSource::Merged => ([&h[0], &h[0]], [&rows[0], &rows[0]]),
         };
         let inp = GcaInputs {
-            queries: [&qa, &qb],
+            queries: [&h[1], &h[2]],
             kv,
             masks: [&masks.a, &masks.b],
             query_valid: [&batch.a.mask, &batch.b.mask],
             query_valid_host: [&batch.a.valid, &batch.b.valid],
+            packed: Some(GcaPacking {
+                queries: [&rows[1], &rows[2]],
+                kv: kv_rows,
+            }),
         };
         let [a, b] = layer.forward(&inp, ctx)?;
-        h[1] = rows[1].pack(&a)?;
-        h[2] = rows[2].pack(&b)?;
+        h[1] = a;
+        h[2] = b;
         Ok(())
     }
 

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 pub use super::nn::GateActivation;
 use super::nn::{
     gated_residual, mask_mul, AbsCosSum, AttnMask, Ctx, Device, LayerNorm, Linear,
-    MultiHeadAttention, Result, Scope, Tensor, D,
+    MultiHeadAttention, Packing, Result, Scope, Tensor, D,
 };
 use crate::data::Domain;
 
@@ -147,12 +147,40 @@ impl GcaModule {
 
     /// `x: [b, lq, d]` queries, `y: [b, lk, d]` keys/values, `mask` over (query, key) pairs.
     pub fn forward(&self, x: &Tensor, y: &Tensor, mask: &AttnMask) -> Result<GcaOutput> {
-        let attended = self.attn.forward(x, y, mask, false)?.out;
+        self.forward_rows(x, y, None, mask)
+    }
+
+    /// [`GcaModule::forward`] of packed rows: `x: [nq, d]` packed by `rows.0`, `y: [nk, d]` by
+    /// `rows.1` (the attention heads on the padded layout, the rest on the rows); the outputs
+    /// are packed like `x`.
+    pub fn forward_packed(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        rows: (&Packing, &Packing),
+        mask: &AttnMask,
+    ) -> Result<GcaOutput> {
+        self.forward_rows(x, y, Some(rows), mask)
+    }
+
+    fn forward_rows(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        rows: Option<(&Packing, &Packing)>,
+        mask: &AttnMask,
+    ) -> Result<GcaOutput> {
+        let attended = match rows {
+            Some((q, kv)) => self.attn.forward_packed(x, y, q, kv, mask, false)?.out,
+            None => self.attn.forward(x, y, mask, false)?.out,
+        };
         let (x_prime, x_prime_raw) = match self.project {
             Projection::None => (attended, None),
             p => (project_rows(&attended, x, p)?, Some(attended)),
         };
-        let pre = self.gate.forward(&Tensor::cat(&[x, &x_prime], 2)?)?;
+        let pre = self
+            .gate
+            .forward(&Tensor::cat(&[x, &x_prime], D::Minus1)?)?;
         let sum = gated_residual(x, &pre, &x_prime, self.act)?;
         let out = match &self.norm {
             Some(n) => n.forward(&sum)?,
@@ -231,6 +259,17 @@ pub struct GcaInputs<'a> {
     pub query_valid: [&'a Tensor; 2],
     /// Host copy of the query validity (for capture).
     pub query_valid_host: [&'a [Vec<bool>]; 2],
+    /// When `Some`, `queries` and `kv` are packed rows ([`Packing`]): the queries' packings
+    /// and the keys'/values', per query domain. The outputs are packed like the queries; what
+    /// `ctx` captures is laid out padded.
+    pub packed: Option<GcaPacking<'a>>,
+}
+
+/// The packings of packed [`GcaInputs`].
+#[derive(Clone, Copy)]
+pub struct GcaPacking<'a> {
+    pub queries: [&'a Packing; 2],
+    pub kv: [&'a Packing; 2],
 }
 
 impl GcaLayer {
@@ -249,10 +288,21 @@ impl GcaLayer {
         let mut outs = Vec::with_capacity(2);
         for d in Domain::BOTH {
             let i = d.index();
-            let o = self.modules[i].forward(inp.queries[i], inp.kv[i], inp.masks[i])?;
+            let (q, kv) = (inp.queries[i], inp.kv[i]);
+            let (o, valid) = match inp.packed {
+                Some(p) => {
+                    let rows = (p.queries[i], p.kv[i]);
+                    let o = self.modules[i].forward_packed(q, kv, rows, inp.masks[i])?;
+                    (o, p.queries[i].pack(inp.query_valid[i])?)
+                }
+                None => (
+                    self.modules[i].forward(q, kv, inp.masks[i])?,
+                    inp.query_valid[i].clone(),
+                ),
+            };
             if let Some(sums) = ctx.gca_cos.as_mut() {
                 sums.push(AbsCosSum {
-                    sum: abs_cos_sum(inp.queries[i], &o.x_prime, inp.query_valid[i])?,
+                    sum: abs_cos_sum(q, &o.x_prime, &valid)?,
                     rows: inp.query_valid_host[i]
                         .iter()
                         .flatten()
@@ -262,12 +312,19 @@ impl GcaLayer {
             }
             if let Some(cap) = ctx.capture.as_mut() {
                 let p = self.position;
-                cap.push((format!("gca.{p}.{d}.x"), inp.queries[i].detach()));
-                cap.push((format!("gca.{p}.{d}.x_prime"), o.x_prime.detach()));
+                let padded = |t: &Tensor, kv_rows: bool| -> Result<Tensor> {
+                    Ok(match inp.packed {
+                        Some(pk) if kv_rows => pk.kv[i].unpack(t)?.detach(),
+                        Some(pk) => pk.queries[i].unpack(t)?.detach(),
+                        None => t.detach(),
+                    })
+                };
+                cap.push((format!("gca.{p}.{d}.x"), padded(q, false)?));
+                cap.push((format!("gca.{p}.{d}.x_prime"), padded(&o.x_prime, false)?));
                 if let Some(raw) = &o.x_prime_raw {
-                    cap.push((format!("gca.{p}.{d}.x_prime_raw"), raw.detach()));
+                    cap.push((format!("gca.{p}.{d}.x_prime_raw"), padded(raw, false)?));
                 }
-                cap.push((format!("gca.{p}.{d}.y"), inp.kv[i].detach()));
+                cap.push((format!("gca.{p}.{d}.y"), padded(kv, true)?));
                 let host = inp.query_valid_host[i];
                 let (b, l) = (host.len(), host.first().map_or(0, |r| r.len()));
                 let m: Vec<u8> = host.iter().flatten().map(|&v| v as u8).collect();
@@ -276,7 +333,7 @@ impl GcaLayer {
                     Tensor::from_vec(m, (b, l), &Device::Cpu)?,
                 ));
             }
-            outs.push(mask_mul(&o.out, inp.query_valid[i])?);
+            outs.push(mask_mul(&o.out, &valid)?);
         }
         let b = outs.pop().unwrap();
         let a = outs.pop().unwrap();

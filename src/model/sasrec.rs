@@ -194,6 +194,7 @@ impl SasRec {
             masks: [&mask_a, &mask_b],
             query_valid: [&ma, &mb],
             query_valid_host: [&va, &vb],
+            packed: None,
         };
         let [a, b] = layer.forward(&inp, ctx)?;
         a + b
