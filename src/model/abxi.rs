@@ -153,12 +153,8 @@ impl Abxi {
 
     /// The embedded valid rows of a stream, packed by `rows`.
     fn embed(&self, s: &StreamInput, rows: &Packing, ctx: &mut Ctx) -> Result<Tensor> {
-        let dev = self.store.device();
-        let n = rows.rows();
-        let ids = rows.pack_host(&s.host_ids.concat());
-        let pos = rows.pack_host(&s.pos.flatten_all()?.to_vec1::<u32>()?);
-        let h = (self.item.forward(&Tensor::from_vec(ids, n, dev)?)?
-            + self.pos.forward(&Tensor::from_vec(pos, n, dev)?)?)?;
+        let (ids, pos) = s.packed_ids(rows, self.store.device())?;
+        let h = (self.item.forward(&ids)? + self.pos.forward(&pos)?)?;
         ctx.dropout_packed(&h, self.cfg.dropout, rows)
     }
 

@@ -62,6 +62,18 @@ impl StreamInput {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The item ids and positions of the rows packed by `rows` (`[n]` u32 each, on `device`):
+    /// what a model's embedding looks up for its packed stream.
+    pub fn packed_ids(&self, rows: &Packing, device: &Device) -> Result<(Tensor, Tensor)> {
+        let n = rows.rows();
+        let ids = rows.pack_host(&self.host_ids.concat());
+        let pos = rows.pack_host(&self.pos.flatten_all()?.to_vec1::<u32>()?);
+        Ok((
+            Tensor::from_vec(ids, n, device)?,
+            Tensor::from_vec(pos, n, device)?,
+        ))
+    }
 }
 
 /// A batch for a cross-domain sequence model: the merged stream x, the per-domain streams a

@@ -259,15 +259,12 @@ impl SasRec {
     /// Item plus position embedding of a stream's valid rows (packed by `rows`), dropout
     /// applied.
     fn embed(&self, x: &StreamInput, rows: &Packing, ctx: &mut Ctx) -> Result<Tensor> {
-        let dev = self.store.device();
-        let n = rows.rows();
-        let ids = Tensor::from_vec(rows.pack_host(&x.host_ids.concat()), n, dev)?;
-        let pos = rows.pack_host(&x.pos.flatten_all()?.to_vec1::<u32>()?);
+        let (ids, pos) = x.packed_ids(rows, self.store.device())?;
         let items = match &ctx.item_lookup_leaf {
             Some(leaf) => self.item.forward_as_leaf(&ids, leaf)?,
             None => self.item.forward(&ids)?,
         };
-        let h = (items + self.pos.forward(&Tensor::from_vec(pos, n, dev)?)?)?;
+        let h = (items + self.pos.forward(&pos)?)?;
         ctx.dropout_packed(&h, self.cfg.dropout, rows)
     }
 
