@@ -473,7 +473,10 @@ fn max_gap(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.dims(), b.dims());
     let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
     let (a, b) = (values(a), values(b));
-    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
 }
 
 /// On packed rows ([`Packing`]) a module gives, at the valid query rows, the values and the
