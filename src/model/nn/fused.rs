@@ -879,37 +879,34 @@ impl CustomOp1 for Dropout {
 /// and scaled by `1 / (1 - p)`; the mask depends only on `seed` and the element's index, so the
 /// same seed drops the same elements whatever the thread count.
 pub fn dropout(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
-    if !(0.0..1.0).contains(&p) {
-        bail!("dropout rate {p} is outside [0, 1)");
-    }
-    if !x.device().is_cpu() {
-        return unfused::dropout(
-            x,
-            Dropout {
-                p,
-                seed,
-                rows: None,
-            },
-        );
-    }
-    x.contiguous()?.apply_op1(Dropout {
-        p,
-        seed,
-        rows: None,
-    })
+    apply_dropout(
+        x,
+        Dropout {
+            p,
+            seed,
+            rows: None,
+        },
+    )
 }
 
 /// [`dropout`] of packed rows (`x: [rows.len(), w]`): row `i` gets the mask of row `rows[i]`
 /// of the padded tensor.
 pub(super) fn dropout_of_rows(x: &Tensor, p: f64, seed: u64, rows: &Arc<[u32]>) -> Result<Tensor> {
-    if !(0.0..1.0).contains(&p) {
-        bail!("dropout rate {p} is outside [0, 1)");
+    apply_dropout(
+        x,
+        Dropout {
+            p,
+            seed,
+            rows: Some(rows.clone()),
+        },
+    )
+}
+
+/// Checks the rate, then the fused kernel on CPU, the host-drawn mask elsewhere.
+fn apply_dropout(x: &Tensor, op: Dropout) -> Result<Tensor> {
+    if !(0.0..1.0).contains(&op.p) {
+        bail!("dropout rate {} is outside [0, 1)", op.p);
     }
-    let op = Dropout {
-        p,
-        seed,
-        rows: Some(rows.clone()),
-    };
     if !x.device().is_cpu() {
         return unfused::dropout(x, op);
     }
