@@ -1,25 +1,23 @@
-//! Model inputs: token-id streams with their masks, as tensors plus host copies.
+//! Model inputs: token-id streams on the host, with their masks as tensors too.
 
 use super::nn::{gather_rows, DType, Device, Packing, Result, Tensor, NO_ROW};
 
 /// One left-padded stream of item ids (`0` = padding) for a batch.
 pub struct StreamInput {
-    /// `[b, l]` u32 item ids.
-    pub ids: Tensor,
-    /// `[b, l]` u32 position indexed from the end: the last real item is 1, the one before 2, …;
+    /// `[b * l]` position indexed from the end: the last real item is 1, the one before 2, …;
     /// padding is 0 (ABXI's `get_absolute_pos_idx`).
-    pub pos: Tensor,
+    pub pos: Vec<u32>,
     /// `[b, l, 1]` 1.0 at real items.
     pub mask: Tensor,
-    /// Host copy of the validity, row per sample.
+    /// The validity, row per sample.
     pub valid: Vec<Vec<bool>>,
-    /// Host copy of the ids.
+    /// The item ids, row per sample (models look up the packed ones, [`StreamInput::packed_ids`]).
     pub host_ids: Vec<Vec<u32>>,
 }
 
 impl StreamInput {
     /// `rows`: equal-length rows of ids. Positions above `max_pos` are clamped to it.
-    /// The tensors are made on `device`.
+    /// The mask is made on `device`.
     pub fn new(rows: &[Vec<u32>], max_pos: usize, dtype: DType, device: &Device) -> Result<Self> {
         let b = rows.len();
         let l = rows.first().map_or(0, |r| r.len());
@@ -38,10 +36,8 @@ impl StreamInput {
                 }
             }
         }
-        let flat: Vec<u32> = rows.iter().flatten().copied().collect();
         Ok(Self {
-            ids: Tensor::from_vec(flat, (b, l), device)?,
-            pos: Tensor::from_vec(pos, (b, l), device)?,
+            pos,
             mask: Tensor::from_vec(mask, (b, l, 1), device)?.to_dtype(dtype)?,
             valid: rows
                 .iter()
@@ -68,7 +64,7 @@ impl StreamInput {
     pub fn packed_ids(&self, rows: &Packing, device: &Device) -> Result<(Tensor, Tensor)> {
         let n = rows.rows();
         let ids = rows.pack_host(&self.host_ids.concat());
-        let pos = rows.pack_host(&self.pos.flatten_all()?.to_vec1::<u32>()?);
+        let pos = rows.pack_host(&self.pos);
         Ok((
             Tensor::from_vec(ids, n, device)?,
             Tensor::from_vec(pos, n, device)?,
