@@ -287,6 +287,42 @@ mod tests {
         assert!(Packing::of_rows(3, 4, vec![12]).is_err());
     }
 
+    /// Bad indices are refused with the op named: a row past the source, a source row read
+    /// twice (no gradient for it), rows that do not fit their packing or dropout's row list.
+    #[test]
+    fn bad_rows_are_refused_naming_the_op() {
+        let src = Var::from_tensor(&seeded(&[4, 3], 44)).unwrap();
+        let err = gather_rows(src.as_tensor(), &vec![0, 4].into()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("gather_rows: row 4 of a 4-row tensor"),
+            "{err}"
+        );
+        let twice = gather_rows(src.as_tensor(), &vec![1, 1].into()).unwrap();
+        let err = twice.sum_all().unwrap().backward().unwrap_err();
+        assert!(
+            err.to_string().contains("source row 1 is read twice"),
+            "{err}"
+        );
+        let pk = Packing::of_rows(2, 3, vec![0, 4]).unwrap();
+        let err = pk.unpack(src.as_tensor()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("4 rows to unpack, the packing has 2"),
+            "{err}"
+        );
+        let err = pk.pack(src.as_tensor()).unwrap_err();
+        assert!(err.to_string().contains("is not 2 x 3 rows"), "{err}");
+        let x = seeded(&[3, 3], 45);
+        let err = pk.dropout(&x, 0.5, 1).unwrap_err();
+        assert!(
+            err.to_string().contains("9 elements are not 2 rows"),
+            "{err}"
+        );
+        let err = pk.dropout(&seeded(&[2, 2], 46), 1.0, 1).unwrap_err();
+        assert!(err.to_string().contains("outside [0, 1)"), "{err}");
+    }
+
     /// Dropout of packed rows drops exactly what dropout of the padded tensor drops there.
     #[test]
     fn dropout_of_packed_rows_is_the_padded_layouts_mask() {
